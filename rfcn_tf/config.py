@@ -1,0 +1,137 @@
+"""R-FCN hyper-parameters in one serialisable dataclass.
+
+The defaults are the paper's (Dai et al., NIPS 2016): ResNet-101 with a dilated conv5,
+k = 7, anchors of 128²/256²/512² at ratios 0.5/1/2, 300 RoIs at test, OHEM keeping 128 of
+them, per-class NMS at 0.3. ``RFCNConfig.small(...)`` is the CPU-sized variant the tests
+and the demo use.
+"""
+
+import dataclasses
+from typing import Optional, Sequence, Tuple
+
+BACKBONES = ("resnet50", "resnet101", "resnet152", "small")
+HEADS = ("rfcn", "faster_rcnn")
+PSROI_MODES = ("align", "crop")
+ROI_SAMPLERS = ("ohem", "random")
+
+
+@dataclasses.dataclass
+class RFCNConfig:
+    num_classes: int = 20
+    class_names: Optional[Tuple[str, ...]] = None
+    bounding_box_format: str = "yxyx"
+
+    # Backbone: conv4 feeds the RPN, dilated conv5 feeds the head; both at stride 16.
+    backbone: str = "resnet101"
+    backbone_weights: Optional[str] = None  # None, "imagenet" or a weights file
+    freeze_stem: Optional[bool] = None  # conv1 + res2; None → frozen iff weights given
+    freeze_batchnorm: Optional[bool] = None  # None → frozen iff weights given
+    feature_stride: int = 16
+
+    # RPN
+    anchor_scales: Tuple[float, ...] = (128.0, 256.0, 512.0)
+    anchor_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_channels: int = 512
+    rpn_nms_iou: float = 0.7
+    rpn_min_size: float = 0.0
+    rpn_pre_nms_train: int = 6000
+    rpn_post_nms_train: int = 300
+    rpn_pre_nms_test: int = 6000
+    rpn_post_nms_test: int = 300
+    rpn_batch_size: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_positive_iou: float = 0.7
+    rpn_negative_iou: float = 0.3
+
+    # Second stage
+    head: str = "rfcn"
+    k: int = 7
+    head_channels: int = 1024
+    psroi_mode: str = "align"
+    psroi_samples: int = 2
+    roi_positive_iou: float = 0.5
+    roi_sampler: str = "ohem"
+    roi_batch_size: int = 128
+    roi_positive_fraction: float = 0.25  # used by the "random" sampler only
+    box_std: Tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
+
+    # Detection decoding
+    nms_iou: float = 0.3
+    score_threshold: float = 0.05
+    max_detections: int = 100
+
+    def __post_init__(self):
+        for name in ("anchor_scales", "anchor_ratios", "box_std", "class_names"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, tuple(value))
+        self.validate()
+
+    def validate(self):
+        def check(ok, message):
+            if not ok:
+                raise ValueError(f"RFCNConfig: {message}")
+
+        check(int(self.num_classes) >= 1, f"num_classes must be >= 1, got {self.num_classes}")
+        check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        check(self.head in HEADS, f"head must be one of {HEADS}, got {self.head!r}")
+        check(self.psroi_mode in PSROI_MODES, f"psroi_mode must be one of {PSROI_MODES}, got {self.psroi_mode!r}")
+        check(self.roi_sampler in ROI_SAMPLERS, f"roi_sampler must be one of {ROI_SAMPLERS}, got {self.roi_sampler!r}")
+        check(int(self.k) >= 1, f"k must be >= 1, got {self.k}")
+        check(self.feature_stride == 16, f"feature_stride must be 16 (every backbone here has output stride 16), got {self.feature_stride}")
+        check(len(self.box_std) == 4, f"box_std needs 4 values, got {self.box_std}")
+        check(len(self.anchor_scales) > 0 and len(self.anchor_ratios) > 0, "anchor_scales and anchor_ratios must not be empty")
+        check(self.rpn_post_nms_test <= self.rpn_pre_nms_test, "rpn_post_nms_test must be <= rpn_pre_nms_test")
+        check(self.rpn_post_nms_train <= self.rpn_pre_nms_train, "rpn_post_nms_train must be <= rpn_pre_nms_train")
+        if self.class_names is not None:
+            check(
+                len(self.class_names) == self.num_classes,
+                f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}",
+            )
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.anchor_scales) * len(self.anchor_ratios)
+
+    @property
+    def weights_loaded(self) -> bool:
+        return self.backbone_weights is not None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for key, value in d.items():
+            if isinstance(value, tuple):
+                d[key] = list(value)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RFCNConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"RFCNConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "RFCNConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def small(cls, num_classes: int = 5, class_names: Optional[Sequence[str]] = None, **overrides) -> "RFCNConfig":
+        """The CPU-sized configuration: small backbone, anchors for ~128–256 px images."""
+        params = dict(
+            num_classes=num_classes,
+            class_names=class_names,
+            backbone="small",
+            anchor_scales=(24.0, 48.0, 96.0, 160.0),
+            rpn_channels=128,
+            rpn_pre_nms_train=1000,
+            rpn_post_nms_train=128,
+            rpn_pre_nms_test=1000,
+            rpn_post_nms_test=100,
+            rpn_batch_size=128,
+            k=3,
+            head_channels=256,
+            roi_batch_size=64,
+        )
+        params.update(overrides)
+        return cls(**params)
