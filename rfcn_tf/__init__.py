@@ -1,5 +1,9 @@
-"""rfcn_tf: R-FCN object detection for Keras 3 / TensorFlow 2."""
+"""rfcn_tf: R-FCN object detection (Dai et al., NIPS 2016) for Keras 3 / TensorFlow 2."""
 
 from rfcn_tf.config import RFCNConfig
+from rfcn_tf.inputs import pack_images
+from rfcn_tf.model import RFCN
 
 __version__ = "0.1.0"
+
+__all__ = ["RFCN", "RFCNConfig", "pack_images"]

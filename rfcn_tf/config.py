@@ -9,6 +9,7 @@ and the demo use.
 import dataclasses
 from typing import Optional, Sequence, Tuple
 
+BOX_FORMATS = ("yxyx", "xyxy", "xywh", "center_xywh", "center_yxhw")
 BACKBONES = ("resnet50", "resnet101", "resnet152", "small")
 HEADS = ("rfcn", "faster_rcnn")
 PSROI_MODES = ("align", "crop")
@@ -60,6 +61,10 @@ class RFCNConfig:
     score_threshold: float = 0.05
     max_detections: int = 100
 
+    # Seed of the stateless RPN/RoI sampling (mixed with the training step, so a resumed
+    # run samples exactly as an uninterrupted one).
+    seed: int = 0
+
     def __post_init__(self):
         for name in ("anchor_scales", "anchor_ratios", "box_std", "class_names"):
             value = getattr(self, name)
@@ -77,6 +82,8 @@ class RFCNConfig:
         check(self.head in HEADS, f"head must be one of {HEADS}, got {self.head!r}")
         check(self.psroi_mode in PSROI_MODES, f"psroi_mode must be one of {PSROI_MODES}, got {self.psroi_mode!r}")
         check(self.roi_sampler in ROI_SAMPLERS, f"roi_sampler must be one of {ROI_SAMPLERS}, got {self.roi_sampler!r}")
+        check(self.bounding_box_format in BOX_FORMATS,
+              f"bounding_box_format must be one of {BOX_FORMATS} (absolute pixels), got {self.bounding_box_format!r}")
         check(int(self.k) >= 1, f"k must be >= 1, got {self.k}")
         check(self.feature_stride == 16, f"feature_stride must be 16 (every backbone here has output stride 16), got {self.feature_stride}")
         check(len(self.box_std) == 4, f"box_std needs 4 values, got {self.box_std}")

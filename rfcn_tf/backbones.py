@@ -1,0 +1,122 @@
+"""Backbones as two Keras models: a trunk (image → conv4) and conv5 (conv4 → conv5).
+
+Both heads share the split. R-FCN runs conv5 once over the whole conv4 map, so it
+needs conv5 at stride 1 with dilation 2 (à trous) to keep the output stride at 16.
+Faster R-CNN runs conv5 on every RoI crop of conv4, at its original stride 2.
+
+- trunk: ``[B, H, W, 3]`` preprocessed image → conv4 ``[B, H/16, W/16, C4]``
+- conv5: ``[B, h, w, C4]`` → ``[B, h, w, C5]`` (dilated) or ``[B, h/2, w/2, C5]``
+"""
+
+import os
+
+import keras
+
+RESNETS = {
+    "resnet50": (keras.applications.ResNet50, "conv4_block6_out"),
+    "resnet101": (keras.applications.ResNet101, "conv4_block23_out"),
+    "resnet152": (keras.applications.ResNet152, "conv4_block36_out"),
+}
+CONV5_OUT = "conv5_block3_out"
+# conv1 and res2 (the paper freezes them when fine-tuning from ImageNet).
+STEM_PREFIXES = ("conv1_", "pool1_", "conv2_")
+
+
+def preprocess(images):
+    """RGB 0..255 → the ResNet's own input convention (BGR, ImageNet mean removed)."""
+    return keras.applications.resnet.preprocess_input(images)
+
+
+def build_backbone(name="resnet101", weights=None, dilated_conv5=True, freeze_stem=None,
+                   freeze_batchnorm=None):
+    """Returns ``(trunk, conv5)``.
+
+    weights: None (random init, offline), ``"imagenet"`` (keras.applications download,
+    or the file pre-seeded in ``$KERAS_HOME/models/``) or a path to a weights file of the
+    matching ``keras.applications`` ResNet without top. ``freeze_stem`` /
+    ``freeze_batchnorm`` default to True exactly when weights are loaded.
+    """
+    if name == "small":
+        if weights is not None:
+            raise ValueError("the 'small' backbone has no pretrained weights; use weights=None")
+        trunk, conv5 = _small_backbone(dilated_conv5)
+    elif name in RESNETS:
+        trunk, conv5 = _resnet_backbone(name, weights, dilated_conv5)
+    else:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(RESNETS) + ['small']}")
+    loaded = weights is not None
+    freeze(trunk, conv5,
+           stem=loaded if freeze_stem is None else freeze_stem,
+           batchnorm=loaded if freeze_batchnorm is None else freeze_batchnorm)
+    return trunk, conv5
+
+
+def freeze(trunk, conv5, stem, batchnorm):
+    """Freeze conv1+res2 and/or every BatchNorm (a frozen BN also runs in inference mode)."""
+    for layer in trunk.layers + conv5.layers:
+        if stem and layer.name.startswith(STEM_PREFIXES):
+            layer.trainable = False
+        if batchnorm and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def _resnet_backbone(name, weights, dilated_conv5):
+    constructor, conv4_name = RESNETS[name]
+    keras_weights = "imagenet" if weights == "imagenet" else None
+    base = constructor(include_top=False, weights=keras_weights, input_shape=(None, None, 3))
+    if weights not in (None, "imagenet"):
+        if not os.path.exists(weights):
+            raise FileNotFoundError(f"backbone weights file not found: {weights}")
+        base.load_weights(weights)
+    conv4 = base.get_layer(conv4_name).output
+    trunk = keras.Model(base.input, conv4, name=f"{name}_trunk")
+    conv5 = keras.Model(conv4, base.get_layer(CONV5_OUT).output, name=f"{name}_conv5")
+    if dilated_conv5:
+        conv5 = _dilate(conv5)
+    return trunk, conv5
+
+
+def _dilate(conv5):
+    """conv5 with its stride-2 convs at stride 1 and its 3×3 convs at dilation 2.
+
+    Kernel shapes do not change, so the (ImageNet) weights carry over unchanged.
+    """
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.Conv2D):
+            if tuple(config["strides"]) == (2, 2):
+                config["strides"] = (1, 1)
+            if tuple(config["kernel_size"]) == (3, 3):
+                config["dilation_rate"] = (2, 2)
+        return layer.__class__.from_config(config)
+
+    dilated = keras.models.clone_model(conv5, clone_function=clone)
+    dilated.set_weights(conv5.get_weights())
+    return dilated
+
+
+def _conv_bn(x, filters, name, strides=1, dilation=1, kernel=3):
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same",
+                            dilation_rate=dilation, use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _small_backbone(dilated_conv5):
+    """A ~1.3M-parameter CNN with the ResNet interface (stride-16 conv4, conv5) for CPU work."""
+    image = keras.Input((None, None, 3), name="image")
+    x = _conv_bn(image, 32, "conv1", strides=2)
+    x = _conv_bn(x, 64, "conv2_1", strides=2)
+    x = _conv_bn(x, 64, "conv2_2")
+    x = _conv_bn(x, 128, "conv3_1", strides=2)
+    x = _conv_bn(x, 128, "conv3_2")
+    x = _conv_bn(x, 256, "conv4_1", strides=2)
+    conv4 = _conv_bn(x, 256, "conv4_2")
+    trunk = keras.Model(image, conv4, name="small_trunk")
+
+    c4 = keras.Input((None, None, 256), name="conv4")
+    stride, dilation = (1, 2) if dilated_conv5 else (2, 1)
+    y = _conv_bn(c4, 256, "conv5_1", strides=stride, dilation=dilation)
+    y = _conv_bn(y, 256, "conv5_2", dilation=dilation)
+    conv5 = keras.Model(c4, y, name="small_conv5")
+    return trunk, conv5

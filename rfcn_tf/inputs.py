@@ -1,0 +1,105 @@
+"""The model's input and target contracts: unpacking, validation and box formats."""
+
+import numpy as np
+import tensorflow as tf
+from keras.utils import bounding_boxes
+
+
+def pack_images(images):
+    """A list of ``[H_i, W_i, 3]`` RGB images → ``{"images": [B, H, W, 3] float32 (zero
+    padded at the bottom/right), "image_sizes": [B, 2] int32}`` for ``model.predict``."""
+    arrays = [np.asarray(image) for image in images]
+    if not arrays:
+        raise ValueError("pack_images needs at least one image")
+    for i, a in enumerate(arrays):
+        if a.ndim != 3 or a.shape[-1] != 3:
+            raise ValueError(f"image {i} has shape {a.shape}; expected [height, width, 3] RGB")
+    height = max(a.shape[0] for a in arrays)
+    width = max(a.shape[1] for a in arrays)
+    batch = np.zeros((len(arrays), height, width, 3), np.float32)
+    for i, a in enumerate(arrays):
+        batch[i, : a.shape[0], : a.shape[1]] = a
+    sizes = np.array([a.shape[:2] for a in arrays], np.int32)
+    return {"images": batch, "image_sizes": sizes}
+
+
+def check_not_empty(x):
+    """Reject an empty batch before Keras's ``predict`` loop fails on it obscurely."""
+    images = x.get("images") if isinstance(x, dict) else x
+    if hasattr(images, "shape") and len(images.shape) > 0 and images.shape[0] == 0:
+        raise ValueError("empty batch: RFCN needs at least one image")
+
+
+def unpack_images(inputs):
+    """images or ``{"images", "image_sizes"}`` → ``(images [B, H, W, 3], image_sizes [B, 2] int32)``.
+
+    Raises ValueError for a wrong rank, channel count or dtype; asserts (at run time) that
+    float images are finite and that every true size fits the batch.
+    """
+    if isinstance(inputs, dict):
+        if "images" not in inputs:
+            raise ValueError(f"input dict needs an 'images' key; got keys {sorted(inputs)}")
+        images, image_sizes = inputs["images"], inputs.get("image_sizes")
+    else:
+        images, image_sizes = inputs, None
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4 or images.shape[-1] not in (3, None):
+        raise ValueError(
+            f"RFCN expects RGB images of shape [batch, height, width, 3]; got shape {images.shape}")
+    if not (images.dtype.is_floating or images.dtype.is_integer):
+        raise ValueError(f"images must be uint8 or float in 0..255; got dtype {images.dtype.name}")
+    if images.shape[0] == 0:
+        raise ValueError("empty batch: RFCN needs at least one image")
+    shape = tf.shape(images)
+    checks = [tf.debugging.assert_equal(shape[-1], 3, message="RFCN expects 3-channel RGB images"),
+              tf.debugging.assert_positive(shape[0], message="empty batch: RFCN needs at least one image")]
+    if images.dtype.is_floating:
+        checks.append(tf.debugging.assert_all_finite(images, "images contain NaN or Inf"))
+    if image_sizes is None:
+        image_sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
+    else:
+        image_sizes = tf.cast(image_sizes, tf.int32)
+        checks.append(tf.debugging.assert_less_equal(
+            image_sizes, shape[None, 1:3],
+            message="image_sizes must not exceed the padded image height/width"))
+        checks.append(tf.debugging.assert_positive(image_sizes, message="image_sizes must be positive"))
+    with tf.control_dependencies(checks):
+        return tf.identity(images), tf.identity(image_sizes)
+
+
+def unpack_targets(y, num_classes, box_format="yxyx"):
+    """Training targets → ``(boxes [B, N, 4] yxyx, labels [B, N] int32)``.
+
+    ``y = {"boxes": [B, N, 4], "labels": [B, N]}`` padded with label -1. Inverted boxes
+    are repaired by ordering their corners; padded rows become zero boxes. Raises (at run
+    time) on labels outside -1..num_classes-1 and on non-finite real boxes.
+    """
+    if not isinstance(y, dict) or "boxes" not in y or "labels" not in y:
+        raise ValueError("training targets must be a dict with 'boxes' [B, N, 4] and 'labels' [B, N]")
+    boxes = tf.cast(y["boxes"], tf.float32)
+    labels = tf.cast(y["labels"], tf.int32)
+    if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"target boxes must have shape [B, N, 4]; got {boxes.shape}")
+    if labels.shape.rank != 2:
+        raise ValueError(f"target labels must have shape [B, N]; got {labels.shape}")
+    real = labels >= 0
+    checks = [
+        tf.debugging.assert_less(labels, num_classes,
+                                 message=f"target labels must be in 0..{num_classes - 1} (or -1 for padding)"),
+        tf.debugging.assert_greater_equal(labels, -1, message="target labels below -1"),
+        tf.debugging.assert_all_finite(tf.where(real[..., None], boxes, 0.0),
+                                       "target boxes contain NaN or Inf"),
+    ]
+    with tf.control_dependencies(checks):
+        if box_format != "yxyx":
+            boxes = bounding_boxes.convert_format(boxes, source=box_format, target="yxyx")
+        ordered = tf.concat([tf.minimum(boxes[..., :2], boxes[..., 2:]),
+                             tf.maximum(boxes[..., :2], boxes[..., 2:])], axis=-1)
+        return tf.where(real[..., None], ordered, 0.0), labels
+
+
+def to_model_format(boxes, box_format):
+    """yxyx → the user's ``bounding_box_format``."""
+    if box_format == "yxyx":
+        return boxes
+    return bounding_boxes.convert_format(boxes, source="yxyx", target=box_format)

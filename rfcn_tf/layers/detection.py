@@ -1,0 +1,50 @@
+"""Detection decoding: class scores and box deltas per RoI → dense, padded detections."""
+
+import keras
+import tensorflow as tf
+
+from rfcn_tf import boxes as box_ops
+
+
+@keras.saving.register_keras_serializable(package="rfcn_tf")
+class DetectionDecoder(keras.layers.Layer):
+    """RoIs ``[B, R, 4]`` + ``valid [B, R]`` + class logits ``[B, R, C+1]`` + class-agnostic
+    deltas ``[B, R, 4]`` (scaled by ``box_std``) → the predict contract:
+
+    ``{"boxes": [B, M, 4] yxyx pixels, "confidence": [B, M], "labels": [B, M] int32 (-1
+    padding), "num_detections": [B] int32}`` with M = ``max_detections``.
+
+    Softmax over C+1, decode and clip to each image's true size, per-class NMS at
+    ``nms_iou``, scores below ``score_threshold`` dropped, best ``max_detections`` kept.
+    """
+
+    def __init__(self, box_std=(0.1, 0.1, 0.2, 0.2), nms_iou=0.3, score_threshold=0.05,
+                 max_detections=100, **kwargs):
+        super().__init__(**kwargs)
+        self.box_std = tuple(float(s) for s in box_std)
+        self.nms_iou = float(nms_iou)
+        self.score_threshold = float(score_threshold)
+        self.max_detections = int(max_detections)
+
+    def call(self, rois, valid, class_logits, box_deltas, image_sizes):
+        scores = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[..., 1:]
+        scores = tf.where(valid[..., None], scores, 0.0)
+        boxes = box_ops.clip(box_ops.decode(rois, tf.cast(box_deltas, tf.float32), self.box_std),
+                             image_sizes)
+        nmsed = tf.image.combined_non_max_suppression(
+            boxes[:, :, None, :], scores,
+            max_output_size_per_class=self.max_detections, max_total_size=self.max_detections,
+            iou_threshold=self.nms_iou, score_threshold=self.score_threshold,
+            pad_per_class=False, clip_boxes=False)
+        count = nmsed.valid_detections
+        present = tf.range(self.max_detections)[None, :] < count[:, None]
+        return {
+            "boxes": nmsed.nmsed_boxes,
+            "confidence": nmsed.nmsed_scores,
+            "labels": tf.where(present, tf.cast(nmsed.nmsed_classes, tf.int32), -1),
+            "num_detections": count,
+        }
+
+    def get_config(self):
+        return {**super().get_config(), "box_std": list(self.box_std), "nms_iou": self.nms_iou,
+                "score_threshold": self.score_threshold, "max_detections": self.max_detections}

@@ -1,0 +1,222 @@
+"""Position-sensitive RoI pooling (R-FCN) built on ``tf.image.crop_and_resize``."""
+
+import math
+import numbers
+
+import keras
+import tensorflow as tf
+
+_MODES = ("align", "crop")
+_CROP_DTYPES = (tf.float16, tf.float32, tf.float64)
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"PSRoIPool: `{name}` must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="rfcn_tf")
+class PSRoIPool(keras.layers.Layer):
+    """Position-sensitive RoI pooling: the k×k per-bin values of every RoI.
+
+    ``call(score_maps, rois)``:
+
+    - ``score_maps``: float ``[B, H, W, k²·D]`` (D = number of outputs per bin, e.g.
+      C+1 classes or 4 box offsets).
+    - ``rois``: float ``[B, R, 4]``, absolute image-pixel ``[ymin, xmin, ymax, xmax]``;
+      ``spatial_scale`` maps image pixels to score-map pixels (1/16 for stride 16).
+    - returns ``[B, R, k, k, D]``: bin (i, j) of output d. R-FCN votes by averaging
+      over the two k axes.
+
+    **Channel layout: bin-major.** Input channel ``(i·k + j)·D + d`` feeds bin row i,
+    bin column j, output d: the k² channel groups are contiguous, each of D channels
+    (as in the TF Object Detection API). Caffe, MXNet and torchvision use class-major
+    ``(d·k + i)·k + j``; to use maps (or the 1×1 conv kernel's output axis) laid out
+    that way, reshape the channel axis to ``[D, k, k]``, transpose it to ``[k, k, D]``
+    and flatten back.
+
+    **Modes** (n = ``samples_per_bin``, per axis):
+
+    - ``"align"``: exactly torchvision ``ps_roi_align(..., output_size=k,
+      spatial_scale, sampling_ratio=n)`` (aligned). With ``start = y1·scale − 0.5``
+      and ``bin = (y2 − y1)·scale / k``, bin i samples ``start + i·bin +
+      (s + 0.5)·bin/n`` for s = 0..n−1; bilinear; a sample with y < −1 or y > H
+      (x likewise with W) counts as 0, otherwise it is clamped into [0, H−1]; the bin
+      is the mean of its n×n samples.
+    - ``"crop"``: the TF Object Detection API's ``position_sensitive_crop_regions``.
+      The RoI is normalised to the map, ``y·scale / H``, cut into k×k equal bins,
+      each bin resampled by ``crop_and_resize`` to n×n points (first and last on the
+      bin edges, pixel ``y_n·(H − 1)``; the centre when n = 1), 0 outside
+      [0, H − 1], and averaged.
+
+    A zero-area RoI samples a single point for every bin (``(y1·scale − 0.5,
+    x1·scale − 0.5)`` in align mode); an inverted RoI (ymax < ymin) gives what
+    torchvision gives for a negative width (bins laid out backwards from the start
+    corner). R = 0 gives ``[B, 0, k, k, D]``. RoIs are kept in float32 (the layer does
+    not autocast its inputs; the output has the layer's compute dtype).
+
+    Gradients flow to ``score_maps`` only: the RoI coordinates are treated as
+    constants (the paper's approximate joint training).
+    """
+
+    def __init__(self, k=7, spatial_scale=1.0 / 16, samples_per_bin=2, mode="align", **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.k = _positive_int(k, "k")
+        self.samples_per_bin = _positive_int(samples_per_bin, "samples_per_bin")
+        if mode not in _MODES:
+            raise ValueError(f"PSRoIPool: `mode` must be one of {_MODES}, got {mode!r}")
+        self.mode = mode
+        if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, numbers.Real):
+            raise ValueError(
+                f"PSRoIPool: `spatial_scale` must be a positive number, got {spatial_scale!r}"
+            )
+        if not (math.isfinite(spatial_scale) and spatial_scale > 0):
+            raise ValueError(
+                f"PSRoIPool: `spatial_scale` must be a positive number, got {spatial_scale!r}"
+            )
+        self.spatial_scale = float(spatial_scale)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            k=self.k,
+            spatial_scale=self.spatial_scale,
+            samples_per_bin=self.samples_per_bin,
+            mode=self.mode,
+        )
+        return config
+
+    def _check_shapes(self, score_maps_shape, rois_shape):
+        """Static shape checks; returns D (or None when the channels are unknown)."""
+        score_maps_shape = tf.TensorShape(score_maps_shape)
+        rois_shape = tf.TensorShape(rois_shape)
+        if score_maps_shape.rank != 4:
+            raise ValueError(
+                "PSRoIPool: `score_maps` must have rank 4 [B, H, W, k*k*D], "
+                f"got shape {score_maps_shape}"
+            )
+        if rois_shape.rank != 3 or rois_shape[-1] not in (None, 4):
+            raise ValueError(f"PSRoIPool: `rois` must have shape [B, R, 4], got {rois_shape}")
+        batch_maps, batch_rois = score_maps_shape[0], rois_shape[0]
+        if batch_maps is not None and batch_rois is not None and batch_maps != batch_rois:
+            raise ValueError(
+                f"PSRoIPool: batch size of `rois` ({batch_rois}) does not match "
+                f"`score_maps` ({batch_maps})"
+            )
+        channels = score_maps_shape[-1]
+        if channels is None:
+            return None
+        if channels % (self.k * self.k):
+            raise ValueError(
+                f"PSRoIPool: `score_maps` channels ({channels}) must be divisible by "
+                f"k*k = {self.k * self.k}"
+            )
+        return channels // (self.k * self.k)
+
+    def compute_output_shape(self, score_maps_shape, rois_shape):
+        depth = self._check_shapes(score_maps_shape, rois_shape)
+        batch = score_maps_shape[0] if score_maps_shape[0] is not None else rois_shape[0]
+        return (batch, rois_shape[1], self.k, self.k, depth)
+
+    def call(self, score_maps, rois):
+        score_maps = tf.convert_to_tensor(score_maps)
+        rois = tf.convert_to_tensor(rois)
+        static_depth = self._check_shapes(score_maps.shape, rois.shape)
+        k, n = self.k, self.samples_per_bin
+        k2 = k * k
+
+        shape = tf.shape(score_maps)
+        batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+        rois_shape = tf.shape(rois)
+        checks = [
+            tf.debugging.assert_equal(
+                rois_shape[0], batch,
+                message="PSRoIPool: batch size of `rois` does not match `score_maps`",
+            ),
+            tf.debugging.assert_equal(
+                channels % k2, 0,
+                message=f"PSRoIPool: `score_maps` channels must be divisible by k*k = {k2}",
+            ),
+        ]
+        # In a graph, make the reshapes wait for the checks so their clearer message wins.
+        with tf.control_dependencies([c for c in checks if c is not None]):
+            score_maps = tf.identity(score_maps)
+            rois = tf.identity(rois)
+        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
+        rois = tf.debugging.assert_all_finite(
+            rois, "PSRoIPool: `rois` contains NaN or Inf"
+        )
+        depth = channels // k2
+
+        # Each bin's D-channel group becomes its own image: [B*k², H, W, D].
+        maps = score_maps if score_maps.dtype in _CROP_DTYPES else tf.cast(score_maps, tf.float32)
+        maps = tf.reshape(maps, [batch, height, width, k2, depth])
+        maps = tf.transpose(maps, [0, 3, 1, 2, 4])
+        maps = tf.reshape(maps, [batch * k2, height, width, depth])
+
+        y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # each [B, R]
+        h = tf.cast(height, tf.float32)
+        w = tf.cast(width, tf.float32)
+        if self.mode == "align":
+            # Replicate one row/column on each side: crop_and_resize then reads the
+            # edge value for samples in [-1, 0) and (H-1, H], and 0 beyond, which is
+            # torchvision's border rule; it also keeps H = 1 or W = 1 maps valid.
+            maps = tf.pad(maps, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+            first_y, last_y = self._align_axis(y1, y2, h)
+            first_x, last_x = self._align_axis(x1, x2, w)
+        else:
+            first_y, last_y = self._crop_axis(y1, y2, h)
+            first_x, last_x = self._crop_axis(x1, x2, w)
+
+        grid = tf.stack([batch, rois_shape[1], k, k])
+        boxes = tf.stack(
+            [
+                tf.broadcast_to(first_y[..., :, None], grid),
+                tf.broadcast_to(first_x[..., None, :], grid),
+                tf.broadcast_to(last_y[..., :, None], grid),
+                tf.broadcast_to(last_x[..., None, :], grid),
+            ],
+            axis=-1,
+        )
+        # Box (b, r, i, j) reads image b·k² + i·k + j of the regrouped maps.
+        box_indices = tf.range(batch)[:, None, None, None] * k2 + tf.reshape(
+            tf.range(k2), [1, 1, k, k]
+        )
+        box_indices = tf.broadcast_to(box_indices, grid)
+        crops = tf.image.crop_and_resize(
+            maps,
+            tf.reshape(boxes, [-1, 4]),
+            tf.reshape(box_indices, [-1]),
+            [n, n],
+            method="bilinear",
+            extrapolation_value=0.0,
+        )  # [B*R*k², n, n, D]
+        values = tf.reduce_mean(crops, axis=[1, 2])
+        values = tf.reshape(values, [batch, rois_shape[1], k, k, depth])
+        values.set_shape(
+            [score_maps.shape[0] or rois.shape[0], rois.shape[1], k, k, static_depth]
+        )
+        return tf.cast(values, self.compute_dtype)
+
+    def _align_axis(self, lo, hi, size):
+        """torchvision's sample span per bin, normalised for the padded map: 2×[B, R, k]."""
+        k, n = self.k, self.samples_per_bin
+        bin_size = (hi - lo) * (self.spatial_scale / k)
+        # +1 for the padding row/column.
+        start = lo * self.spatial_scale + 0.5
+        base = start[..., None] + tf.range(k, dtype=tf.float32) * bin_size[..., None]
+        first = base + (0.5 / n) * bin_size[..., None]
+        last = base + ((n - 0.5) / n) * bin_size[..., None]
+        # crop_and_resize maps normalised coordinates to pixels by (padded size − 1).
+        return first / (size + 1.0), last / (size + 1.0)
+
+    def _crop_axis(self, lo, hi, size):
+        """Bin edges in coordinates normalised to the map extent: 2×[B, R, k]."""
+        lo_n = lo * self.spatial_scale / size
+        step = (hi - lo) * self.spatial_scale / (size * self.k)
+        bins = tf.range(self.k, dtype=tf.float32)
+        first = lo_n[..., None] + bins * step[..., None]
+        last = lo_n[..., None] + (bins + 1.0) * step[..., None]
+        return first, last

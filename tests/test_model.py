@@ -1,0 +1,194 @@
+"""The RFCN model: graph shapes at the paper's size, batching, saving, bad input."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from rfcn_tf import RFCN, RFCNConfig, pack_images
+from rfcn_tf.backbones import build_backbone
+from rfcn_tf.inputs import unpack_images
+
+OUTPUT_KEYS = {"boxes", "confidence", "labels", "num_detections"}
+
+
+def small_model(**overrides):
+    return RFCN(config=RFCNConfig.small(num_classes=4, **overrides))
+
+
+def random_image(h, w, seed):
+    return np.random.default_rng(seed).uniform(0, 255, (h, w, 3)).astype(np.float32)
+
+
+def sharpen(model, seed=0):
+    """Scale the head's class-map kernels so untrained scores are far from uniform, which
+    makes the order of detections well defined (ties at 1/(C+1) would not be)."""
+    layer = model.head.class_maps if hasattr(model.head, "class_maps") else model.head.class_logits
+    kernel, bias = layer.get_weights()
+    rng = np.random.default_rng(seed)
+    layer.set_weights([rng.normal(0, 0.5, kernel.shape).astype(np.float32), bias])
+
+
+@pytest.fixture(scope="module")
+def resnet101_model():
+    return RFCN(num_classes=20, backbone="resnet101")
+
+
+def test_resnet101_dilated_conv5_score_maps_at_paper_size(resnet101_model):
+    model = resnet101_model
+    assert model.config.k == 7 and model.config.head == "rfcn"
+    images, sizes = unpack_images(np.zeros((1, 600, 1000, 3), np.float32))
+    raw = model.forward(images, sizes)
+    # 600×1000 padded to 608×1008 → stride 16 → 38×63.
+    assert raw["maps"]["class"].shape == (1, 38, 63, 7 * 7 * 21)
+    assert raw["maps"]["box"].shape == (1, 38, 63, 4 * 7 * 7)
+    assert raw["rpn_logits"].shape == (1, 38 * 63 * 9)
+    assert raw["proposals"].shape == (1, 300, 4)
+    dilated = [l for l in model.head.conv5.layers if isinstance(l, keras.layers.Conv2D)]
+    assert all(tuple(l.strides) == (1, 1) for l in dilated)
+    assert {tuple(l.dilation_rate) for l in dilated if l.kernel_size == (3, 3)} == {(2, 2)}
+
+
+def test_resnet101_full_forward_at_600x1000(resnet101_model):
+    out = resnet101_model.predict(random_image(600, 1000, 0)[None], verbose=0)
+    assert set(out) == OUTPUT_KEYS
+    assert out["boxes"].shape == (1, 100, 4)
+    n = int(out["num_detections"][0])
+    boxes = out["boxes"][0, :n]
+    assert np.all(boxes[:, 2] <= 600 + 1e-3) and np.all(boxes[:, 3] <= 1000 + 1e-3)
+    assert np.all(boxes >= 0)
+    assert np.all(out["labels"][0, n:] == -1)
+    assert np.all((out["labels"][0, :n] >= 0) & (out["labels"][0, :n] < 20))
+
+
+def test_backbone_weights_from_file_and_freezing(tmp_path):
+    trunk, conv5 = build_backbone("resnet50", None, dilated_conv5=False)
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
+    path = str(tmp_path / "resnet50_notop.weights.h5")
+    base.save_weights(path)
+    trunk, conv5 = build_backbone("resnet50", path, dilated_conv5=True)
+    np.testing.assert_array_equal(trunk.get_layer("conv1_conv").get_weights()[0],
+                                  base.get_layer("conv1_conv").get_weights()[0])
+    np.testing.assert_array_equal(conv5.get_layer("conv5_block2_2_conv").get_weights()[0],
+                                  base.get_layer("conv5_block2_2_conv").get_weights()[0])
+    # Loaded weights → conv1, res2 and every BatchNorm frozen by default.
+    assert not trunk.get_layer("conv1_conv").trainable
+    assert not trunk.get_layer("conv2_block1_1_conv").trainable
+    assert trunk.get_layer("conv3_block1_1_conv").trainable
+    assert not conv5.get_layer("conv5_block1_1_bn").trainable
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_backbone("resnet50", str(tmp_path / "missing.h5"))
+
+
+@pytest.mark.parametrize("head", ["rfcn", "faster_rcnn"])
+def test_output_contract_and_keras_round_trip(tmp_path, head):
+    model = small_model(head=head)
+    sharpen(model)
+    images = np.stack([random_image(128, 160, 1), random_image(128, 160, 2)])
+    out = model.predict(images, verbose=0)
+    assert set(out) == OUTPUT_KEYS
+    assert out["labels"].dtype == np.int32 and out["num_detections"].shape == (2,)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert isinstance(reloaded, RFCN) and reloaded.config == model.config
+    again = reloaded.predict(images, verbose=0)
+    for key in OUTPUT_KEYS:
+        np.testing.assert_allclose(again[key], out[key], atol=1e-5)
+
+
+def test_config_round_trip():
+    config = RFCNConfig.small(num_classes=3, class_names=("a", "b", "c"), head="faster_rcnn")
+    assert RFCNConfig.from_dict(config.to_dict()) == config
+    model = RFCN(config=config)
+    rebuilt = RFCN.from_config(model.get_config())
+    assert rebuilt.config == config.replace(freeze_stem=False, freeze_batchnorm=False)
+    assert isinstance(rebuilt.head, type(model.head))
+
+
+def test_keyword_construction_overrides_config():
+    model = RFCN(config=RFCNConfig.small(num_classes=3), num_classes=7, k=5)
+    assert model.config.num_classes == 7 and model.config.k == 5
+    assert model.head.class_maps.filters == 5 * 5 * 8
+
+
+@pytest.mark.parametrize("head", ["rfcn", "faster_rcnn"])
+def test_mixed_size_batch_equals_one_image_at_a_time(head):
+    model = small_model(head=head)
+    sharpen(model)
+    images = [random_image(150, 200, 3), random_image(208, 120, 4), random_image(96, 96, 5)]
+    batch = model.predict(pack_images(images), verbose=0)
+    for i, image in enumerate(images):
+        single = model.predict(image[None], verbose=0)
+        n = int(single["num_detections"][0])
+        assert n > 0
+        assert int(batch["num_detections"][i]) == n
+        # Float rounding of the crop coordinates differs with the map size: 0.01 px.
+        np.testing.assert_allclose(batch["boxes"][i, :n], single["boxes"][0, :n], atol=1e-2)
+        np.testing.assert_allclose(batch["confidence"][i, :n], single["confidence"][0, :n], atol=1e-5)
+        np.testing.assert_array_equal(batch["labels"][i, :n], single["labels"][0, :n])
+        h, w = image.shape[:2]
+        assert np.all(batch["boxes"][i, :n, 2] <= h) and np.all(batch["boxes"][i, :n, 3] <= w)
+
+
+def test_uint8_and_float_inputs_agree():
+    model = small_model()
+    image = random_image(64, 80, 6).round()
+    a = model.predict(image[None].astype(np.uint8), verbose=0)
+    b = model.predict(image[None], verbose=0)
+    np.testing.assert_allclose(a["confidence"], b["confidence"], atol=1e-6)
+
+
+def test_bounding_box_format_of_outputs():
+    yxyx = small_model()
+    sharpen(yxyx)
+    xyxy = RFCN(config=yxyx.config.replace(bounding_box_format="xyxy"))
+    xyxy.set_weights(yxyx.get_weights())
+    image = random_image(96, 128, 7)[None]
+    a = yxyx.predict(image, verbose=0)["boxes"]
+    b = xyxy.predict(image, verbose=0)["boxes"]
+    np.testing.assert_allclose(b, a[..., [1, 0, 3, 2]], atol=1e-5)
+    with pytest.raises(ValueError, match="bounding_box_format"):
+        RFCNConfig.small(bounding_box_format="rel_yxyx")
+
+
+def test_tiny_images_do_not_crash():
+    model = small_model()
+    for shape in [(1, 1), (20, 17), (16, 400)]:
+        out = model.predict(np.zeros((1, *shape, 3), np.uint8), verbose=0)
+        n = int(out["num_detections"][0])
+        assert np.all(out["boxes"][0, :n, 2] <= shape[0] + 1e-4)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((64, 64, 3), np.float32), r"\[batch, height, width, 3\]"),
+    (np.zeros((1, 64, 64, 4), np.float32), r"\[batch, height, width, 3\]"),
+    (np.zeros((0, 64, 64, 3), np.float32), "empty batch"),
+    (np.array([[["a"] * 3] * 4] * 4)[None], "uint8 or float"),
+])
+def test_bad_images_raise_clear_errors(bad, message):
+    model = small_model()
+    with pytest.raises(ValueError, match=message):
+        model.predict(bad, verbose=0)
+
+
+def test_nan_image_and_oversized_image_sizes_raise():
+    model = small_model()
+    image = random_image(32, 32, 8)
+    image[3, 3, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+        model(image[None])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image_sizes must not exceed"):
+        model({"images": random_image(32, 32, 9)[None], "image_sizes": np.array([[40, 32]])})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"backbone": "vgg"}, "backbone"),
+    ({"head": "ssd"}, "head"),
+    ({"num_classes": 0}, "num_classes"),
+    ({"psroi_mode": "max"}, "psroi_mode"),
+    ({"class_names": ("a",)}, "class_names"),
+])
+def test_bad_config_raises(change, message):
+    with pytest.raises(ValueError, match=message):
+        RFCNConfig.small(num_classes=4, **change)
