@@ -1,0 +1,22 @@
+"""Detection metrics (VOC07 11-point, VOC2010+ area, COCO) and the mAP callback.
+
+- ``evaluate_detections(detections, ground_truth, metric=…)``: per-image lists → result.
+- ``evaluate_model(model, dataset, metric=…)``: run a detector over a dataset, then score.
+- ``MeanAveragePrecisionCallback``: ``val_mAP`` and ``val_AP/<class>`` in ``fit``'s logs.
+- ``format_table(result)`` / ``save_json(result, path)``: present a result.
+"""
+
+from rfcn_tf.evaluation.callback import MeanAveragePrecisionCallback
+from rfcn_tf.evaluation.metrics import METRICS, evaluate_detections
+from rfcn_tf.evaluation.model_evaluation import collect_detections, evaluate_model
+from rfcn_tf.evaluation.report import format_table, save_json
+
+__all__ = [
+    "METRICS",
+    "MeanAveragePrecisionCallback",
+    "collect_detections",
+    "evaluate_detections",
+    "evaluate_model",
+    "format_table",
+    "save_json",
+]
