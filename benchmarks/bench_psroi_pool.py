@@ -1,0 +1,93 @@
+"""PSRoIPool speed at the paper's shapes: forward and forward+backward, in ms.
+
+Score maps 1×38×63×(7²·21) (a 600×1000 image at stride 16, VOC's 21 classes), k = 7,
+random plausible RoIs, both modes, 300 / 1000 / 2000 RoIs; `tf.function`, warm-up,
+then the median of `--repeats` runs.
+
+    python benchmarks/bench_psroi_pool.py --repeats 10
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from rfcn_tf.layers.psroi_pool import PSRoIPool
+
+IMAGE_HEIGHT, IMAGE_WIDTH = 600, 1000
+STRIDE = 16
+K = 7
+CLASSES = 21
+
+
+def random_rois(rng, count):
+    """``[1, count, 4]`` yxyx boxes: 16–600 px sides, any aspect, clipped to the image."""
+    sides = np.exp(rng.uniform(np.log(16), np.log(600), size=(count, 2)))
+    centres = rng.uniform(0, 1, size=(count, 2)) * [IMAGE_HEIGHT, IMAGE_WIDTH]
+    lo = np.clip(centres - sides / 2, 0, [IMAGE_HEIGHT, IMAGE_WIDTH])
+    hi = np.clip(centres + sides / 2, 0, [IMAGE_HEIGHT, IMAGE_WIDTH])
+    return np.concatenate([lo, hi], -1)[None].astype(np.float32)
+
+
+def median_ms(fn, args, repeats, warmup=2):
+    for _ in range(warmup):
+        fn(*args).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args).numpy()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def bench(mode, num_rois, repeats, samples_per_bin, rng):
+    """Median (forward ms, forward+backward ms) for one configuration."""
+    layer = PSRoIPool(k=K, spatial_scale=1.0 / STRIDE, samples_per_bin=samples_per_bin, mode=mode)
+    height = -(-IMAGE_HEIGHT // STRIDE)
+    width = -(-IMAGE_WIDTH // STRIDE)
+    maps = tf.constant(rng.normal(size=(1, height, width, K * K * CLASSES)), tf.float32)
+    rois = tf.constant(random_rois(rng, num_rois))
+    weights = tf.constant(rng.normal(size=(1, num_rois, K, K, CLASSES)), tf.float32)
+
+    forward = tf.function(layer)
+
+    @tf.function
+    def forward_backward(maps, rois):
+        with tf.GradientTape() as tape:
+            tape.watch(maps)
+            loss = tf.reduce_sum(layer(maps, rois) * weights)
+        return tape.gradient(loss, maps)
+
+    return (
+        median_ms(forward, (maps, rois), repeats),
+        median_ms(forward_backward, (maps, rois), repeats),
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs (median)")
+    parser.add_argument("--rois", type=int, nargs="+", default=[300, 1000, 2000])
+    parser.add_argument("--modes", nargs="+", default=["align", "crop"], choices=["align", "crop"])
+    parser.add_argument("--samples-per-bin", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+
+    rng = np.random.default_rng(0)
+    devices = ", ".join(d.name for d in tf.config.list_logical_devices())
+    print(
+        f"PSRoIPool  maps 1x38x63x{K * K * CLASSES}  k={K}  n={args.samples_per_bin}  "
+        f"median of {args.repeats}  TF {tf.__version__}  devices: {devices}"
+    )
+    print(f"{'mode':<6} {'RoIs':>5} {'forward ms':>11} {'fwd+bwd ms':>11}")
+    for mode in args.modes:
+        for num_rois in args.rois:
+            fwd, fwd_bwd = bench(mode, num_rois, args.repeats, args.samples_per_bin, rng)
+            print(f"{mode:<6} {num_rois:>5} {fwd:>11.2f} {fwd_bwd:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()
