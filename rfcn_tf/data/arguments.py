@@ -1,0 +1,28 @@
+"""Command-line dataset options shared by ``rfcn-tf train`` and ``rfcn-tf evaluate``."""
+
+from rfcn_tf.data.pipeline import make_pipeline
+from rfcn_tf.data.sources import load_examples
+
+
+def add_dataset_arguments(parser, default_split):
+    group = parser.add_argument_group("dataset")
+    group.add_argument("--dataset", default="rfcn_shapes",
+                       help="'rfcn_shapes' (built in), a TFDS name such as 'voc/2007', a Pascal-VOC "
+                            "folder, a COCO folder or a COCO JSON file (default: rfcn_shapes)")
+    group.add_argument("--split", default=default_split, help=f"split to use (default: {default_split})")
+    group.add_argument("--data-dir", default=None, help="TFDS data directory")
+    group.add_argument("--image-dir", default=None, help="image folder of a COCO JSON file")
+    group.add_argument("--min-side", type=int, nargs="+", default=[600],
+                       help="shorter image side after resizing; several values = multi-scale training")
+    group.add_argument("--max-side", type=int, default=1000, help="cap on the longer side (default 1000)")
+    group.add_argument("--batch-size", type=int, default=1, help="images per batch (default 1)")
+
+
+def dataset_from_args(args, split, training=False, seed=None):
+    """→ ``(batched dataset, class_names)`` following the options above."""
+    examples, class_names = load_examples(args.dataset, split, data_dir=args.data_dir,
+                                          image_dir=args.image_dir, shuffle=training, seed=seed)
+    min_side = tuple(args.min_side) if training and len(args.min_side) > 1 else args.min_side[0]
+    batches = make_pipeline(examples, args.batch_size, min_side=min_side, max_side=args.max_side,
+                            training=training, seed=seed)
+    return batches, class_names

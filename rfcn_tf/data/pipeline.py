@@ -1,0 +1,148 @@
+"""Common examples → batches ``model.fit`` consumes; one image → the model's input.
+
+Batched output of :func:`make_pipeline`, a tuple ``(inputs, targets)``::
+
+    inputs  = {"images": float32 [B, Hpad, Wpad, 3] in 0..255, zero padded bottom/right,
+               "image_sizes": int32 [B, 2] true (height, width) after resizing}
+    targets = {"boxes": float32 [B, N, 4] yxyx pixels of the resized image, -1 padded,
+               "labels": int32 [B, N] -1 padded, "difficult": bool [B, N] False padded,
+               "scales": float32 [B] resized = original × scale}
+
+Resizing keeps the aspect ratio: the shorter side becomes ``min_side`` unless the
+longer side would then exceed ``max_side``. Boxes are scaled by the exact per-axis
+ratio of the rounded output size, so they keep enclosing the same pixels.
+"""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from rfcn_tf.data.validation import check_example_spec, to_rgb
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _check_sides(min_side, max_side, training):
+    sides = (min_side,) if isinstance(min_side, numbers.Integral) else tuple(min_side)
+    if not sides or not all(isinstance(s, numbers.Integral) and s > 0 for s in sides):
+        raise ValueError(f"min_side must be a positive int or a non-empty tuple of them, got {min_side!r}")
+    if not (isinstance(max_side, numbers.Integral) and max_side > 0):
+        raise ValueError(f"max_side must be a positive int, got {max_side!r}")
+    if len(sides) > 1 and not training:
+        raise ValueError(f"several min_side values {sides} (multi-scale) are for training only; "
+                         "pass one int when training=False")
+    return sides
+
+
+def _resize(image, min_side, max_side):
+    """uint8/float [H, W, 3] → (float32 [h, w, 3], (h, w) int32, per-axis ratios [2], scale)."""
+    size = tf.shape(image)[:2]
+    hw = tf.cast(size, tf.float32)
+    scale = tf.minimum(tf.cast(min_side, tf.float32) / tf.reduce_min(hw),
+                       tf.cast(max_side, tf.float32) / tf.reduce_max(hw))
+    new_size = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
+    resized = tf.image.resize(image, new_size, method="bilinear")
+    return resized, new_size, tf.cast(new_size, tf.float32) / hw, scale
+
+
+def _flip(image, boxes, flip):
+    """Mirror left–right when ``flip`` (bool scalar); x → W − x for the boxes."""
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, 4, axis=-1)
+    flipped = tf.stack([ymin, width - xmax, ymax, width - xmin], axis=-1)
+    return (tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image),
+            tf.where(flip, flipped, boxes))
+
+
+def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=False, seed=None,
+                  deterministic=None, max_boxes=None, shuffle_buffer=256, drop_remainder=False):
+    """Common examples → prefetched ``(inputs, targets)`` batches (module doc).
+
+    examples: a dataset from :func:`load_examples` (or any dataset of validated common
+    examples). min_side: int, or a tuple to pick one at random per image (training
+    only). training: shuffle (``shuffle_buffer`` decoded examples) and random
+    horizontal flips. seed: makes shuffling, flips and scale choice repeatable.
+    deterministic: keep element order under parallel maps; default True unless
+    training without a seed. max_boxes: pad N to this instead of the batch maximum
+    (an image with more boxes raises an error naming it).
+    """
+    check_example_spec(examples)
+    sides = _check_sides(min_side, max_side, training)
+    if not (isinstance(batch_size, numbers.Integral) and batch_size > 0):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if max_boxes is not None and not (isinstance(max_boxes, numbers.Integral) and max_boxes > 0):
+        raise ValueError(f"max_boxes must be None or a positive int, got {max_boxes!r}")
+    if deterministic is None:
+        deterministic = not training or seed is not None
+    has_id = "image_id" in examples.element_spec
+
+    ds = examples
+    if training:  # one random int64 per element seeds its stateless flip and scale draws
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True))
+
+    def transform(ex, rand=None):
+        boxes = tf.reshape(tf.cast(ex["boxes"], tf.float32), [-1, 4])
+        if max_boxes is not None:
+            name = ex["image_id"] if has_id else "(no image_id)"
+            tf.debugging.Assert(tf.shape(boxes)[0] <= max_boxes,
+                                ["example", name, "has", tf.shape(boxes)[0], "boxes, more than max_boxes =", max_boxes])
+        side = sides[0]
+        if len(sides) > 1:
+            pick = tf.random.stateless_uniform([], tf.stack([rand, 0]), 0, len(sides), tf.int32)
+            side = tf.gather(tf.constant(sides), pick)
+        image, size, ratios, scale = _resize(to_rgb(ex["image"]), side, max_side)
+        boxes = boxes * tf.tile(ratios, [2])
+        if training:
+            image, boxes = _flip(image, boxes, tf.random.stateless_uniform([], tf.stack([rand, 1])) < 0.5)
+        return {"image": image, "image_size": size, "scale": scale, "boxes": boxes,
+                "labels": tf.cast(ex["labels"], tf.int32), "difficult": tf.cast(ex["difficult"], tf.bool)}
+
+    ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
+    n = max_boxes
+    ds = ds.padded_batch(
+        batch_size,
+        padded_shapes={"image": [None, None, 3], "image_size": [2], "scale": [],
+                       "boxes": [n, 4], "labels": [n], "difficult": [n]},
+        padding_values={"image": 0.0, "image_size": 0, "scale": 0.0,
+                        "boxes": -1.0, "labels": -1, "difficult": False},
+        drop_remainder=drop_remainder,
+    )
+    ds = ds.map(lambda b: ({"images": b["image"], "image_sizes": b["image_size"]},
+                           {"boxes": b["boxes"], "labels": b["labels"],
+                            "difficult": b["difficult"], "scales": b["scale"]}))
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def decode_image(data, name="image bytes"):
+    """Encoded JPEG/PNG/GIF/BMP bytes → uint8 [H, W, 3] (gray repeated, alpha dropped).
+
+    Raises ValueError naming ``name`` when the bytes are not a decodable image.
+    """
+    try:
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, ValueError) as e:
+        first_line = str(getattr(e, "message", e)).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"could not decode {name}: expected a JPEG, PNG, GIF or BMP image ({first_line})") from None
+
+
+def prepare_image(image, min_side=600, max_side=1000):
+    """One image → ``(inputs, scale)`` for ``model.predict``: the pipeline's resize, batch 1.
+
+    image: a file path, encoded bytes, or an array ``[H, W]`` / ``[H, W, C]`` (uint8 or
+    float in 0..255). Returns ``({"images": float32 [1, h, w, 3], "image_sizes": int32
+    [1, 2]}, scale)``; divide predicted boxes by ``scale`` for original pixels.
+    """
+    _check_sides(min_side, max_side, training=False)
+    if isinstance(image, (bytes, bytearray)):
+        pixels = decode_image(bytes(image))
+    elif isinstance(image, str) or hasattr(image, "__fspath__"):
+        with open(image, "rb") as f:
+            pixels = decode_image(f.read(), name=f"image file {image}")
+    else:
+        pixels = to_rgb(tf.convert_to_tensor(np.asarray(image)))
+    resized, size, _, scale = _resize(pixels, min_side, max_side)
+    return {"images": resized[None], "image_sizes": size[None]}, float(scale)
