@@ -43,6 +43,9 @@ class RFCNConfig:
     rpn_positive_fraction: float = 0.5
     rpn_positive_iou: float = 0.7
     rpn_negative_iou: float = 0.3
+    # Anchors reaching further beyond the image are ignored in training (Faster R-CNN: 0);
+    # None keeps every anchor centred in the image.
+    rpn_allowed_border: Optional[float] = 0.0
 
     # Second stage
     head: str = "rfcn"
@@ -130,6 +133,7 @@ class RFCNConfig:
             class_names=class_names,
             backbone="small",
             anchor_scales=(24.0, 48.0, 96.0, 160.0),
+            rpn_allowed_border=None,
             rpn_channels=128,
             rpn_pre_nms_train=1000,
             rpn_post_nms_train=128,

@@ -70,8 +70,10 @@ def unpack_images(inputs):
 def unpack_targets(y, num_classes, box_format="yxyx"):
     """Training targets → ``(boxes [B, N, 4] yxyx, labels [B, N] int32)``.
 
-    ``y = {"boxes": [B, N, 4], "labels": [B, N]}`` padded with label -1. Inverted boxes
-    are repaired by ordering their corners; padded rows become zero boxes. Raises (at run
+    ``y = {"boxes": [B, N, 4], "labels": [B, N]}`` padded with label -1, optionally with
+    ``"difficult"`` [B, N]: difficult (VOC) or crowd (COCO) objects are left out of
+    training, as in py-faster-rcnn. Inverted boxes are repaired by ordering their corners;
+    padded rows become zero boxes. Raises (at run
     time) on labels outside -1..num_classes-1 and on non-finite real boxes.
     """
     if not isinstance(y, dict) or "boxes" not in y or "labels" not in y:
@@ -82,6 +84,8 @@ def unpack_targets(y, num_classes, box_format="yxyx"):
         raise ValueError(f"target boxes must have shape [B, N, 4]; got {boxes.shape}")
     if labels.shape.rank != 2:
         raise ValueError(f"target labels must have shape [B, N]; got {labels.shape}")
+    if "difficult" in y:
+        labels = tf.where(tf.cast(y["difficult"], tf.bool), -1, labels)
     real = labels >= 0
     checks = [
         tf.debugging.assert_less(labels, num_classes,

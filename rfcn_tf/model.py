@@ -155,6 +155,16 @@ class RFCN(keras.Model):
         detections["boxes"] = to_model_format(detections["boxes"], self.config.bounding_box_format)
         return detections
 
+    def explain(self, images, boxes):
+        """What R-FCN votes with, for pictures: ``(class score maps [B, h, w, k²(C+1)],
+        per-bin class scores [B, R, k, k, C+1])`` for ``boxes [B, R, 4]`` yxyx pixels."""
+        if self.config.head != "rfcn":
+            raise ValueError("explain() needs the R-FCN head (position-sensitive score maps)")
+        images, image_sizes = unpack_images(images)
+        maps = self.forward(images, image_sizes)["maps"]
+        class_bins, _ = self.head.bins(maps, tf.cast(boxes, tf.float32))
+        return maps["class"], class_bins
+
     def _preprocess(self, images, image_sizes):
         """0..255 RGB → the backbone's convention; pixels beyond each true size set to 0;
         height and width padded up to a multiple of the stride."""
@@ -179,7 +189,8 @@ class RFCN(keras.Model):
         anchor_labels, anchor_targets = targets.assign_anchor_targets(
             raw["anchors"], gt_boxes, gt_labels, raw["image_sizes"], seed,
             positive_iou=cfg.rpn_positive_iou, negative_iou=cfg.rpn_negative_iou,
-            batch_size=cfg.rpn_batch_size, positive_fraction=cfg.rpn_positive_fraction)
+            batch_size=cfg.rpn_batch_size, positive_fraction=cfg.rpn_positive_fraction,
+            allowed_border=cfg.rpn_allowed_border)
         rpn_cls, rpn_box = losses.rpn_losses(raw["rpn_logits"], raw["rpn_deltas"],
                                              anchor_labels, anchor_targets)
 

@@ -94,11 +94,15 @@ def assign_anchor_targets(
     negative_iou=0.3,
     batch_size=256,
     positive_fraction=0.5,
+    allowed_border=0.0,
 ):
     """RPN targets (Faster R-CNN rules).
 
     anchors: ``[A, 4]`` yxyx, shared by the batch. image_sizes: int32 ``[B, 2]`` true (h, w).
-    Anchors not fully inside the true image are ignored. Positive: max IoU over real gt
+    Anchors reaching more than ``allowed_border`` pixels beyond the true image are ignored
+    (Faster R-CNN: 0); with ``allowed_border=None`` every anchor whose centre lies in the
+    image takes part (torchvision's choice, which small images need: most of their large
+    anchors cross the border). Positive: max IoU over real gt
     ≥ ``positive_iou``, or among the highest-IoU inside anchors of some gt (all tied ones,
     if that IoU > 0). Negative: otherwise max IoU < ``negative_iou``. Then at most
     ``batch_size`` per image are sampled, at most ``positive_fraction`` of them positive.
@@ -111,9 +115,13 @@ def assign_anchor_targets(
     gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
     gt_labels = tf.convert_to_tensor(gt_labels, tf.int32)
     sizes = tf.cast(image_sizes, tf.float32)[:, None, :]  # [B, 1, 2]
-    inside = tf.reduce_all(anchors[None, :, :2] >= 0.0, axis=-1) & tf.reduce_all(
-        anchors[None, :, 2:] <= sizes, axis=-1
-    )  # [B, A]
+    if allowed_border is None:
+        centres = (anchors[None, :, :2] + anchors[None, :, 2:]) / 2.0
+        inside = tf.reduce_all((centres >= 0.0) & (centres < sizes), axis=-1)  # [B, A]
+    else:
+        inside = tf.reduce_all(anchors[None, :, :2] >= -allowed_border, axis=-1) & tf.reduce_all(
+            anchors[None, :, 2:] <= sizes + allowed_border, axis=-1
+        )  # [B, A]
 
     iou = _masked_iou(anchors, gt_boxes, gt_labels, inside)
     max_iou, matched, _ = _match(iou, gt_boxes, gt_labels)

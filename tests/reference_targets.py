@@ -34,12 +34,17 @@ def _real_gt(gt_boxes, gt_labels):
     return [(box, label) for box, label in zip(gt_boxes, gt_labels) if label != -1]
 
 
-def anchor_labels(anchors, gt_boxes, gt_labels, image_size, positive_iou=0.7, negative_iou=0.3):
+def anchor_labels(anchors, gt_boxes, gt_labels, image_size, positive_iou=0.7, negative_iou=0.3,
+                  allowed_border=0.0):
     """One image's RPN labelling before sampling → (labels [A] in {1, 0, −1}, targets [A, 4])."""
     height, width = image_size
     gts = _real_gt(gt_boxes, gt_labels)
     num = len(anchors)
-    inside = [a[0] >= 0 and a[1] >= 0 and a[2] <= height and a[3] <= width for a in anchors]
+    if allowed_border is None:
+        inside = [0 <= (a[0] + a[2]) / 2 < height and 0 <= (a[1] + a[3]) / 2 < width for a in anchors]
+    else:
+        b = allowed_border
+        inside = [a[0] >= -b and a[1] >= -b and a[2] <= height + b and a[3] <= width + b for a in anchors]
     overlaps = np.zeros((num, len(gts)))
     for i in range(num):
         for j, (box, _) in enumerate(gts):

@@ -1,6 +1,7 @@
 """Anchor/RoI targets, the balanced sampler and OHEM against hand-built cases and numpy."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from rfcn_tf import targets
@@ -122,20 +123,23 @@ def _random_anchor_case(rng, batch=3, max_gt=5, image=128):
     return np.array(anchors, np.float32), gt_boxes, gt_labels, sizes
 
 
-def _full_anchor_labelling(anchors, gt_boxes, gt_labels, sizes):
+def _full_anchor_labelling(anchors, gt_boxes, gt_labels, sizes, allowed_border=0.0):
     # Sampling everything (batch_size ≥ A, no positive cap) leaves the full labelling.
     return targets.assign_anchor_targets(
-        anchors, gt_boxes, gt_labels, sizes, SEED, batch_size=len(anchors), positive_fraction=1.0
+        anchors, gt_boxes, gt_labels, sizes, SEED, batch_size=len(anchors), positive_fraction=1.0,
+        allowed_border=allowed_border,
     )
 
 
-def test_anchor_full_labelling_matches_reference():
+@pytest.mark.parametrize("allowed_border", [0.0, 8.0, None])
+def test_anchor_full_labelling_matches_reference(allowed_border):
     rng = np.random.default_rng(1)
     for _ in range(3):
         anchors, gt_boxes, gt_labels, sizes = _random_anchor_case(rng)
-        labels, box_targets = _full_anchor_labelling(anchors, gt_boxes, gt_labels, sizes)
+        labels, box_targets = _full_anchor_labelling(anchors, gt_boxes, gt_labels, sizes, allowed_border)
         for b in range(len(gt_boxes)):
-            want_labels, want_targets = ref.anchor_labels(anchors, gt_boxes[b], gt_labels[b], sizes[b])
+            want_labels, want_targets = ref.anchor_labels(anchors, gt_boxes[b], gt_labels[b], sizes[b],
+                                                          allowed_border=allowed_border)
             np.testing.assert_array_equal(labels.numpy()[b], want_labels)
             np.testing.assert_allclose(box_targets.numpy()[b], want_targets, atol=1e-4)
         assert (labels.numpy() == 1).any() and (labels.numpy() == 0).any()
