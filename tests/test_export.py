@@ -16,28 +16,16 @@ import tensorflow as tf
 from rfcn_tf import RFCN, RFCNConfig, pack_images
 from rfcn_tf import export as export_module
 from rfcn_tf.export import export_saved_model, load_detector
-from tests.test_model import sharpen
+from tests.model_helpers import random_image, sharpen, write_png
 
 NAMES = ["circle", "square", "triangle", "star"]
 OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def random_image(height, width, seed):
-    """Blocky random RGB uint8 ``[height, width, 3]`` (8 px blocks, so it compresses)."""
-    rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, ((height + 7) // 8, (width + 7) // 8, 3), dtype=np.uint8)
-    return np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:height, :width]
-
-
 def xywh_to_yxyx(boxes):
     x, y, w, h = np.moveaxis(np.asarray(boxes, np.float64), -1, 0)
     return np.stack([y, x, y + h, x + w], axis=-1)
-
-
-def write_png(path, image):
-    tf.io.write_file(str(path), tf.io.encode_png(image))
-    return str(path)
 
 
 @pytest.fixture(scope="module")

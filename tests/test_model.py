@@ -8,6 +8,7 @@ import keras
 from rfcn_tf import RFCN, RFCNConfig, pack_images
 from rfcn_tf.backbones import build_backbone
 from rfcn_tf.inputs import unpack_images
+from tests.model_helpers import sharpen
 
 OUTPUT_KEYS = {"boxes", "confidence", "labels", "num_detections"}
 
@@ -18,15 +19,6 @@ def small_model(**overrides):
 
 def random_image(h, w, seed):
     return np.random.default_rng(seed).uniform(0, 255, (h, w, 3)).astype(np.float32)
-
-
-def sharpen(model, seed=0):
-    """Scale the head's class-map kernels so untrained scores are far from uniform, which
-    makes the order of detections well defined (ties at 1/(C+1) would not be)."""
-    layer = model.head.class_maps if hasattr(model.head, "class_maps") else model.head.class_logits
-    kernel, bias = layer.get_weights()
-    rng = np.random.default_rng(seed)
-    layer.set_weights([rng.normal(0, 0.5, kernel.shape).astype(np.float32), bias])
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig, pack_images
 from rfcn_tf.predict import predict_files
-from tests.test_export import random_image, write_png
-from tests.test_model import sharpen
+from tests.model_helpers import random_image, sharpen, write_png
 
 NAMES = ["circle", "square", "triangle", "star"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

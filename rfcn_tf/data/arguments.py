@@ -1,5 +1,7 @@
 """Command-line dataset options shared by ``rfcn-tf train`` and ``rfcn-tf evaluate``."""
 
+import os
+
 from rfcn_tf.data.pipeline import make_pipeline
 from rfcn_tf.data.sources import load_examples
 
@@ -9,7 +11,9 @@ def add_dataset_arguments(parser, default_split):
     group.add_argument("--dataset", default="rfcn_shapes",
                        help="'rfcn_shapes' (built in), a TFDS name such as 'voc/2007', a Pascal-VOC "
                             "folder, a COCO folder or a COCO JSON file (default: rfcn_shapes)")
-    group.add_argument("--split", default=default_split, help=f"split to use (default: {default_split})")
+    group.add_argument("--split", default=default_split,
+                       help=f"split to use (default: {default_split}); for a Pascal-VOC folder a name in "
+                            "ImageSets/Main, or 'all' for every annotation (a folder without ImageSets)")
     group.add_argument("--data-dir", default=None, help="TFDS data directory")
     group.add_argument("--image-dir", default=None, help="image folder of a COCO JSON file")
     group.add_argument("--min-side", type=int, nargs="+", default=[600],
@@ -20,9 +24,20 @@ def add_dataset_arguments(parser, default_split):
 
 def dataset_from_args(args, split, training=False, seed=None):
     """→ ``(batched dataset, class_names)`` following the options above."""
-    examples, class_names = load_examples(args.dataset, split, data_dir=args.data_dir,
-                                          image_dir=args.image_dir, shuffle=training, seed=seed)
+    examples, class_names = load_examples(args.dataset, _source_split(args.dataset, split),
+                                          data_dir=args.data_dir, image_dir=args.image_dir,
+                                          shuffle=training, seed=seed)
     min_side = tuple(args.min_side) if training and len(args.min_side) > 1 else args.min_side[0]
     batches = make_pipeline(examples, args.batch_size, min_side=min_side, max_side=args.max_side,
                             training=training, seed=seed)
     return batches, class_names
+
+
+def _source_split(dataset, split):
+    """``--split all`` on a Pascal-VOC folder without an ``ImageSets/Main/all.txt`` → None
+    (every annotation): the command line has no other way to say "no split file"."""
+    root = os.path.expanduser(dataset)
+    if (split == "all" and os.path.isdir(os.path.join(root, "Annotations"))
+            and not os.path.isfile(os.path.join(root, "ImageSets", "Main", "all.txt"))):
+        return None
+    return split

@@ -1,0 +1,25 @@
+"""Helpers shared by the model, export and predict tests."""
+
+import numpy as np
+import tensorflow as tf
+
+
+def sharpen(model, seed=0):
+    """Scale the head's class-map kernels so untrained scores are far from uniform, which
+    makes the order of detections well defined (ties at 1/(C+1) would not be)."""
+    layer = model.head.class_maps if hasattr(model.head, "class_maps") else model.head.class_logits
+    kernel, bias = layer.get_weights()
+    rng = np.random.default_rng(seed)
+    layer.set_weights([rng.normal(0, 0.5, kernel.shape).astype(np.float32), bias])
+
+
+def random_image(height, width, seed):
+    """Blocky random RGB uint8 ``[height, width, 3]`` (8 px blocks, so it compresses)."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, ((height + 7) // 8, (width + 7) // 8, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:height, :width]
+
+
+def write_png(path, image):
+    tf.io.write_file(str(path), tf.io.encode_png(image))
+    return str(path)

@@ -1,0 +1,296 @@
+"""``rfcn-tf`` end to end: help, train (and fine-tuning with --init), evaluate, export,
+predict, demo and bad input, all through ``rfcn_tf.cli.main`` on tiny data (offline)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from rfcn_tf.cli import main
+
+SHAPES = ["circle", "square", "triangle", "star", "ring"]
+COMMANDS = ["train", "evaluate", "export", "predict", "demo"]
+SIZE = ["--min-side", "128", "--max-side", "128"]
+
+
+def run_cli(*argv):
+    return main([str(a) for a in argv])
+
+
+# ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tfds_dir):
+    """``rfcn-tf train`` for one epoch on rfcn_shapes/tiny → its output directory."""
+    out = tmp_path_factory.mktemp("train")
+    status = run_cli("train", "--small", "--dataset", "rfcn_shapes/tiny", "--data-dir", tfds_dir,
+                     *SIZE, "--batch-size", "4", "--epochs", "1", "--val-split", "validation",
+                     "--output-dir", out)
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, trained):
+    """``rfcn-tf export`` of the trained model → the export directory (holding version 1)."""
+    export_dir = tmp_path_factory.mktemp("export") / "shapes"
+    assert run_cli("export", "--model", trained / "final.keras", "--export-dir", export_dir) == 0
+    return export_dir
+
+
+def write_voc_folder(root):
+    """A Pascal-VOC folder (JPEGImages/, Annotations/, no ImageSets) with classes cat and dog."""
+    rng = np.random.default_rng(0)
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    for i in range(4):
+        image = np.full((96, 128, 3), 40, np.uint8) + rng.integers(0, 30, (96, 128, 3), dtype=np.uint8)
+        objects = []
+        for name, colour, (x0, y0) in (("cat", (220, 60, 60), (10 + 4 * i, 12)),
+                                       ("dog", (60, 60, 220), (70, 40 + 3 * i))):
+            x1, y1 = x0 + 40, y0 + 36
+            image[y0:y1, x0:x1] = colour
+            objects.append(f"<object><name>{name}</name><difficult>0</difficult><bndbox>"
+                           f"<xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax>"
+                           f"<ymax>{y1}</ymax></bndbox></object>")
+        Image.fromarray(image).save(root / "JPEGImages" / f"img{i}.jpg", quality=95)
+        (root / "Annotations" / f"img{i}.xml").write_text(
+            f"<annotation><filename>img{i}.jpg</filename><size><width>128</width>"
+            f"<height>96</height><depth>3</depth></size>{''.join(objects)}</annotation>")
+    return root
+
+
+# ------------------------------------------------------------------------------ help
+@pytest.mark.parametrize("command", [None] + COMMANDS)
+def test_help_exits_zero_and_shows_usage(command, capsys):
+    argv = ["--help"] if command is None else [command, "--help"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    if command is None:
+        assert out.startswith("usage: rfcn-tf")
+        for name in COMMANDS:
+            assert name in out
+    else:
+        assert out.startswith(f"usage: rfcn-tf {command}")
+
+
+def test_subcommand_help_lists_its_options(capsys):
+    expected = {"train": ["--init", "--val-split", "--output-dir", "--small"],
+                "evaluate": ["--model", "--metric", "--output", "--split"],
+                "export": ["--export-dir", "--version", "--overwrite"],
+                "predict": ["--score-threshold", "inputs"],
+                "demo": ["--config", "--export-dir", "--epochs"]}
+    for command, options in expected.items():
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        for option in options:
+            assert option in out, (command, option)
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "usage: rfcn-tf" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "rfcn-tf")
+    assert os.path.isfile(script), f"console script not installed at {script}"
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: rfcn-tf")
+    for name in COMMANDS:
+        assert name in done.stdout
+
+
+# ------------------------------------------------------------------------------ train
+def test_train_writes_final_best_and_logs(trained):
+    assert (trained / "final.keras").is_file()
+    assert (trained / "best.keras").is_file()
+    logs = trained / "logs"
+    assert logs.is_dir()
+    events = [f for _, _, files in os.walk(logs) for f in files if f.startswith("events.out.tfevents")]
+    assert events, "TensorBoard wrote no event file under logs/"
+    for name in ("final.keras", "best.keras"):
+        model = keras.models.load_model(trained / name)
+        assert model.config.num_classes == len(SHAPES)
+        assert list(model.config.class_names) == SHAPES
+
+
+def test_fine_tuning_with_init_on_a_voc_folder_with_other_classes(trained, tmp_path):
+    voc = write_voc_folder(tmp_path / "voc")
+    out = tmp_path / "finetuned"
+    status = run_cli("train", "--init", trained / "final.keras", "--dataset", voc, "--split", "all",
+                     *SIZE, "--batch-size", "2", "--epochs", "1", "--output-dir", out)
+    assert status == 0
+    model = keras.models.load_model(out / "final.keras")
+    assert model.config.num_classes == 2
+    assert list(model.config.class_names) == ["cat", "dog"]
+    source = keras.models.load_model(trained / "final.keras")
+    assert source.config.num_classes == len(SHAPES)  # the --init file itself is untouched
+
+
+# ------------------------------------------------------------------------------ evaluate
+def check_result_json(path):
+    with open(path) as f:
+        result = json.load(f)
+    assert 0.0 <= result["mAP"] <= 1.0
+    assert list(result["per_class"]) == SHAPES
+    assert all(0.0 <= ap <= 1.0 for ap in result["per_class"].values())
+    assert result["num_images"] == 8  # the tiny test split
+    return result
+
+
+def test_evaluate_keras_model_writes_json(trained, tfds_dir, tmp_path, capsys):
+    output = tmp_path / "result.json"
+    status = run_cli("evaluate", "--model", trained / "final.keras", "--dataset", "rfcn_shapes/tiny",
+                     "--data-dir", tfds_dir, "--split", "test", *SIZE, "--batch-size", "4",
+                     "--output", output)
+    assert status == 0
+    check_result_json(output)
+    out = capsys.readouterr().out
+    assert "mAP" in out and "circle" in out
+
+
+def test_evaluate_saved_model_directory(exported, tfds_dir, tmp_path):
+    output = tmp_path / "result.json"
+    status = run_cli("evaluate", "--model", exported / "1", "--dataset", "rfcn_shapes/tiny",
+                     "--data-dir", tfds_dir, "--split", "test", *SIZE, "--batch-size", "4",
+                     "--output", output)
+    assert status == 0
+    check_result_json(output)
+
+
+# ------------------------------------------------------------------------------ export
+def test_export_versions_and_refuses_to_overwrite(trained, exported, capsys):
+    model = trained / "final.keras"
+    assert (exported / "1" / "saved_model.pb").is_file()
+    labels = (exported / "1" / "assets.extra" / "labels.txt").read_text().split()
+    assert labels == SHAPES
+
+    assert run_cli("export", "--model", model, "--export-dir", exported) == 0
+    assert (exported / "2" / "saved_model.pb").is_file()
+    capsys.readouterr()
+
+    before = sorted(os.listdir(exported))
+    status = run_cli("export", "--model", model, "--export-dir", exported, "--version", "1")
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rfcn-tf export: error:")
+    assert "already exists" in err and "--overwrite" in err
+    assert "Traceback" not in err
+    assert sorted(os.listdir(exported)) == before  # nothing written, no staging left over
+
+
+# ------------------------------------------------------------------------------ predict
+def test_predict_writes_json_and_pictures_and_reports_unreadable_files(exported, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    sizes = {"a.png": (96, 128), "b.png": (80, 80)}
+    for name, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(inputs / name)
+    (inputs / "broken.png").write_bytes(b"this is not an image")
+    out = tmp_path / "predictions"
+
+    status = run_cli("predict", "--model", exported, inputs / "a.png", inputs / "broken.png",
+                     inputs / "b.png", "--output-dir", out)
+    assert status == 1
+    assert "broken.png" in capsys.readouterr().out
+
+    with open(out / "detections.json") as f:
+        results = json.load(f)
+    assert [os.path.basename(r["file"]) for r in results] == ["a.png", "broken.png", "b.png"]
+    broken = results[1]
+    assert "error" in broken and "detections" not in broken
+    for entry in (results[0], results[2]):
+        name = os.path.basename(entry["file"])
+        assert "error" not in entry
+        assert (entry["height"], entry["width"]) == sizes[name]
+        assert isinstance(entry["detections"], list)
+        with Image.open(out / entry["output"]) as picture:
+            assert picture.format == "PNG"
+            assert picture.size == (sizes[name][1], sizes[name][0])
+    assert sorted(os.listdir(out)) == ["a.png", "b.png", "detections.json"]
+
+
+# ------------------------------------------------------------------------------ demo
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    saved = tmp_path / "saved"
+    status = run_cli("demo", "--config", "tiny", "--epochs", "1", "--num-pictures", "2",
+                     "--output-dir", out, "--export-dir", saved)
+    assert status == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("mAP@0.5 = ")
+    map_value = float(lines[-1][len("mAP@0.5 = "):])
+    assert 0.0 <= map_value <= 1.0
+
+    with open(out / "test_metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["mAP"] == pytest.approx(map_value, abs=1e-4)
+    assert list(metrics["per_class"]) == SHAPES
+    assert (saved / "1" / "saved_model.pb").is_file()
+    assert (out / "rfcn_shapes.keras").is_file()
+    pictures = sorted(p for p in os.listdir(out / "predictions") if p.startswith("test_"))
+    assert pictures == ["test_0.png", "test_1.png"]
+    for name in pictures:
+        with Image.open(out / "predictions" / name) as picture:
+            assert picture.format == "PNG" and picture.size == (128, 128)
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_unknown_dataset_is_an_error_naming_it(tmp_path, capsys):
+    status = run_cli("train", "--small", "--dataset", "no_such_dataset_xyz", "--data-dir", tmp_path,
+                     "--epochs", "1", "--output-dir", tmp_path / "out")
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "rfcn-tf train: error:" in err and "no_such_dataset_xyz" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_voc_folder_without_the_split_file_is_an_error(tmp_path, capsys):
+    voc = write_voc_folder(tmp_path / "voc")
+    status = run_cli("train", "--small", "--dataset", voc, "--epochs", "1",
+                     "--output-dir", tmp_path / "out")  # default --split train: no such file
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "rfcn-tf train: error:" in err and "train.txt" in err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "predict"])
+def test_missing_model_is_an_error(command, tmp_path, capsys):
+    missing = tmp_path / "missing.keras"
+    argv = {"evaluate": ["evaluate", "--model", missing, "--dataset", "rfcn_shapes/tiny",
+                         "--data-dir", tmp_path],
+            "export": ["export", "--model", missing, "--export-dir", tmp_path / "export"],
+            "predict": ["predict", "--model", missing, tmp_path / "image.png",
+                        "--output-dir", tmp_path / "predictions"]}[command]
+    status = run_cli(*argv)
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rfcn-tf {command}: error:")
+    assert "missing.keras" in err
+    assert not (tmp_path / "export").exists() and not (tmp_path / "predictions").exists()
+
+
+def test_init_model_that_does_not_exist_is_an_error(tfds_dir, tmp_path, capsys):
+    status = run_cli("train", "--init", tmp_path / "missing.keras", "--dataset", "rfcn_shapes/tiny",
+                     "--data-dir", tfds_dir, *SIZE, "--epochs", "1", "--output-dir", tmp_path / "out")
+    assert status == 2
+    assert "missing.keras" in capsys.readouterr().err
