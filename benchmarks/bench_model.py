@@ -34,7 +34,6 @@ import numpy as np
 import tensorflow as tf
 
 import rfcn_tf
-from rfcn_tf.anchors import anchor_grid
 
 BACKBONES = ("resnet101", "resnet50", "small")
 HEADS = ("rfcn", "faster_rcnn")
@@ -62,17 +61,8 @@ def interleaved_times(calls, repeats, warmup):
 
 
 def after_convolutions(model, conv, image_sizes):
-    """``model.forward``'s tail after ``_convolutions`` (inference), then ``model.detect``."""
-    shape = tf.shape(conv["rpn_logits"])
-    rpn_logits = tf.reshape(conv["rpn_logits"], [shape[0], -1])
-    rpn_deltas = tf.reshape(conv["rpn_deltas"], [shape[0], -1, 4])
-    cfg = model.config
-    anchors = anchor_grid(shape[1], shape[2], cfg.feature_stride, cfg.anchor_scales,
-                          cfg.anchor_ratios)
-    proposals, _, valid = model.proposal_layer(rpn_logits, rpn_deltas, anchors, image_sizes,
-                                               training=False)
-    return model.detect({"image_sizes": image_sizes, "proposals": proposals,
-                         "proposal_valid": valid, "maps": conv["maps"]})
+    """Everything after ``_convolutions`` (inference): proposals, then ``model.detect``."""
+    return model.detect(model.propose(conv, image_sizes))
 
 
 def bench(backbone, head, images, repeats, warmup, score_threshold):

@@ -132,17 +132,16 @@ class RFCNConfig:
             num_classes=num_classes,
             class_names=class_names,
             backbone="small",
-            anchor_scales=(24.0, 48.0, 96.0, 160.0),
+            anchor_scales=(24.0, 48.0, 96.0),
             rpn_allowed_border=None,
             rpn_channels=128,
             rpn_pre_nms_train=1000,
-            rpn_post_nms_train=128,
+            rpn_post_nms_train=300,
             rpn_pre_nms_test=1000,
             rpn_post_nms_test=100,
             rpn_batch_size=128,
             k=3,
             head_channels=256,
-            roi_batch_size=64,
         )
         params.update(overrides)
         return cls(**params)

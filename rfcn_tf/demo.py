@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-DEFAULTS = dict(epochs=12, batch_size=4, image_size=192, lr=1e-3)
+DEFAULTS = dict(epochs=16, batch_size=4, image_size=192, lr=1e-3)
 
 
 def add_arguments(parser):

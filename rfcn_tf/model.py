@@ -103,6 +103,10 @@ class RFCN(keras.Model):
             conv = self._convolutions(x, training=True)
         else:
             conv = self._convolutions_per_image(x, image_sizes)
+        return self.propose(conv, image_sizes, training=training)
+
+    def propose(self, conv, image_sizes, training=False):
+        """Convolution outputs → anchors and proposals; returns the raw-output dict."""
         shape = tf.shape(conv["rpn_logits"])
         rpn_logits = tf.reshape(conv["rpn_logits"], [shape[0], -1])
         rpn_deltas = tf.reshape(conv["rpn_deltas"], [shape[0], -1, 4])

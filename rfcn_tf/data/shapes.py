@@ -18,8 +18,9 @@ from PIL import Image, ImageDraw
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "ring")
 
-# Object sizes relative to the image side: 12–100 px on a 192 px image.
-MIN_SIZE_FRACTION = 12.0 / 192.0
+# Object sizes relative to the image side: 20–100 px on a 192 px image (the smallest are
+# just over one stride-16 cell: small for the detector, still resolvable).
+MIN_SIZE_FRACTION = 20.0 / 192.0
 MAX_SIZE_FRACTION = 100.0 / 192.0
 MAX_ASPECT = 1.6  # height/width of an object lies in [1/MAX_ASPECT, MAX_ASPECT]
 MIN_CONTRAST = 80.0  # RGB distance between an object's colour and what lies under it

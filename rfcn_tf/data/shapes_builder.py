@@ -42,8 +42,8 @@ class RfcnShapesConfig(tfds.core.BuilderConfig):
 class RfcnShapes(tfds.core.GeneratorBasedBuilder):
     """Circles, squares, triangles, stars and rings on textured backgrounds."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Smallest objects 20 px instead of 12 (at 192 px)."}
     BUILDER_CONFIGS = [
         RfcnShapesConfig(name="default", description="192 px, 1000/200/200 images."),
         RfcnShapesConfig(
