@@ -23,11 +23,14 @@ def pack_images(images):
     return {"images": batch, "image_sizes": sizes}
 
 
-def check_not_empty(x):
-    """Reject an empty batch before Keras's ``predict`` loop fails on it obscurely."""
+def check_predict_input(x):
+    """Reject an empty batch or non-numeric images before Keras's ``predict`` loop fails
+    on them with a message that does not name the problem."""
     images = x.get("images") if isinstance(x, dict) else x
     if hasattr(images, "shape") and len(images.shape) > 0 and images.shape[0] == 0:
         raise ValueError("empty batch: RFCN needs at least one image")
+    if isinstance(images, np.ndarray) and images.dtype.kind not in "uif":
+        raise ValueError(f"images must be uint8 or float in 0..255; got dtype {images.dtype}")
 
 
 def unpack_images(inputs):

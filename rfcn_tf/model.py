@@ -22,7 +22,7 @@ from rfcn_tf import losses, targets
 from rfcn_tf.anchors import anchor_grid
 from rfcn_tf.backbones import build_backbone, preprocess
 from rfcn_tf.config import RFCNConfig
-from rfcn_tf.inputs import check_not_empty, to_model_format, unpack_images, unpack_targets
+from rfcn_tf.inputs import check_predict_input, to_model_format, unpack_images, unpack_targets
 from rfcn_tf.layers.detection import DetectionDecoder
 from rfcn_tf.layers.heads import FasterRCNNHead, RFCNHead
 from rfcn_tf.layers.proposals import ProposalLayer
@@ -93,7 +93,7 @@ class RFCN(keras.Model):
         return self.detect(raw)
 
     def predict(self, x, *args, **kwargs):
-        check_not_empty(x)
+        check_predict_input(x)
         return super().predict(x, *args, **kwargs)
 
     def forward(self, images, image_sizes, training=False):

@@ -183,4 +183,4 @@ def test_nan_image_and_oversized_image_sizes_raise():
 ])
 def test_bad_config_raises(change, message):
     with pytest.raises(ValueError, match=message):
-        RFCNConfig.small(num_classes=4, **change)
+        RFCNConfig.small(**{"num_classes": 4, **change})
