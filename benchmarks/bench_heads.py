@@ -20,43 +20,14 @@ Faster R-CNN with ResNet-101 at 2000 RoIs takes tens of seconds a run on a CPU: 
 """
 
 import argparse
-import os
-import statistics
-import time
 
 import numpy as np
 import tensorflow as tf
 
 import rfcn_tf
+from timing import environment, median_ms, random_rois
 
 BACKBONES = ("resnet101", "resnet50", "small")
-
-
-def random_rois(rng, count, height, width):
-    """``[1, count, 4]`` yxyx boxes: 16–600 px sides, any aspect, clipped to the image
-    (the distribution of ``bench_psroi_pool.py``)."""
-    sides = np.exp(rng.uniform(np.log(16), np.log(600), size=(count, 2)))
-    centres = rng.uniform(0, 1, size=(count, 2)) * [height, width]
-    lo = np.clip(centres - sides / 2, 0, [height, width])
-    hi = np.clip(centres + sides / 2, 0, [height, width])
-    return np.concatenate([lo, hi], -1)[None].astype(np.float32)
-
-
-def _block(outputs):
-    """Wait for every tensor of a (nested) result."""
-    for t in tf.nest.flatten(outputs):
-        t.numpy()
-
-
-def median_ms(fn, args, repeats, warmup):
-    for _ in range(warmup):
-        _block(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _block(fn(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def build_head(backbone, head):
@@ -100,14 +71,11 @@ def main(argv=None):
     # Post-ReLU-like activations; dense convs cost the same whatever the values.
     conv4 = tf.constant(np.abs(rng.normal(size=(1, map_h, map_w, channels))), tf.float32)
 
-    devices = ", ".join(d.name for d in tf.config.list_logical_devices())
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"Heads  {args.backbone}  image {image_h}x{image_w} -> conv4 1x{map_h}x{map_w}x{channels}  "
           f"k={config.k}  C+1={config.num_classes + 1}  psroi={config.psroi_mode}/"
           f"{config.psroi_samples}  crop={faster_head.crop_size}")
     print(f"median of {args.repeats} (R-FCN, per-image) / {args.faster_repeats} (Faster R-CNN "
-          f"per-RoI)  TF {tf.__version__}  devices: {devices}  CPUs: {os.cpu_count()}  "
-          f"load avg: {load}")
+          f"per-RoI)  {environment()}")
 
     rfcn_maps_fn = tf.function(rfcn_head.feature_maps)
     faster_maps_fn = tf.function(faster_head.feature_maps)

@@ -26,38 +26,16 @@ NMS: the worst case for decoding).
 """
 
 import argparse
-import os
 import statistics
-import time
 
 import numpy as np
 import tensorflow as tf
 
 import rfcn_tf
+from timing import environment, interleaved_times
 
 BACKBONES = ("resnet101", "resnet50", "small")
 HEADS = ("rfcn", "faster_rcnn")
-
-
-def _block(outputs):
-    """Wait for every tensor of a (nested) result."""
-    for t in tf.nest.flatten(outputs):
-        t.numpy()
-
-
-def interleaved_times(calls, repeats, warmup):
-    """``{name: (fn, args)}`` → ``{name: [ms per run]}``. Each round runs every call once,
-    in turn, so that a change in the machine's load hits all of them alike."""
-    for _ in range(warmup):
-        for fn, args in calls.values():
-            _block(fn(*args))
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, (fn, args) in calls.items():
-            start = time.perf_counter()
-            _block(fn(*args))
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def after_convolutions(model, conv, image_sizes):
@@ -105,11 +83,9 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     height, width = args.size
     images = tf.constant(rng.integers(0, 256, size=(args.batch, height, width, 3), dtype=np.uint8))
-    devices = ", ".join(d.name for d in tf.config.list_logical_devices())
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"Model  {args.backbone}  images {args.batch}x{height}x{width}  median of {args.repeats} "
-          f"after {args.warmup} warm-up  score threshold {args.score_threshold}  TF {tf.__version__}  "
-          f"devices: {devices}  CPUs: {os.cpu_count()}  load avg: {load}")
+          f"after {args.warmup} warm-up  score threshold {args.score_threshold}  "
+          f"{environment()}")
     print(f"{'head':<12} {'stat':<6} {'full ms':>9} {'conv ms':>9} {'after ms':>9} "
           f"{'chained ms':>11} {'(full-conv)/full':>17} {'after/full':>11}")
     results = {}

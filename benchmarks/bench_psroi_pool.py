@@ -8,38 +8,17 @@ then the median of `--repeats` runs.
 """
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import tensorflow as tf
 
 from rfcn_tf.layers.psroi_pool import PSRoIPool
+from timing import environment, median_ms, random_rois
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 600, 1000
 STRIDE = 16
 K = 7
 CLASSES = 21
-
-
-def random_rois(rng, count):
-    """``[1, count, 4]`` yxyx boxes: 16–600 px sides, any aspect, clipped to the image."""
-    sides = np.exp(rng.uniform(np.log(16), np.log(600), size=(count, 2)))
-    centres = rng.uniform(0, 1, size=(count, 2)) * [IMAGE_HEIGHT, IMAGE_WIDTH]
-    lo = np.clip(centres - sides / 2, 0, [IMAGE_HEIGHT, IMAGE_WIDTH])
-    hi = np.clip(centres + sides / 2, 0, [IMAGE_HEIGHT, IMAGE_WIDTH])
-    return np.concatenate([lo, hi], -1)[None].astype(np.float32)
-
-
-def median_ms(fn, args, repeats, warmup=2):
-    for _ in range(warmup):
-        fn(*args).numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args).numpy()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def bench(mode, num_rois, repeats, samples_per_bin, rng):
@@ -48,7 +27,7 @@ def bench(mode, num_rois, repeats, samples_per_bin, rng):
     height = -(-IMAGE_HEIGHT // STRIDE)
     width = -(-IMAGE_WIDTH // STRIDE)
     maps = tf.constant(rng.normal(size=(1, height, width, K * K * CLASSES)), tf.float32)
-    rois = tf.constant(random_rois(rng, num_rois))
+    rois = tf.constant(random_rois(rng, num_rois, IMAGE_HEIGHT, IMAGE_WIDTH))
     weights = tf.constant(rng.normal(size=(1, num_rois, K, K, CLASSES)), tf.float32)
 
     forward = tf.function(layer)
@@ -77,10 +56,9 @@ def main(argv=None):
         parser.error("--repeats must be >= 1")
 
     rng = np.random.default_rng(0)
-    devices = ", ".join(d.name for d in tf.config.list_logical_devices())
     print(
         f"PSRoIPool  maps 1x38x63x{K * K * CLASSES}  k={K}  n={args.samples_per_bin}  "
-        f"median of {args.repeats}  TF {tf.__version__}  devices: {devices}"
+        f"median of {args.repeats}  {environment()}"
     )
     print(f"{'mode':<6} {'RoIs':>5} {'forward ms':>11} {'fwd+bwd ms':>11}")
     for mode in args.modes:

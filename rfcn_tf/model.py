@@ -81,8 +81,10 @@ class RFCN(keras.Model):
         self.rpn_head.build(conv4_shape)
         self.head.build(conv4_shape)
         self.built = True
-        # Shapes (channels last) of ``_convolutions``' outputs, for ``tf.map_fn``.
-        self._output_structure = self._convolutions(tf.zeros([1, 32, 32, 3]))
+        # The per-image path's ``tf.map_fn`` signature: ``_convolutions``' outputs, unbatched.
+        self._per_image_signature = tf.nest.map_structure(
+            lambda t: tf.TensorSpec([None, None, t.shape[-1]], tf.float32),
+            self._convolutions(tf.zeros([1, 32, 32, 3])))
 
     # ---------------------------------------------------------------- forward
     def call(self, inputs, training=False):
@@ -144,10 +146,7 @@ class RFCN(keras.Model):
                 lambda t: _repeat_edges(t[0], shape[1] // stride, shape[2] // stride), out)
 
         def per_image():
-            signature = tf.nest.map_structure(
-                lambda t: tf.TensorSpec([None, None, t.shape[-1]], tf.float32),
-                self._output_structure)
-            return tf.map_fn(one, (x, rounded), fn_output_signature=signature)
+            return tf.map_fn(one, (x, rounded), fn_output_signature=self._per_image_signature)
 
         return tf.cond(unpadded, lambda: self._convolutions(x), per_image)
 

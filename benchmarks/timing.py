@@ -1,0 +1,50 @@
+"""Helpers shared by the benchmark scripts: random RoIs, timing, the environment line."""
+
+import os
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+
+def random_rois(rng, count, height, width):
+    """``[1, count, 4]`` yxyx boxes: 16–600 px sides, any aspect, clipped to the image."""
+    sides = np.exp(rng.uniform(np.log(16), np.log(600), size=(count, 2)))
+    centres = rng.uniform(0, 1, size=(count, 2)) * [height, width]
+    lo = np.clip(centres - sides / 2, 0, [height, width])
+    hi = np.clip(centres + sides / 2, 0, [height, width])
+    return np.concatenate([lo, hi], -1)[None].astype(np.float32)
+
+
+def block(outputs):
+    """Wait for every tensor of a (nested) result."""
+    for t in tf.nest.flatten(outputs):
+        t.numpy()
+
+
+def interleaved_times(calls, repeats, warmup):
+    """``{name: (fn, args)}`` → ``{name: [ms per run]}``. Each round runs every call once,
+    in turn, so that a change in the machine's load hits all of them alike."""
+    for _ in range(warmup):
+        for fn, args in calls.values():
+            block(fn(*args))
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (fn, args) in calls.items():
+            start = time.perf_counter()
+            block(fn(*args))
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def median_ms(fn, args, repeats, warmup=2):
+    """Median wall time of ``fn(*args)`` in ms after ``warmup`` runs."""
+    return statistics.median(interleaved_times({"fn": (fn, args)}, repeats, warmup)["fn"])
+
+
+def environment():
+    """``TF <version>  devices: …  CPUs: n  load avg: …`` for a benchmark's header."""
+    devices = ", ".join(d.name for d in tf.config.list_logical_devices())
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"TF {tf.__version__}  devices: {devices}  CPUs: {os.cpu_count()}  load avg: {load}"
