@@ -19,8 +19,8 @@ def tiny_shapes(tmp_path_factory):
     return examples, names
 
 
-def batches(examples, count, batch_size=4):
-    return make_pipeline(examples.take(count), batch_size, min_side=128, max_side=128).cache()
+def batches(examples, count, batch_size=4, side=128):
+    return make_pipeline(examples.take(count), batch_size, min_side=side, max_side=side).cache()
 
 
 def small(names, **overrides):
@@ -45,14 +45,22 @@ def test_fit_lowers_the_loss_and_logs_named_losses(tiny_shapes):
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
+def min_box_side(example):
+    box = example["boxes"]
+    return tf.reduce_min(tf.minimum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]))
+
+
 def test_overfits_a_handful_of_images(tiny_shapes):
     examples, names = tiny_shapes
-    data = batches(examples, 4)
+    # At 192 px (the small config's scale: anchors from 24 px) and without objects under
+    # 16 px: a 12 px object made the result depend on the initial weights (0.73 in some
+    # test orders).
+    data = batches(examples.filter(lambda e: min_box_side(e) >= 16), 4, side=192)
     model = small(names)
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     model.fit(data.repeat(40), epochs=6, verbose=0)
     result = evaluate_model(model, data, class_names=names)
-    assert result["mAP"] >= 0.9, result
+    assert result["mAP"] >= 0.9, (result["mAP"], result["per_class"])
 
 
 @pytest.mark.parametrize("sampler", ["ohem", "random"])
