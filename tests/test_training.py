@@ -58,7 +58,7 @@ def test_overfits_a_handful_of_images(tiny_shapes):
     data = batches(examples.filter(lambda e: min_box_side(e) >= 16), 4, side=192)
     model = small(names)
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    model.fit(data.repeat(40), epochs=6, verbose=0)
+    model.fit(data.repeat(), epochs=6, steps_per_epoch=40, verbose=0)
     result = evaluate_model(model, data, class_names=names)
     assert result["mAP"] >= 0.9, (result["mAP"], result["per_class"])
 
