@@ -78,4 +78,3 @@ def _nms_per_image(proposals, scores, max_output, iou_threshold):
 
     return tf.map_fn(one, (proposals, scores), fn_output_signature=(
         tf.TensorSpec([max_output], tf.int32), tf.TensorSpec([], tf.int32)))
-
