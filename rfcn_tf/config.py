@@ -22,7 +22,8 @@ class RFCNConfig:
     class_names: Optional[Tuple[str, ...]] = None
     bounding_box_format: str = "yxyx"
 
-    # Backbone: conv4 feeds the RPN, dilated conv5 feeds the head; both at stride 16.
+    # Backbone: conv4 feeds the RPN, dilated conv5 feeds the head; both at feature_stride
+    # (16 for every backbone; the small backbone also offers 8).
     backbone: str = "resnet101"
     backbone_weights: Optional[str] = None  # None, "imagenet" or a weights file
     freeze_stem: Optional[bool] = None  # conv1 + res2; None → frozen iff weights given
@@ -88,7 +89,10 @@ class RFCNConfig:
         check(self.bounding_box_format in BOX_FORMATS,
               f"bounding_box_format must be one of {BOX_FORMATS} (absolute pixels), got {self.bounding_box_format!r}")
         check(int(self.k) >= 1, f"k must be >= 1, got {self.k}")
-        check(self.feature_stride == 16, f"feature_stride must be 16 (every backbone here has output stride 16), got {self.feature_stride}")
+        if self.backbone == "small":
+            check(self.feature_stride in (8, 16), f"feature_stride of the small backbone must be 8 or 16, got {self.feature_stride}")
+        else:
+            check(self.feature_stride == 16, f"feature_stride of {self.backbone} must be 16 (its output stride), got {self.feature_stride}")
         check(len(self.box_std) == 4, f"box_std needs 4 values, got {self.box_std}")
         check(len(self.anchor_scales) > 0 and len(self.anchor_ratios) > 0, "anchor_scales and anchor_ratios must not be empty")
         check(self.rpn_post_nms_test <= self.rpn_pre_nms_test, "rpn_post_nms_test must be <= rpn_pre_nms_test")

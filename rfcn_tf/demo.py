@@ -87,7 +87,8 @@ def run(args):
             path = os.path.join(pictures, "score_maps_test_0.png")
             save_score_map_figure(path, image, maps[0].numpy(), out["boxes"][0, 0], label,
                                   k=model.config.k, votes=bins[0, 0, :, :, label + 1].numpy(),
-                                  class_name=class_names[label])
+                                  class_name=class_names[label],
+                                  feature_stride=model.config.feature_stride)
             written.append(path)
     print(f"wrote {len(written)} pictures to {pictures}")
     print(f"model: {model_path}; SavedModel: {version_dir}")

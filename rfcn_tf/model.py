@@ -2,8 +2,8 @@
 
 Data flow (``call``), top to bottom:
 
-    images → preprocess (ResNet convention, padding zeroed, size rounded up to 16)
-           → trunk (conv1..conv4, stride 16)
+    images → preprocess (ResNet convention, padding zeroed, size rounded up to the stride)
+           → trunk (conv1..conv4, feature_stride 16, or 8 for the small backbone)
            → RPN head → anchors → proposals (decode, clip, top-N, NMS)        [B, P, 4]
            → head.feature_maps: conv5 (dilated) → k²(C+1) + 4k² score maps   (once)
            → head.classify: PSRoIPool + vote per proposal                       (per RoI)
@@ -59,7 +59,8 @@ class RFCN(keras.Model):
 
         self.trunk, conv5 = build_backbone(
             config.backbone, config.backbone_weights, dilated_conv5=config.head == "rfcn",
-            freeze_stem=config.freeze_stem, freeze_batchnorm=config.freeze_batchnorm)
+            freeze_stem=config.freeze_stem, freeze_batchnorm=config.freeze_batchnorm,
+            output_stride=config.feature_stride)
         self.rpn_head = RPNHead(config.num_anchors, config.rpn_channels, name="rpn_head")
         self.proposal_layer = ProposalLayer(
             config.rpn_pre_nms_train, config.rpn_post_nms_train, config.rpn_pre_nms_test,
@@ -122,7 +123,7 @@ class RFCN(keras.Model):
 
     def _convolutions(self, x, training=False):
         """Preprocessed images → RPN outputs ``[B, h, w, A]``, ``[B, h, w, 4A]`` and the
-        head's feature maps, all at stride 16."""
+        head's feature maps, all at ``feature_stride``."""
         conv4 = self.trunk(x, training=training)
         rpn_logits, rpn_deltas = self.rpn_head(conv4)
         return {"rpn_logits": tf.cast(rpn_logits, tf.float32),

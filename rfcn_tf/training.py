@@ -106,6 +106,9 @@ def add_train_arguments(parser):
     model.add_argument("--head", default="rfcn", choices=["rfcn", "faster_rcnn"])
     model.add_argument("--small", action="store_true",
                        help="the CPU-sized configuration (RFCNConfig.small: small backbone, k=3, small anchors)")
+    model.add_argument("--feature-stride", type=int, choices=[8, 16], default=None,
+                       help="output stride of the backbone: 16 (default), or 8 with the small "
+                            "backbone, for objects of only one or two stride-16 cells")
     model.add_argument("--init", default=None,
                        help="start from this .keras model (fine-tuning; the class head is replaced "
                             "when the dataset has a different number of classes)")
@@ -139,6 +142,8 @@ def run_train(args):
     else:
         params = dict(num_classes=len(class_names), class_names=tuple(class_names), head=args.head,
                       backbone_weights=args.weights, seed=args.seed)
+        if args.feature_stride is not None:
+            params["feature_stride"] = args.feature_stride
         if args.small:
             config = RFCNConfig.small(**params)
         else:

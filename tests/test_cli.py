@@ -30,11 +30,12 @@ def tfds_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tfds_dir):
-    """``rfcn-tf train`` for one epoch on rfcn_shapes/tiny → its output directory."""
+    """``rfcn-tf train`` for one epoch on rfcn_shapes/tiny at the demo's stride 8 → its
+    output directory."""
     out = tmp_path_factory.mktemp("train")
-    status = run_cli("train", "--small", "--dataset", "rfcn_shapes/tiny", "--data-dir", tfds_dir,
-                     *SIZE, "--batch-size", "4", "--epochs", "1", "--val-split", "validation",
-                     "--output-dir", out)
+    status = run_cli("train", "--small", "--feature-stride", "8", "--dataset", "rfcn_shapes/tiny",
+                     "--data-dir", tfds_dir, *SIZE, "--batch-size", "4", "--epochs", "1",
+                     "--val-split", "validation", "--output-dir", out)
     assert status == 0
     return out
 
@@ -86,7 +87,7 @@ def test_help_exits_zero_and_shows_usage(command, capsys):
 
 
 def test_subcommand_help_lists_its_options(capsys):
-    expected = {"train": ["--init", "--val-split", "--output-dir", "--small"],
+    expected = {"train": ["--init", "--val-split", "--output-dir", "--small", "--feature-stride"],
                 "evaluate": ["--model", "--metric", "--output", "--split"],
                 "export": ["--export-dir", "--version", "--overwrite"],
                 "predict": ["--score-threshold", "inputs"],
@@ -128,6 +129,7 @@ def test_train_writes_final_best_and_logs(trained):
     for name in ("final.keras", "best.keras"):
         model = keras.models.load_model(trained / name)
         assert model.config.num_classes == len(SHAPES)
+        assert model.config.feature_stride == 8
         assert list(model.config.class_names) == SHAPES
 
 

@@ -72,9 +72,24 @@ def test_backbone_weights_from_file_and_freezing(tmp_path):
         build_backbone("resnet50", str(tmp_path / "missing.h5"))
 
 
-@pytest.mark.parametrize("head", ["rfcn", "faster_rcnn"])
-def test_output_contract_and_keras_round_trip(tmp_path, head):
-    model = small_model(head=head)
+def test_small_backbone_at_stride_8():
+    model = small_model(feature_stride=8)
+    images, sizes = unpack_images(np.zeros((1, 128, 160, 3), np.float32))
+    raw = model.forward(images, sizes)
+    assert raw["maps"]["class"].shape == (1, 16, 20, 3 * 3 * 5)
+    assert raw["maps"]["box"].shape == (1, 16, 20, 4 * 3 * 3)
+    assert raw["rpn_logits"].shape == (1, 16 * 20 * 9)
+    centres = (raw["anchors"].numpy()[:, :2] + raw["anchors"].numpy()[:, 2:]) / 2
+    assert sorted(set(centres[:, 0].round(3)))[:3] == [4.0, 12.0, 20.0]
+    assert model.head.pool.spatial_scale == 1 / 8
+    assert model.trunk.output.shape[-1] == 128  # half as wide as at stride 16
+    with pytest.raises(ValueError, match="output stride 16"):
+        build_backbone("resnet50", None, output_stride=8)
+
+
+@pytest.mark.parametrize("head, stride", [("rfcn", 16), ("faster_rcnn", 16), ("rfcn", 8)])
+def test_output_contract_and_keras_round_trip(tmp_path, head, stride):
+    model = small_model(head=head, feature_stride=stride)
     sharpen(model)
     images = np.stack([random_image(128, 160, 1), random_image(128, 160, 2)])
     out = model.predict(images, verbose=0)
@@ -104,9 +119,9 @@ def test_keyword_construction_overrides_config():
     assert model.head.class_maps.filters == 5 * 5 * 8
 
 
-@pytest.mark.parametrize("head", ["rfcn", "faster_rcnn"])
-def test_mixed_size_batch_equals_one_image_at_a_time(head):
-    model = small_model(head=head)
+@pytest.mark.parametrize("head, stride", [("rfcn", 16), ("faster_rcnn", 16), ("rfcn", 8)])
+def test_mixed_size_batch_equals_one_image_at_a_time(head, stride):
+    model = small_model(head=head, feature_stride=stride)
     sharpen(model)
     images = [random_image(150, 200, 3), random_image(208, 120, 4), random_image(96, 96, 5)]
     batch = model.predict(pack_images(images), verbose=0)
@@ -180,6 +195,8 @@ def test_nan_image_and_oversized_image_sizes_raise():
     ({"num_classes": 0}, "num_classes"),
     ({"psroi_mode": "max"}, "psroi_mode"),
     ({"class_names": ("a",)}, "class_names"),
+    ({"feature_stride": 12}, "feature_stride of the small backbone must be 8 or 16"),
+    ({"backbone": "resnet50", "feature_stride": 8}, "feature_stride of resnet50 must be 16"),
 ])
 def test_bad_config_raises(change, message):
     with pytest.raises(ValueError, match=message):

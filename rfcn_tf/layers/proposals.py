@@ -14,7 +14,7 @@ class ProposalLayer(keras.layers.Layer):
     logits), ``valid [B, P]`` bool; padded rows are zero boxes. P = post-NMS top-N.
 
     An anchor whose centre lies outside its image's true size (the padding of a batch of
-    different-size images, or of the stride-16 rounding) never becomes a proposal, so an
+    different-size images, or of the rounding up to the stride) never becomes a proposal, so an
     image gives the same proposals alone or in a padded batch.
     """
 
