@@ -85,6 +85,8 @@ def fit_detector(model, train_ds, val_ds=None, epochs=10, output_dir=None, class
         all_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
         all_callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")))
     all_callbacks.extend(callbacks)
+    # make_pipeline shuffles; fit's default shuffle=True only makes Keras warn on a Dataset.
+    fit_kwargs.setdefault("shuffle", False)
     history = model.fit(train_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose,
                         **fit_kwargs)
     if output_dir is not None:
