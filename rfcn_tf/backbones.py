@@ -15,13 +15,14 @@ import os
 
 import keras
 
+from rfcn_tf.config import SMALL_BACKBONE_STRIDES
+
 RESNETS = {
     "resnet50": (keras.applications.ResNet50, "conv4_block6_out"),
     "resnet101": (keras.applications.ResNet101, "conv4_block23_out"),
     "resnet152": (keras.applications.ResNet152, "conv4_block36_out"),
 }
 CONV5_OUT = "conv5_block3_out"
-SMALL_STRIDES = (8, 16)
 # conv1 and res2 (the paper freezes them when fine-tuning from ImageNet).
 STEM_PREFIXES = ("conv1_", "pool1_", "conv2_")
 
@@ -44,8 +45,8 @@ def build_backbone(name="resnet101", weights=None, dilated_conv5=True, freeze_st
     if name == "small":
         if weights is not None:
             raise ValueError("the 'small' backbone has no pretrained weights; use weights=None")
-        if output_stride not in SMALL_STRIDES:
-            raise ValueError(f"the 'small' backbone has output stride 8 or 16, got {output_stride}")
+        if output_stride not in SMALL_BACKBONE_STRIDES:
+            raise ValueError(f"the 'small' backbone has output stride {SMALL_BACKBONE_STRIDES}, got {output_stride}")
         trunk, conv5 = _small_backbone(dilated_conv5, output_stride)
     elif name in RESNETS:
         if output_stride != 16:

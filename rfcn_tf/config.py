@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Tuple
 
 BOX_FORMATS = ("yxyx", "xyxy", "xywh", "center_xywh", "center_yxhw")
 BACKBONES = ("resnet50", "resnet101", "resnet152", "small")
+SMALL_BACKBONE_STRIDES = (8, 16)  # the ResNets have output stride 16 only
 HEADS = ("rfcn", "faster_rcnn")
 PSROI_MODES = ("align", "crop")
 ROI_SAMPLERS = ("ohem", "random")
@@ -90,7 +91,8 @@ class RFCNConfig:
               f"bounding_box_format must be one of {BOX_FORMATS} (absolute pixels), got {self.bounding_box_format!r}")
         check(int(self.k) >= 1, f"k must be >= 1, got {self.k}")
         if self.backbone == "small":
-            check(self.feature_stride in (8, 16), f"feature_stride of the small backbone must be 8 or 16, got {self.feature_stride}")
+            check(self.feature_stride in SMALL_BACKBONE_STRIDES,
+                  f"feature_stride of the small backbone must be one of {SMALL_BACKBONE_STRIDES}, got {self.feature_stride}")
         else:
             check(self.feature_stride == 16, f"feature_stride of {self.backbone} must be 16 (its output stride), got {self.feature_stride}")
         check(len(self.box_std) == 4, f"box_std needs 4 values, got {self.box_std}")

@@ -195,7 +195,7 @@ def test_nan_image_and_oversized_image_sizes_raise():
     ({"num_classes": 0}, "num_classes"),
     ({"psroi_mode": "max"}, "psroi_mode"),
     ({"class_names": ("a",)}, "class_names"),
-    ({"feature_stride": 12}, "feature_stride of the small backbone must be 8 or 16"),
+    ({"feature_stride": 12}, "feature_stride of the small backbone must be one of \\(8, 16\\)"),
     ({"backbone": "resnet50", "feature_stride": 8}, "feature_stride of resnet50 must be 16"),
 ])
 def test_bad_config_raises(change, message):

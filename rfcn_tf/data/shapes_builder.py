@@ -1,4 +1,4 @@
-"""The ``rfcn_shapes`` TFDS dataset: synthetic shapes drawn offline in seconds.
+"""The ``rfcn_shapes`` TFDS dataset: synthetic shapes drawn offline in under a minute.
 
 Importing this module registers the builder. Configs: ``rfcn_shapes`` (= ``default``:
 192 px, 4000 / 200 / 200 train / validation / test images) and ``rfcn_shapes/tiny``
