@@ -7,15 +7,25 @@ EXTRA ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install graphviz test demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml
+	@command -v dot >/dev/null || $(MAKE) --no-print-directory graphviz
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# keras.utils.plot_model draws with Graphviz's `dot`, a system package (not on PyPI).
+graphviz:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; \
+	else \
+		echo "note: Graphviz (dot) is missing; keras.utils.plot_model and its test need it" \
+		     "(apt-get install graphviz / brew install graphviz)"; \
+	fi
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests -q $(PYTEST_ARGS)

@@ -7,9 +7,9 @@ Both heads come from ``rfcn_tf.RFCN(num_classes=20, backbone=..., head=..., weig
 and read one conv4 map of a 600×1000 image (1×38×63×1024 for ResNet-101); random
 plausible RoIs. Timed in a ``tf.function``, warm-up, then the median of the runs:
 
-- per-image part: ``head.feature_maps(conv4)`` (R-FCN: dilated conv5 + 1×1 convs to the
-  score maps; Faster R-CNN: nothing, conv4 is passed on);
-- per-RoI part: ``head.classify(maps, rois)`` with ``maps`` computed once beforehand
+- per-image part: the model's layers from conv4 to the score maps (R-FCN: dilated conv5 +
+  1×1 convs to the score maps; Faster R-CNN: nothing, conv4 is passed on);
+- per-RoI part: ``model.roi_model({maps…, "rois"})`` with ``maps`` computed once beforehand
   (R-FCN: PSRoIPool + vote; Faster R-CNN: crop + conv5 per RoI + pool + fc).
 
 Faster R-CNN with ResNet-101 at 2000 RoIs takes tens of seconds a run on a CPU: see
@@ -31,8 +31,24 @@ BACKBONES = ("resnet101", "resnet50", "small")
 
 
 def build_head(backbone, head):
+    """→ ``(feature_maps(conv4) -> maps, classify(maps, rois), config, conv4 channels)``
+    from the model's own layers."""
     model = rfcn_tf.RFCN(num_classes=20, backbone=backbone, head=head)
-    return model.head, model.config, int(model.trunk.output.shape[-1])
+    if head == "rfcn":
+        conv5, reduce = model.conv5, model.get_layer("reduce")
+        class_maps, box_maps = model.get_layer("class_maps"), model.get_layer("box_maps")
+
+        def feature_maps(conv4):
+            x = reduce(conv5(conv4))
+            return {"class_maps": class_maps(x), "box_maps": box_maps(x)}
+    else:
+        def feature_maps(conv4):
+            return {"conv4": conv4}
+
+    def classify(maps, rois):
+        return model.roi_model({**maps, "rois": rois})
+
+    return feature_maps, classify, model.config, int(model.trunk.output.shape[-1])
 
 
 def _ratio(a, b):
@@ -64,8 +80,8 @@ def main(argv=None):
 
     rng = np.random.default_rng(0)
     image_h, image_w = args.size
-    rfcn_head, config, channels = build_head(args.backbone, "rfcn")
-    faster_head, _, _ = build_head(args.backbone, "faster_rcnn")
+    rfcn_maps_fn, rfcn_classify, config, channels = build_head(args.backbone, "rfcn")
+    faster_maps_fn, faster_classify, _, _ = build_head(args.backbone, "faster_rcnn")
     stride = config.feature_stride
     map_h, map_w = -(-image_h // stride), -(-image_w // stride)
     # Post-ReLU-like activations; dense convs cost the same whatever the values.
@@ -73,14 +89,12 @@ def main(argv=None):
 
     print(f"Heads  {args.backbone}  image {image_h}x{image_w} -> conv4 1x{map_h}x{map_w}x{channels}  "
           f"k={config.k}  C+1={config.num_classes + 1}  psroi={config.psroi_mode}/"
-          f"{config.psroi_samples}  crop={faster_head.crop_size}")
+          f"{config.psroi_samples}  crop=14")
     print(f"median of {args.repeats} (R-FCN, per-image) / {args.faster_repeats} (Faster R-CNN "
           f"per-RoI)  {environment()}")
 
-    rfcn_maps_fn = tf.function(rfcn_head.feature_maps)
-    faster_maps_fn = tf.function(faster_head.feature_maps)
-    rfcn_classify = tf.function(rfcn_head.classify)
-    faster_classify = tf.function(faster_head.classify)
+    rfcn_maps_fn, faster_maps_fn = tf.function(rfcn_maps_fn), tf.function(faster_maps_fn)
+    rfcn_classify, faster_classify = tf.function(rfcn_classify), tf.function(faster_classify)
 
     rfcn_maps_ms = median_ms(rfcn_maps_fn, (conv4,), args.repeats, args.warmup)
     faster_maps_ms = median_ms(faster_maps_fn, (conv4,), args.repeats, args.warmup)

@@ -6,11 +6,12 @@ add to a 600×1000 image?
 that run each once in turn (so load changes hit all alike); medians:
 
 - full:  ``model(images, training=False)`` → detections (what ``predict`` runs). A single
-  unpadded image takes the batched path of the ``tf.cond`` in ``_convolutions_per_image``;
-- conv:  ``model._convolutions(model._preprocess(images, sizes))`` — trunk (conv1..conv4),
-  RPN convs and ``head.feature_maps`` (R-FCN: dilated conv5 + score-map convs);
-- after: the rest on those conv outputs computed once (anchors, ``proposal_layer``,
-  ``model.detect``: ``head.classify`` + decoder), a direct measure of the overhead;
+  unpadded image takes the batched path of the ``tf.cond`` in ``RFCN.call``;
+- conv:  the model's graph up to its convolution outputs (resize, preprocess, trunk
+  conv1..conv4, RPN convs, R-FCN: dilated conv5 + score-map convs) — a ``keras.Model``
+  on the same layers;
+- after: the rest on those outputs computed once (the graph's ``anchors``, ``proposals``,
+  per-RoI and ``detections`` layers), a direct measure of the overhead;
 - chained: conv then after in one ``tf.function``, without the ``tf.cond`` (so full −
   chained is what the per-image/batched switch costs, if anything).
 
@@ -28,6 +29,7 @@ NMS: the worst case for decoding).
 import argparse
 import statistics
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -38,21 +40,40 @@ BACKBONES = ("resnet101", "resnet50", "small")
 HEADS = ("rfcn", "faster_rcnn")
 
 
-def after_convolutions(model, conv, image_sizes):
-    """Everything after ``_convolutions`` (inference): proposals, then ``model.detect``."""
-    return model.detect(model.propose(conv, image_sizes))
+CONV_OUTPUTS = ("resize", "rpn_objectness", "rpn_deltas")
+
+
+def convolutions(model):
+    """The graph up to its convolution outputs, as a ``keras.Model`` on the same layers."""
+    outputs = {name: model.get_layer(name).output for name in CONV_OUTPUTS}
+    maps = ("class_maps", "box_maps") if model.config.head == "rfcn" else (model.trunk.name,)
+    outputs.update({name: model.get_layer(name).output for name in maps})
+    return keras.Model(model.input, outputs)
+
+
+def after_convolutions(model, conv):
+    """Everything after the convolutions (inference), with the graph's own layers."""
+    _, sizes, scales = conv["resize"]
+    anchors = model.get_layer("anchors")(conv["rpn_objectness"])
+    proposals, _, valid = model.get_layer("proposals")(
+        conv["rpn_objectness"], conv["rpn_deltas"], anchors, sizes)
+    if model.config.head == "rfcn":
+        maps = {"class_maps": conv["class_maps"], "box_maps": conv["box_maps"]}
+    else:
+        maps = {"conv4": conv[model.trunk.name]}
+    class_logits, box_deltas = model.roi_model({**maps, "rois": proposals})
+    return model.get_layer("detections")(proposals, valid, class_logits, box_deltas, sizes, scales)
 
 
 def bench(backbone, head, images, repeats, warmup, score_threshold):
     """Run times (ms) of full, conv, after and chained, and the mean detection count."""
     model = rfcn_tf.RFCN(num_classes=20, backbone=backbone, head=head,
                          score_threshold=score_threshold)
-    sizes = tf.shape(images)[None, 1:3]
+    graph = convolutions(model)
     full = tf.function(lambda x: model(x, training=False))
-    conv = tf.function(lambda x: model._convolutions(model._preprocess(x, sizes)))
-    after = tf.function(lambda c: after_convolutions(model, c, sizes))
-    chained = tf.function(
-        lambda x: after_convolutions(model, model._convolutions(model._preprocess(x, sizes)), sizes))
+    conv = tf.function(lambda x: graph({"images": x, "image_sizes": None}))
+    after = tf.function(lambda c: after_convolutions(model, c))
+    chained = tf.function(lambda x: after_convolutions(model, graph({"images": x, "image_sizes": None})))
 
     conv_out = conv(images)
     times = interleaved_times({"full": (full, (images,)), "conv": (conv, (images,)),

@@ -1,13 +1,23 @@
 """rfcn_tf: R-FCN object detection (Dai et al., NIPS 2016) for Keras 3 / TensorFlow 2."""
 
-from rfcn_tf import data  # registers the rfcn_shapes TFDS dataset
-from rfcn_tf.config import RFCNConfig
-from rfcn_tf.export import export_saved_model, load_detector
-from rfcn_tf.inputs import pack_images
-from rfcn_tf.layers import PSRoIPool
-from rfcn_tf.model import RFCN
+import importlib.metadata
+import importlib.util
 
-__version__ = "0.1.0"
+if importlib.util.find_spec("tensorflow") is None:
+    raise ModuleNotFoundError(
+        "rfcn_tf needs TensorFlow, which is installed by an extra: "
+        "pip install 'rfcn_tf[cpu]' (tensorflow-cpu) or 'rfcn_tf[gpu]' (tensorflow[and-cuda])",
+        name="tensorflow")
+
+from rfcn_tf import data  # noqa: E402  (registers the rfcn_shapes TFDS dataset)
+from rfcn_tf.config import RFCNConfig  # noqa: E402
+from rfcn_tf.export import export_saved_model  # noqa: E402
+from rfcn_tf.inputs import pack_images  # noqa: E402
+from rfcn_tf.layers import PSRoIPool  # noqa: E402
+from rfcn_tf.loading import load_detector  # noqa: E402
+from rfcn_tf.model import RFCN  # noqa: E402
+
+__version__ = importlib.metadata.version("rfcn_tf")
 
 __all__ = ["PSRoIPool", "RFCN", "RFCNConfig", "data", "export_saved_model", "load_detector",
            "pack_images"]

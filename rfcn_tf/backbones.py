@@ -32,15 +32,15 @@ def preprocess(images):
     return keras.applications.resnet.preprocess_input(images)
 
 
-def build_backbone(name="resnet101", weights=None, dilated_conv5=True, freeze_stem=None,
-                   freeze_batchnorm=None, output_stride=16):
+def build_backbone(name="resnet101", weights=None, dilated_conv5=True, freeze_stem=False,
+                   freeze_batchnorm=False, output_stride=16):
     """Returns ``(trunk, conv5)``.
 
     weights: None (random init, offline), ``"imagenet"`` (keras.applications download,
     or the file pre-seeded in ``$KERAS_HOME/models/``) or a path to a weights file of the
-    matching ``keras.applications`` ResNet without top. ``freeze_stem`` /
-    ``freeze_batchnorm`` default to True exactly when weights are loaded. output_stride:
-    16, or 8 for the small backbone.
+    matching ``keras.applications`` ResNet without top. ``freeze_stem`` freezes conv1 +
+    res2, ``freeze_batchnorm`` every BatchNorm (``RFCNConfig.resolved`` says when the model
+    does). output_stride: 16, or 8 for the small backbone.
     """
     if name == "small":
         if weights is not None:
@@ -54,10 +54,7 @@ def build_backbone(name="resnet101", weights=None, dilated_conv5=True, freeze_st
         trunk, conv5 = _resnet_backbone(name, weights, dilated_conv5)
     else:
         raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(RESNETS) + ['small']}")
-    loaded = weights is not None
-    freeze(trunk, conv5,
-           stem=loaded if freeze_stem is None else freeze_stem,
-           batchnorm=loaded if freeze_batchnorm is None else freeze_batchnorm)
+    freeze(trunk, conv5, stem=freeze_stem, batchnorm=freeze_batchnorm)
     return trunk, conv5
 
 

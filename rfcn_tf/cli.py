@@ -1,7 +1,7 @@
 """``rfcn-tf``: train | evaluate | export | predict | demo.
 
-Each subcommand is ``add_arguments(parser)`` + ``run(args)`` in the module that owns the
-work; this file only wires them together.
+Each subcommand is ``add_arguments(parser)`` + ``run(args)`` in ``rfcn_tf.commands``;
+this file only wires them together.
 """
 
 import argparse
@@ -11,31 +11,25 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
 def _commands():
-    from rfcn_tf import demo, export, predict, training
-    from rfcn_tf.evaluation import command as evaluate
+    from rfcn_tf.commands import demo, evaluate, export, predict, train
 
     return {
-        "train": (training.add_train_arguments, training.run_train,
-                  "train R-FCN on a dataset (built-in, TFDS, VOC folder, COCO JSON)"),
-        "evaluate": (evaluate.add_arguments, evaluate.run,
-                     "per-class AP of a saved model (.keras or SavedModel) on a dataset"),
-        "export": (export.add_arguments, export.run, "write a SavedModel for TF Serving"),
-        "predict": (predict.add_arguments, predict.run,
-                    "detect objects in image files; JSON and PNGs with boxes"),
-        "demo": (demo.add_arguments, demo.run,
-                 "train on the synthetic dataset, evaluate, export, predict (offline, CPU)"),
+        "train": (train, "train R-FCN on a dataset (built-in, TFDS, VOC folder, COCO JSON)"),
+        "evaluate": (evaluate, "per-class AP of a saved model (.keras or SavedModel) on a dataset"),
+        "export": (export, "write a SavedModel for TF Serving"),
+        "predict": (predict, "detect objects in image files; JSON and PNGs with boxes"),
+        "demo": (demo, "train on the synthetic dataset, evaluate, export, predict (offline, CPU)"),
     }
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="rfcn-tf", description="R-FCN object detection for Keras 3 / TF 2.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (add_arguments, run, help_text) in _commands().items():
+    for name, (module, help_text) in _commands().items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(command)
-        command.set_defaults(run=run)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
     return parser
 
 

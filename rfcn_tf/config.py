@@ -7,7 +7,7 @@ and the demo use.
 """
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 BOX_FORMATS = ("yxyx", "xyxy", "xywh", "center_xywh", "center_yxhw")
 BACKBONES = ("resnet50", "resnet101", "resnet152", "small")
@@ -30,6 +30,12 @@ class RFCNConfig:
     freeze_stem: Optional[bool] = None  # conv1 + res2; None → frozen iff weights given
     freeze_batchnorm: Optional[bool] = None  # None → frozen iff weights given
     feature_stride: int = 16
+
+    # Input scale (the model resizes every image itself, see rfcn_tf.image_scale): shorter
+    # side min_side unless the longer would exceed max_side. Several min_side values =
+    # multi-scale training (make_pipeline picks one per image; inference uses the largest).
+    min_side: Union[int, Tuple[int, ...]] = 600
+    max_side: int = 1000
 
     # RPN
     anchor_scales: Tuple[float, ...] = (128.0, 256.0, 512.0)
@@ -75,6 +81,8 @@ class RFCNConfig:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, tuple(value))
+        if isinstance(self.min_side, (list, tuple)):
+            self.min_side = self.min_side[0] if len(self.min_side) == 1 else tuple(self.min_side)
         self.validate()
 
     def validate(self):
@@ -95,6 +103,11 @@ class RFCNConfig:
                   f"feature_stride of the small backbone must be one of {SMALL_BACKBONE_STRIDES}, got {self.feature_stride}")
         else:
             check(self.feature_stride == 16, f"feature_stride of {self.backbone} must be 16 (its output stride), got {self.feature_stride}")
+        sides = self.min_side if isinstance(self.min_side, tuple) else (self.min_side,)
+        check(len(sides) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sides),
+              f"min_side must be a positive int or a tuple of them, got {self.min_side!r}")
+        check(isinstance(self.max_side, int) and not isinstance(self.max_side, bool) and self.max_side > 0,
+              f"max_side must be a positive int, got {self.max_side!r}")
         check(len(self.box_std) == 4, f"box_std needs 4 values, got {self.box_std}")
         check(len(self.anchor_scales) > 0 and len(self.anchor_ratios) > 0, "anchor_scales and anchor_ratios must not be empty")
         check(self.rpn_post_nms_test <= self.rpn_pre_nms_test, "rpn_post_nms_test must be <= rpn_pre_nms_test")
@@ -109,9 +122,13 @@ class RFCNConfig:
     def num_anchors(self) -> int:
         return len(self.anchor_scales) * len(self.anchor_ratios)
 
-    @property
-    def weights_loaded(self) -> bool:
-        return self.backbone_weights is not None
+    def resolved(self) -> "RFCNConfig":
+        """The config with ``freeze_stem`` / ``freeze_batchnorm`` decided: None becomes
+        "frozen exactly when backbone weights are loaded" (the paper's fine-tuning)."""
+        loaded = self.backbone_weights is not None
+        return self.replace(
+            freeze_stem=loaded if self.freeze_stem is None else self.freeze_stem,
+            freeze_batchnorm=loaded if self.freeze_batchnorm is None else self.freeze_batchnorm)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -133,7 +150,8 @@ class RFCNConfig:
 
     @classmethod
     def small(cls, num_classes: int = 5, class_names: Optional[Sequence[str]] = None, **overrides) -> "RFCNConfig":
-        """The CPU-sized configuration: small backbone, anchors for ~128–256 px images."""
+        """The CPU-sized configuration: small backbone, k = 3, 24/48/96 px anchors, images
+        seen at a shorter side of 192 px (longer side ≤ 320)."""
         params = dict(
             num_classes=num_classes,
             class_names=class_names,
@@ -148,6 +166,8 @@ class RFCNConfig:
             rpn_batch_size=128,
             k=3,
             head_channels=256,
+            min_side=192,
+            max_side=320,
         )
         params.update(overrides)
         return cls(**params)

@@ -33,29 +33,36 @@ def check_predict_input(x):
         raise ValueError(f"images must be uint8 or float in 0..255; got dtype {images.dtype}")
 
 
-def unpack_images(inputs):
-    """images or ``{"images", "image_sizes"}`` → ``(images [B, H, W, 3], image_sizes [B, 2] int32)``.
+def check_image_spec(shape, dtype):
+    """ValueError unless ``shape`` is ``[batch, height, width, 3]`` (batch not 0) and
+    ``dtype`` numeric."""
+    shape = tf.TensorShape(shape)
+    if shape.rank != 4 or shape[-1] not in (3, None):
+        raise ValueError(
+            f"RFCN expects RGB images of shape [batch, height, width, 3]; got shape {shape}")
+    try:
+        dtype = tf.as_dtype(dtype)
+    except TypeError:
+        raise ValueError(f"images must be uint8 or float in 0..255; got dtype {dtype}") from None
+    if not (dtype.is_floating or dtype.is_integer):
+        raise ValueError(f"images must be uint8 or float in 0..255; got dtype {dtype.name}")
+    if shape[0] == 0:
+        raise ValueError("empty batch: RFCN needs at least one image")
+
+
+def check_images(images, image_sizes=None):
+    """``(images [B, H, W, 3], image_sizes [B, 2] or None)`` → the same as tensors, sizes
+    defaulting to the full size (int32).
 
     Raises ValueError for a wrong rank, channel count or dtype; asserts (at run time) that
-    float images are finite and that every true size fits the batch.
+    float images are finite and that every true size is positive and fits the batch.
     """
-    if isinstance(inputs, dict):
-        if "images" not in inputs:
-            raise ValueError(f"input dict needs an 'images' key; got keys {sorted(inputs)}")
-        images, image_sizes = inputs["images"], inputs.get("image_sizes")
-    else:
-        images, image_sizes = inputs, None
     images = tf.convert_to_tensor(images)
-    if images.shape.rank != 4 or images.shape[-1] not in (3, None):
-        raise ValueError(
-            f"RFCN expects RGB images of shape [batch, height, width, 3]; got shape {images.shape}")
-    if not (images.dtype.is_floating or images.dtype.is_integer):
-        raise ValueError(f"images must be uint8 or float in 0..255; got dtype {images.dtype.name}")
-    if images.shape[0] == 0:
-        raise ValueError("empty batch: RFCN needs at least one image")
+    check_image_spec(images.shape, images.dtype)
     shape = tf.shape(images)
     checks = [tf.debugging.assert_equal(shape[-1], 3, message="RFCN expects 3-channel RGB images"),
-              tf.debugging.assert_positive(shape[0], message="empty batch: RFCN needs at least one image")]
+              tf.debugging.assert_positive(shape[0], message="empty batch: RFCN needs at least one image"),
+              tf.debugging.assert_positive(shape[1:3], message="images must be at least 1x1 pixels")]
     if images.dtype.is_floating:
         checks.append(tf.debugging.assert_all_finite(images, "images contain NaN or Inf"))
     if image_sizes is None:
@@ -68,6 +75,24 @@ def unpack_images(inputs):
         checks.append(tf.debugging.assert_positive(image_sizes, message="image_sizes must be positive"))
     with tf.control_dependencies(checks):
         return tf.identity(images), tf.identity(image_sizes)
+
+
+def as_model_inputs(inputs):
+    """images, ``{"images"[, "image_sizes"]}`` or a list of ``[H, W, 3]`` images of any
+    sizes → ``{"images", "image_sizes"}`` (``image_sizes`` None = every image full size)."""
+    if isinstance(inputs, dict):
+        if "images" not in inputs:
+            raise ValueError(f"input dict needs an 'images' key; got keys {sorted(inputs)}")
+        unknown = set(inputs) - {"images", "image_sizes"}
+        if unknown:
+            raise ValueError(f"unknown input keys {sorted(unknown)}; expected 'images' and 'image_sizes'")
+        return {"images": inputs["images"], "image_sizes": inputs.get("image_sizes")}
+    if isinstance(inputs, (list, tuple)):
+        if inputs and all(np.ndim(i) == 3 for i in inputs):
+            return pack_images(inputs)
+        raise ValueError("a list of inputs must hold [height, width, 3] images "
+                         "(rfcn_tf.pack_images batches images of different sizes)")
+    return {"images": inputs, "image_sizes": None}
 
 
 def unpack_targets(y, num_classes, box_format="yxyx"):

@@ -6,8 +6,12 @@
      "detections": [{"box": [ymin, xmin, ymax, xmax] (pixels), "score": 0.91,
                      "label": 0 (0-based class id), "label_name": "cat" or null}, ...]}
 
-A file that cannot be read or decoded gets ``{"file": ..., "error": "why"}`` instead, and a
-logged warning; the other files are still processed.
+Boxes are pixels of the original file, whatever size the model ran at. A JPEG larger than
+the model's scale is decoded at a reduced size (1/2, 1/4 or 1/8, never below the model's
+input size), so a phone photo costs about what its downscaled copy does; its picture is
+drawn at that size. A file that cannot be read or decoded (or declares more than
+``image_io.MAX_IMAGE_PIXELS`` pixels) gets ``{"file": ..., "error": "why"}`` instead,
+and a logged warning; the other files are still processed.
 """
 
 import json
@@ -16,11 +20,12 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from rfcn_tf.export import (CLASS_NAMES_HELP, check_class_names, decode_image, keras_detector,
-                            load_detector, parse_class_names)
+from rfcn_tf.export import check_class_names
+from rfcn_tf.image_io import read_image
+from rfcn_tf.image_scale import resized_size
 from rfcn_tf.inputs import pack_images
+from rfcn_tf.loading import keras_detector, load_detector
 from rfcn_tf.visualize import draw_detections, save_png
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -54,30 +59,37 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
                  else list(class_names))
     files = list_images(inputs)
     os.makedirs(output_dir, exist_ok=True)
+    config = detector.config
+    min_side = max(config.min_side) if isinstance(config.min_side, tuple) else config.min_side
+
+    def model_size(height, width):
+        size = resized_size(np.stack([height, width]), min_side, config.max_side)
+        return size[0], size[1]
 
     results, outputs = [], set()
     for start in range(0, len(files), int(batch_size)):
-        loaded = [(path, _read(path)) for path in files[start:start + int(batch_size)]]
-        good = [(path, image) for path, image in loaded if not isinstance(image, str)]
-        detections = _detect(detector, [image for _, image in good]) if good else []
+        loaded = [(path, _read(path, model_size)) for path in files[start:start + int(batch_size)]]
+        good = [(path, read) for path, read in loaded if not isinstance(read, str)]
+        detections = _detect(detector, [image for _, (image, _) in good]) if good else []
         by_path = dict(zip([path for path, _ in good], detections))
-        for path, image in loaded:
-            if isinstance(image, str):
-                logger.warning("skipping %s: %s", path, image)
-                results.append({"file": path, "error": image})
+        for path, read in loaded:
+            if isinstance(read, str):
+                logger.warning("skipping %s: %s", path, read)
+                results.append({"file": path, "error": read})
                 continue
+            image, (height, width) = read
             boxes, scores, labels = by_path[path]
             keep = scores >= score_threshold
             output = _unique_name(path, outputs)
             drawn = draw_detections(image, boxes[keep], scores[keep], labels[keep],
                                     class_names=names)
             save_png(drawn, os.path.join(output_dir, output))
+            to_file = np.array([height, width] * 2, np.float64) / (image.shape[:2] * 2)
             results.append({
-                "file": path, "width": int(image.shape[1]), "height": int(image.shape[0]),
-                "output": output,
+                "file": path, "width": int(width), "height": int(height), "output": output,
                 "detections": [
-                    {"box": [float(v) for v in box], "score": float(score), "label": int(label),
-                     "label_name": _name(names, label)}
+                    {"box": [float(v) for v in box * to_file], "score": float(score),
+                     "label": int(label), "label_name": _name(names, label)}
                     for box, score, label in zip(boxes[keep], scores[keep], labels[keep])],
             })
     with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
@@ -106,15 +118,13 @@ def list_images(inputs):
     return files
 
 
-def _read(path):
-    """uint8 ``[H, W, 3]`` RGB, or the reason it could not be read (a str)."""
+def _read(path, target_size):
+    """``(uint8 [h, w, 3] RGB, (height, width) of the file)``, or the reason it could not
+    be read (a str)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        return decode_image(data).numpy()
-    except (OSError, tf.errors.OpError) as error:
-        message = getattr(error, "message", None) or str(error)
-        return f"cannot read image: {message.strip()}"
+        return read_image(path, target_size=target_size)
+    except (OSError, ValueError) as error:
+        return f"cannot read image: {error}"
 
 
 def _detect(detector, images):
@@ -137,30 +147,3 @@ def _unique_name(path, taken):
 
 def _name(names, label):
     return names[int(label)] if names is not None else None
-
-
-def add_arguments(parser):
-    parser.add_argument("--model", required=True,
-                        help="a .keras file or a SavedModel directory (rfcn-tf export)")
-    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
-    parser.add_argument("--output-dir", default="predictions",
-                        help=f"{RESULTS_FILE} and the pictures go here (default predictions/)")
-    parser.add_argument("--score-threshold", type=float, default=0.3)
-    parser.add_argument("--class-names", default=None, help=CLASS_NAMES_HELP)
-    parser.add_argument("--batch-size", type=int, default=4)
-
-
-def run(args):
-    """Returns 1 when some input could not be read (after processing the rest), else None."""
-    results = predict_files(args.model, args.inputs, args.output_dir,
-                            score_threshold=args.score_threshold,
-                            class_names=parse_class_names(args.class_names),
-                            batch_size=args.batch_size)
-    failed = [r["file"] for r in results if "error" in r]
-    found = sum(len(r.get("detections", [])) for r in results)
-    print(f"{len(results) - len(failed)} images, {found} detections → "
-          f"{os.path.join(args.output_dir, RESULTS_FILE)}")
-    if failed:
-        print(f"could not read {len(failed)}: {', '.join(failed)}")
-        return 1
-    return None

@@ -12,7 +12,6 @@ and ``d = c + 1`` the user class ``c``.
 
 import colorsys
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 
@@ -292,31 +291,6 @@ def _bin_edges(roi, k):
     return np.linspace(ymin, ymax, k + 1), np.linspace(xmin, xmax, k + 1)
 
 
-def bin_votes(score_maps, roi, class_id, k, feature_stride=16):
-    """Approximate PSRoI pooling → ``[k, k]`` float vote array.
-
-    Vote (i, j) is the mean of map (i, j, d = class_id + 1) over the integer feature cells
-    ``floor(y0 / stride) .. ceil(y1 / stride) - 1`` (likewise x) of bin (i, j) of ``roi``
-    (original R-FCN's cell rounding, no bilinear sampling); cells are clipped to the map,
-    a bin wholly outside it votes 0. score_maps: ``[Hf, Wf, k*k*D]`` bin-major;
-    roi: ``[4]`` yxyx image pixels.
-    """
-    maps, roi = _check_score_inputs(score_maps, roi, class_id, k, feature_stride)
-    k = int(k)
-    hf, wf = maps.shape[:2]
-    ys, xs = _bin_edges(roi / feature_stride, k)
-    votes = np.zeros((k, k))
-    for i in range(k):
-        r0 = max(0, math.floor(ys[i]))
-        r1 = min(hf, max(math.ceil(ys[i + 1]), math.floor(ys[i]) + 1))
-        for j in range(k):
-            c0 = max(0, math.floor(xs[j]))
-            c1 = min(wf, max(math.ceil(xs[j + 1]), math.floor(xs[j]) + 1))
-            if r1 > r0 and c1 > c0:
-                votes[i, j] = maps[r0:r1, c0:c1, i, j].mean()
-    return votes
-
-
 @dataclasses.dataclass(frozen=True)
 class FigureLayout:
     """Pixel geometry of ``score_map_figure``; boxes are ``(top, left, height, width)``."""
@@ -448,7 +422,8 @@ def score_map_figure(
     class_id,
     k,
     feature_stride=16,
-    votes=None,
+    *,
+    votes,
     class_name=None,
 ):
     """The R-FCN explanation picture for one RoI and class → ``uint8 [Hfig, Wfig, 3]``.
@@ -456,8 +431,8 @@ def score_map_figure(
     image: ``[H, W, 3]`` (or gray / RGBA) 0..255. score_maps: float ``[Hf, Wf, k*k*D]``
     bin-major (channel ``(i·k + j)·D + d``), at ``feature_stride`` px per cell, aligned
     to the image's top-left. roi: ``[4]`` yxyx image pixels. class_id: user class c
-    (maps d = c + 1). votes: ``[k, k]`` pooled bin values; None → ``bin_votes`` (an
-    approximation of the model's pooling). class_name: caption text (default the id).
+    (maps d = c + 1). votes: ``[k, k]`` the model's pooled bin values for the class
+    (``RFCN.explain(...)["class_bins"][b, r, :, :, class_id + 1]``). class_name: caption text (default the id).
 
     Panels, left to right (geometry: ``score_map_figure_layout``):
     A, the image with the RoI and its k×k bins; B, k×k tiles, tile (i, j) = map
@@ -468,8 +443,6 @@ def score_map_figure(
     rgb = _to_rgb_uint8(image)
     maps, roi = _check_score_inputs(score_maps, roi, class_id, k, feature_stride)
     k = int(k)
-    if votes is None:
-        votes = bin_votes(score_maps, roi, class_id, k, feature_stride)
     votes = np.asarray(votes, dtype=np.float64)
     if votes.shape != (k, k):
         raise ValueError(f"votes must have shape [k, k] = [{k}, {k}]; got {votes.shape}")

@@ -157,24 +157,44 @@ def check_result_json(path):
     return result
 
 
-def test_evaluate_keras_model_writes_json(trained, tfds_dir, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def api_result(trained, tfds_dir):
+    """The Python API's evaluation of the trained model on the same split."""
+    from rfcn_tf.data import load_examples, make_pipeline
+    from rfcn_tf.evaluation import evaluate_model
+
+    model = keras.models.load_model(trained / "final.keras")
+    examples, names = load_examples("rfcn_shapes/tiny", "test", data_dir=str(tfds_dir))
+    data = make_pipeline(examples, 4, min_side=128, max_side=128)
+    return evaluate_model(model, data, class_names=names, original_scale=True)
+
+
+def assert_same_result(result, expected):
+    assert result["num_detections"] == expected["num_detections"]
+    assert sum(expected["num_detections"].values()) > 0  # something was detected to score
+    assert result["per_class"] == pytest.approx(expected["per_class"], abs=1e-6)
+    assert result["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+
+
+def test_evaluate_keras_model_writes_json(trained, tfds_dir, api_result, tmp_path, capsys):
     output = tmp_path / "result.json"
     status = run_cli("evaluate", "--model", trained / "final.keras", "--dataset", "rfcn_shapes/tiny",
                      "--data-dir", tfds_dir, "--split", "test", *SIZE, "--batch-size", "4",
                      "--output", output)
     assert status == 0
-    check_result_json(output)
+    assert_same_result(check_result_json(output), api_result)
     out = capsys.readouterr().out
     assert "mAP" in out and "circle" in out
 
 
-def test_evaluate_saved_model_directory(exported, tfds_dir, tmp_path):
+def test_evaluate_saved_model_directory_gives_the_keras_models_result(exported, tfds_dir, api_result,
+                                                                      tmp_path):
     output = tmp_path / "result.json"
     status = run_cli("evaluate", "--model", exported / "1", "--dataset", "rfcn_shapes/tiny",
                      "--data-dir", tfds_dir, "--split", "test", *SIZE, "--batch-size", "4",
                      "--output", output)
     assert status == 0
-    check_result_json(output)
+    assert_same_result(check_result_json(output), api_result)
 
 
 # ------------------------------------------------------------------------------ export
@@ -199,7 +219,8 @@ def test_export_versions_and_refuses_to_overwrite(trained, exported, capsys):
 
 
 # ------------------------------------------------------------------------------ predict
-def test_predict_writes_json_and_pictures_and_reports_unreadable_files(exported, tmp_path, capsys):
+def test_predict_writes_json_and_pictures_and_reports_unreadable_files(trained, exported, tmp_path,
+                                                                       capsys):
     rng = np.random.default_rng(0)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -228,6 +249,20 @@ def test_predict_writes_json_and_pictures_and_reports_unreadable_files(exported,
             assert picture.format == "PNG"
             assert picture.size == (sizes[name][1], sizes[name][0])
     assert sorted(os.listdir(out)) == ["a.png", "b.png", "detections.json"]
+
+    # The same detections as the in-memory model on the same pixels.
+    from rfcn_tf.loading import keras_detector
+
+    detector, _ = keras_detector(keras.models.load_model(trained / "final.keras"))
+    for entry in (results[0], results[2]):
+        image = np.asarray(Image.open(entry["file"]).convert("RGB"))
+        expected = detector(image[None])
+        keep = expected["confidence"][0] >= 0.3
+        boxes = [d["box"] for d in entry["detections"]]
+        np.testing.assert_allclose(np.reshape(boxes, (-1, 4)), expected["boxes"][0][keep], atol=1e-3)
+        np.testing.assert_allclose([d["score"] for d in entry["detections"]],
+                                   expected["confidence"][0][keep], atol=1e-5)
+        assert [d["label"] for d in entry["detections"]] == expected["labels"][0][keep].tolist()
 
 
 # ------------------------------------------------------------------------------ demo

@@ -1,4 +1,4 @@
-"""make_pipeline and prepare_image: resize, flip, padding, batching, options."""
+"""make_pipeline: resize, flip, padding, batching, box format, options; read_image."""
 
 import io
 
@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from rfcn_tf.data import make_pipeline, prepare_image, validate_examples
+from rfcn_tf.data import make_pipeline, validate_examples
+from rfcn_tf.image_io import read_image
 from tests.data_helpers import example, examples_dataset
 
 RED = (250, 0, 0)
@@ -84,13 +85,13 @@ def test_more_boxes_than_max_boxes_names_the_example():
         next(iter(make_pipeline(ds, 1, min_side=30, max_side=30, max_boxes=2)))
 
 
-def test_multi_scale_picks_several_sides_and_is_training_only():
+def test_multi_scale_picks_several_sides_in_training_and_the_largest_otherwise():
     ds = examples_dataset([example(50, 50, [[1, 1, 5, 5]])]).repeat(30)
     sizes = {int(x["image_sizes"][0, 0]) for x, _ in make_pipeline(ds, 1, min_side=(40, 60, 80), max_side=200,
                                                                    training=True, seed=0)}
     assert sizes == {40, 60, 80}
-    with pytest.raises(ValueError, match="training"):
-        make_pipeline(ds, 1, min_side=(40, 60), training=False)
+    sizes = {int(x["image_sizes"][0, 0]) for x, _ in make_pipeline(ds, 1, min_side=(40, 60), max_side=200)}
+    assert sizes == {60}  # the model's inference scale
 
 
 def test_longer_side_is_capped_by_max_side():
@@ -133,29 +134,38 @@ def _encoded(array, fmt, mode=None):
     return buffer.getvalue()
 
 
-def test_prepare_image_converts_formats_to_rgb(tmp_path):
+def test_read_image_converts_formats_to_rgb(tmp_path):
     gray = np.full((20, 40), 77, np.uint8)
     rgba = np.zeros((20, 40, 4), np.uint8)
     rgba[..., :3], rgba[..., 3] = (10, 200, 30), 128
     jpeg_path = tmp_path / "photo.jpg"
     jpeg_path.write_bytes(_encoded(np.full((20, 40, 3), (200, 100, 50), np.uint8), "JPEG"))
     cases = [(_encoded(gray, "PNG"), (77, 77, 77)), (_encoded(rgba, "PNG"), (10, 200, 30)),
-             (str(jpeg_path), (200, 100, 50)), (gray, (77, 77, 77)), (rgba, (10, 200, 30))]
+             (str(jpeg_path), (200, 100, 50))]
     for image, colour in cases:
-        inputs, scale = prepare_image(image, min_side=40, max_side=100)
-        assert scale == pytest.approx(2.0)
-        assert inputs["images"].shape == (1, 40, 80, 3) and inputs["images"].dtype == tf.float32
-        np.testing.assert_array_equal(inputs["image_sizes"].numpy(), [[40, 80]])
-        np.testing.assert_allclose(inputs["images"][0, 20, 40].numpy(), colour, atol=3)
+        pixels, size = read_image(image)
+        assert pixels.shape == (20, 40, 3) and pixels.dtype == np.uint8 and tuple(size) == (20, 40)
+        np.testing.assert_allclose(pixels[10, 20], colour, atol=3)
 
 
-def test_prepare_image_corrupt_bytes_name_the_file(tmp_path):
+def test_read_image_corrupt_bytes_name_the_file(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     with pytest.raises(ValueError, match="broken.jpg"):
-        prepare_image(str(bad))
-    with pytest.raises(ValueError, match="could not decode"):
-        prepare_image(b"garbage")
+        read_image(str(bad))
+    with pytest.raises(ValueError, match="image bytes"):
+        read_image(b"garbage")
+
+
+def test_targets_in_the_requested_box_format():
+    ds = examples_dataset([example(40, 60, [[5, 10, 20, 30]], [1]), example(40, 60, [], [])])
+    _, yxyx = next(iter(make_pipeline(ds, 2, min_side=40, max_side=100)))
+    _, xywh = next(iter(make_pipeline(ds, 2, min_side=40, max_side=100, bounding_box_format="xywh")))
+    np.testing.assert_allclose(yxyx["boxes"][0, 0].numpy(), [5, 10, 20, 30])
+    np.testing.assert_allclose(xywh["boxes"][0, 0].numpy(), [10, 5, 20, 15])
+    np.testing.assert_array_equal(xywh["boxes"][1].numpy(), -1)  # padding stays -1
+    with pytest.raises(ValueError, match="bounding_box_format"):
+        make_pipeline(ds, 1, bounding_box_format="rel_xyxy")
 
 
 def test_validated_examples_keep_pipeline_working():

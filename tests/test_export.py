@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig, pack_images
 from rfcn_tf import export as export_module
-from rfcn_tf.export import export_saved_model, load_detector
+from rfcn_tf.export import export_saved_model
+from rfcn_tf.loading import load_detector
 from tests.model_helpers import random_image, sharpen, write_png
 
 NAMES = ["circle", "square", "triangle", "star"]
@@ -95,7 +96,7 @@ class FakeArchive:
 
 @pytest.fixture
 def fake_archive(monkeypatch):
-    monkeypatch.setattr(export_module, "_build_archive", lambda model, max_side: FakeArchive())
+    monkeypatch.setattr(export_module, "build_archive", lambda model: FakeArchive())
 
 
 def test_versions_overwrite_and_class_name_override(model, tmp_path, fake_archive):
@@ -153,7 +154,6 @@ def test_failed_export_leaves_nothing(model, tmp_path, monkeypatch, fake_archive
     (dict(version="2"), ValueError, "non-negative integer"),
     (dict(class_names=["a", "b"]), ValueError, "2 class names given for a model with 4 classes"),
     (dict(class_names=["a", "b\nc", "d", "e"]), ValueError, "one-line"),
-    (dict(max_image_side=0), ValueError, "max_image_side"),
 ])
 def test_bad_export_arguments(model, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -232,9 +232,11 @@ def png_bytes(image):
 
 
 @pytest.mark.parametrize("signature, inputs, match", [
-    ("serving_bytes", [b"this is not an image"], "Unknown image file format"),
+    ("serving_bytes", [b"this is not an image"], "not a PNG, JPEG, GIF, BMP or WebP image"),
     ("serving_bytes", [png_bytes(random_image(8, 8, 0))[:40]], "PNG"),  # truncated
-    ("serving_bytes", [png_bytes(random_image(8, 8, 0)), b""], "empty string at index.*1"),
+    ("serving_bytes", [png_bytes(random_image(8, 8, 0)), b""], "empty, no image to decode"),
+    ("serving_bytes", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00u0\x00\x00u0\x08\x02\x00\x00\x00"],
+     "declares 30000x30000 pixels"),
     ("serving_bytes", np.zeros([0], object), "empty batch"),
     ("serving_default", np.zeros([1, 0, 5, 3], np.uint8), "at least 1x1 pixels"),
     ("serving_default", np.zeros([0, 8, 8, 3], np.uint8), "empty batch"),
@@ -269,14 +271,15 @@ def test_one_pixel_image(model, loaded):
         assert_same_detections(served, predicted, [(1, 1)])
 
 
-def test_huge_image_is_shrunk_to_max_side(loaded):
-    """4000×6000 → resized to 683×1024 inside the signature; boxes still normalised to it."""
+def test_huge_image_runs_at_the_model_scale(model, loaded):
+    """4000×6000 → resized by the model to 192×288 (its min_side 192); boxes normalised."""
     image = random_image(4000, 6000, 8)
-    small = tf.image.resize(tf.cast(image, tf.float32), [683, 1024], antialias=True)[None]
-    expected = serve(loaded, "predict_padded", images=small, image_sizes=tf.constant([[683, 1024]]))
+    assert (192, 288) == tuple(tf.image.resize(image, [192, 288]).shape[:2])
+    small = tf.image.resize(tf.cast(image, tf.float32), [192, 288], antialias=True)[None]
+    expected = serve(loaded, "predict_padded", images=small, image_sizes=tf.constant([[192, 288]]))
     assert expected["num_detections"][0] > 0
     n = expected["num_detections"][0]
-    scale = np.array([683, 1024, 683, 1024], np.float32)
+    scale = np.array([192, 288, 192, 288], np.float32)
     for served in (serve(loaded, "serving_default", images=tf.constant(image[None])),
                    serve(loaded, "serving_bytes", encoded_images=tf.constant([png_bytes(image)]))):
         assert served["num_detections"][0] == n
@@ -284,6 +287,11 @@ def test_huge_image_is_shrunk_to_max_side(loaded):
                                    expected["boxes"][0, :n] / scale, atol=1e-4)
         np.testing.assert_allclose(served["detection_scores"][0, :n], expected["confidence"][0, :n],
                                    atol=1e-5)
+    # A JPEG is decoded at 1/8 (500×750, still above the model's 192×288), not at full size.
+    jpeg = tf.io.encode_jpeg(image, quality=90)
+    served = serve(loaded, "serving_bytes", encoded_images=tf.constant([jpeg.numpy()]))
+    assert served["num_detections"][0] > 0
+    assert np.all((served["detection_boxes"] >= 0) & (served["detection_boxes"] <= 1))
 
 
 # ------------------------------------------------------------------------------ load_detector

@@ -7,7 +7,6 @@ import tensorflow as tf
 import keras
 from rfcn_tf import RFCN, RFCNConfig, pack_images
 from rfcn_tf.backbones import build_backbone
-from rfcn_tf.inputs import unpack_images
 from tests.model_helpers import sharpen
 
 OUTPUT_KEYS = {"boxes", "confidence", "labels", "num_detections"}
@@ -26,19 +25,64 @@ def resnet101_model():
     return RFCN(num_classes=20, backbone="resnet101")
 
 
+def graph_outputs(model, *names):
+    """A model of ``model``'s own graph returning the named layers' outputs."""
+    outputs = {}
+    for name in names:
+        out = model.get_layer(name).output
+        outputs[name] = out[0] if isinstance(out, (list, tuple)) else out
+    return keras.Model(model.input, outputs)
+
+
 def test_resnet101_dilated_conv5_score_maps_at_paper_size(resnet101_model):
     model = resnet101_model
     assert model.config.k == 7 and model.config.head == "rfcn"
-    images, sizes = unpack_images(np.zeros((1, 600, 1000, 3), np.float32))
-    raw = model.forward(images, sizes)
+    assert (model.config.min_side, model.config.max_side) == (600, 1000)
+    raw = graph_outputs(model, "class_maps", "box_maps", "rpn_objectness", "proposals")(
+        {"images": np.zeros((1, 600, 1000, 3), np.float32), "image_sizes": None})
     # 600×1000 padded to 608×1008 → stride 16 → 38×63.
-    assert raw["maps"]["class"].shape == (1, 38, 63, 7 * 7 * 21)
-    assert raw["maps"]["box"].shape == (1, 38, 63, 4 * 7 * 7)
-    assert raw["rpn_logits"].shape == (1, 38 * 63 * 9)
+    assert raw["class_maps"].shape == (1, 38, 63, 7 * 7 * 21)
+    assert raw["box_maps"].shape == (1, 38, 63, 4 * 7 * 7)
+    assert raw["rpn_objectness"].shape == (1, 38, 63, 9)
     assert raw["proposals"].shape == (1, 300, 4)
-    dilated = [l for l in model.head.conv5.layers if isinstance(l, keras.layers.Conv2D)]
+    dilated = [l for l in model.conv5.layers if isinstance(l, keras.layers.Conv2D)]
     assert all(tuple(l.strides) == (1, 1) for l in dilated)
     assert {tuple(l.dilation_rate) for l in dilated if l.kernel_size == (3, 3)} == {(2, 2)}
+
+
+def test_functional_graph_lists_every_step(resnet101_model):
+    lines = []
+    resnet101_model.summary(expand_nested=True, line_length=150,
+                            print_fn=lambda line, **_: lines.append(line))
+    text = "\n".join(lines)
+    steps = ["images", "image_sizes", "resize", "preprocess", "resnet101_trunk", "conv1_conv",
+             "conv4_block23_out", "rpn_conv", "rpn_objectness", "rpn_deltas", "anchors",
+             "proposals", "resnet101_conv5", "conv5_block3_out", "reduce", "class_maps",
+             "box_maps", "class_pool", "box_pool", "class_vote", "box_vote", "detections"]
+    positions = [text.index(f"{step} (") for step in steps]
+    assert positions[:3] == sorted(positions[:3]) and positions[-1] == max(positions)
+    assert "(None, None, None, 1029)" in text  # k²(C+1) class maps: 7·7·21
+    assert "(None, 300, 4)" in text  # the proposals
+
+
+def test_position_sensitive_maps_from_the_graph():
+    model = small_model()
+    maps = keras.Model(model.inputs, model.get_layer("class_maps").output)
+    out = maps({"images": np.zeros((2, 192, 256, 3), np.float32),
+                "image_sizes": np.array([[192, 256], [150, 200]])})
+    assert out.shape == (2, 12, 16, 3 * 3 * 5)
+    rois = keras.Model(model.input, model.get_layer("class_pool").output)(
+        {"images": np.zeros((1, 192, 192, 3), np.float32), "image_sizes": None})
+    assert rois.shape == (1, 100, 3, 3, 5)
+
+
+def test_plot_model_draws_rfcn(tmp_path):
+    model = small_model(feature_stride=8)
+    path = tmp_path / "rfcn.png"
+    keras.utils.plot_model(model, to_file=str(path), show_shapes=True, show_layer_names=True)
+    from PIL import Image
+    with Image.open(path) as picture:
+        assert picture.format == "PNG" and min(picture.size) > 1000  # ~25 layers, not one box
 
 
 def test_resnet101_full_forward_at_600x1000(resnet101_model):
@@ -64,27 +108,72 @@ def test_backbone_weights_from_file_and_freezing(tmp_path):
     np.testing.assert_array_equal(conv5.get_layer("conv5_block2_2_conv").get_weights()[0],
                                   base.get_layer("conv5_block2_2_conv").get_weights()[0])
     # Loaded weights → conv1, res2 and every BatchNorm frozen by default.
-    assert not trunk.get_layer("conv1_conv").trainable
-    assert not trunk.get_layer("conv2_block1_1_conv").trainable
-    assert trunk.get_layer("conv3_block1_1_conv").trainable
-    assert not conv5.get_layer("conv5_block1_1_bn").trainable
+    model = RFCN(num_classes=3, backbone="resnet50", backbone_weights=path)
+    assert model.config.freeze_stem and model.config.freeze_batchnorm
+    np.testing.assert_array_equal(model.trunk.get_layer("conv1_conv").get_weights()[0],
+                                  base.get_layer("conv1_conv").get_weights()[0])
+    assert not model.trunk.get_layer("conv1_conv").trainable
+    assert not model.trunk.get_layer("conv2_block1_1_conv").trainable
+    assert model.trunk.get_layer("conv3_block1_1_conv").trainable
+    assert not model.conv5.get_layer("conv5_block1_1_bn").trainable
+    assert all(l.trainable for l in RFCN(num_classes=3, backbone="resnet50").trunk.layers)
     with pytest.raises(FileNotFoundError, match="not found"):
         build_backbone("resnet50", str(tmp_path / "missing.h5"))
 
 
 def test_small_backbone_at_stride_8():
-    model = small_model(feature_stride=8)
-    images, sizes = unpack_images(np.zeros((1, 128, 160, 3), np.float32))
-    raw = model.forward(images, sizes)
-    assert raw["maps"]["class"].shape == (1, 16, 20, 3 * 3 * 5)
-    assert raw["maps"]["box"].shape == (1, 16, 20, 4 * 3 * 3)
-    assert raw["rpn_logits"].shape == (1, 16 * 20 * 9)
+    model = small_model(feature_stride=8, min_side=128, max_side=160)
+    raw = graph_outputs(model, "class_maps", "box_maps", "rpn_objectness", "anchors")(
+        {"images": np.zeros((1, 128, 160, 3), np.float32), "image_sizes": None})
+    assert raw["class_maps"].shape == (1, 16, 20, 3 * 3 * 5)
+    assert raw["box_maps"].shape == (1, 16, 20, 4 * 3 * 3)
+    assert raw["rpn_objectness"].shape == (1, 16, 20, 9)
     centres = (raw["anchors"].numpy()[:, :2] + raw["anchors"].numpy()[:, 2:]) / 2
     assert sorted(set(centres[:, 0].round(3)))[:3] == [4.0, 12.0, 20.0]
-    assert model.head.pool.spatial_scale == 1 / 8
+    assert model.get_layer("class_pool").spatial_scale == 1 / 8
     assert model.trunk.output.shape[-1] == 128  # half as wide as at stride 16
     with pytest.raises(ValueError, match="output stride 16"):
         build_backbone("resnet50", None, output_stride=8)
+
+
+def test_the_model_resizes_to_its_scale_and_maps_boxes_back():
+    model = small_model(min_side=96, max_side=200)
+    sharpen(model)
+    scaled = keras.Model(model.input, model.get_layer("resize").output)
+    image = random_image(48, 80, 11)
+    resized, sizes, scales = scaled({"images": image[None], "image_sizes": None})
+    assert resized.shape == (1, 96, 160, 3)
+    np.testing.assert_array_equal(sizes, [[96, 160]])
+    np.testing.assert_allclose(scales, [[2.0, 2.0]])
+    # Boxes come back in the input's pixels: those of the same image at the model's own
+    # scale, halved.
+    at_scale = model.predict(resized.numpy(), verbose=0)
+    out = model.predict(image[None], verbose=0)
+    n = int(out["num_detections"][0])
+    assert n > 0 and int(at_scale["num_detections"][0]) == n
+    np.testing.assert_allclose(out["boxes"][0, :n], at_scale["boxes"][0, :n] / 2, atol=1e-3)
+    assert np.all(out["boxes"][0, :n, 2] <= 48 + 1e-3) and np.all(out["boxes"][0, :n, 3] <= 80 + 1e-3)
+
+
+def test_predict_takes_a_list_of_images_of_different_sizes():
+    model = small_model()
+    sharpen(model)
+    a, b = random_image(150, 200, 12), random_image(100, 90, 13)
+    out = model.predict([a, b], verbose=0)
+    for i, image in enumerate((a, b)):
+        single = model.predict(image[None], verbose=0)
+        n = int(single["num_detections"][0])
+        assert int(out["num_detections"][i]) == n
+        np.testing.assert_allclose(out["confidence"][i, :n], single["confidence"][0, :n], atol=1e-5)
+    with pytest.raises(ValueError, match="pack_images"):
+        model.predict([a[None], b[None]], verbose=0)
+
+
+def test_an_old_format_model_file_is_refused_with_a_message():
+    config = small_model().get_config()
+    del config["format_version"]
+    with pytest.raises(ValueError, match="older rfcn_tf"):
+        RFCN.from_config(config)
 
 
 @pytest.mark.parametrize("head, stride", [("rfcn", 16), ("faster_rcnn", 16), ("rfcn", 8)])
@@ -110,13 +199,13 @@ def test_config_round_trip():
     model = RFCN(config=config)
     rebuilt = RFCN.from_config(model.get_config())
     assert rebuilt.config == config.replace(freeze_stem=False, freeze_batchnorm=False)
-    assert isinstance(rebuilt.head, type(model.head))
+    assert rebuilt.get_layer("class_logits").units == 4  # the Faster R-CNN head
 
 
 def test_keyword_construction_overrides_config():
     model = RFCN(config=RFCNConfig.small(num_classes=3), num_classes=7, k=5)
     assert model.config.num_classes == 7 and model.config.k == 5
-    assert model.head.class_maps.filters == 5 * 5 * 8
+    assert model.get_layer("class_maps").filters == 5 * 5 * 8
 
 
 @pytest.mark.parametrize("head, stride", [("rfcn", 16), ("faster_rcnn", 16), ("rfcn", 8)])

@@ -54,7 +54,7 @@ def test_folder_json_pictures_and_errors(model, folder, tmp_path, caplog):
     for r in results[2:]:
         assert "error" in r and "detections" not in r
         assert os.path.basename(r["file"]) in caplog.text
-    assert "Invalid PNG" in results[2]["error"] and "empty" in results[3]["error"]
+    assert "not a PNG, JPEG, GIF, BMP or WebP image" in results[2]["error"] and "empty" in results[3]["error"]
 
     predicted = model.predict(pack_images([images["a.jpg"], images["a.png"]]), verbose=0)
     kept_total = dropped_total = 0

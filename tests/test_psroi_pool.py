@@ -90,17 +90,21 @@ def test_align_equals_torchvision_class_major_definition(k, n):
     np.testing.assert_allclose(out.numpy(), expected, atol=ATOL, rtol=RTOL)
 
 
-def test_class_major_to_bin_major_permutation():
+@pytest.mark.parametrize("mode", ["align", "crop"])
+def test_class_major_maps_permuted_as_documented_pool_to_their_own_channels(mode):
+    """Class-major channel c = (d·k + i)·k + j holds the constant c; after the docstring's
+    permutation (reshape to [D, k, k], transpose to [k, k, D]) PSRoIPool's bin (i, j),
+    output d reads exactly channel (d·k + i)·k + j."""
     k, depth = 3, 4
-    channels = np.arange(k * k * depth)
-    permuted = ref.class_major_to_bin_major(channels[None], k)[0]
-    for i in range(k):
-        for j in range(k):
-            for d in range(depth):
-                assert (
-                    permuted[ref.channel_index(i, j, d, k, depth, "bin_major")]
-                    == channels[ref.channel_index(i, j, d, k, depth, "class_major")]
-                )
+    class_major = np.broadcast_to(np.arange(k * k * depth, dtype=np.float32), (1, 12, 12, k * k * depth))
+    bin_major = class_major.reshape(1, 12, 12, depth, k, k).transpose(0, 1, 2, 4, 5, 3).reshape(
+        1, 12, 12, k * k * depth)
+    rois = np.array([[[40.0, 50.0, 140.0, 150.0]]], np.float32)
+    out = PSRoIPool(k=k, spatial_scale=1 / 16, mode=mode)(bin_major, rois).numpy()[0, 0]
+    expected = np.array([[[(d * k + i) * k + j for d in range(depth)] for j in range(k)]
+                         for i in range(k)], np.float32)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_array_equal(ref.class_major_to_bin_major(class_major, k), bin_major)
 
 
 @pytest.mark.parametrize("mode", ["align", "crop"])

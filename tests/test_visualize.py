@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import keras
+
+from rfcn_tf import RFCN, RFCNConfig, PSRoIPool
 from rfcn_tf import visualize as vis
 
 
@@ -160,6 +163,9 @@ HF, WF = H // STRIDE, W // STRIDE
 ROI = np.array([16.0, 32.0, 80.0, 112.0])  # yxyx, inside the image
 
 
+VOTES = np.zeros((K, K))
+
+
 def _channel(i, j, d, k=K, depth=D):
     return (i * k + j) * depth + d
 
@@ -173,9 +179,17 @@ def _hand_built_maps():
     return maps
 
 
+def _model_votes(maps, roi, class_id, k=K, stride=STRIDE):
+    """The votes the model computes: PSRoIPool (align) of the maps, class d = class_id + 1."""
+    pool = PSRoIPool(k=k, spatial_scale=1.0 / stride)
+    bins = pool(np.asarray(maps, np.float32)[None], np.asarray(roi, np.float32)[None, None])
+    return bins[0, 0, :, :, class_id + 1].numpy()
+
+
 def test_figure_size_follows_layout():
     image = np.zeros((H, W, 3), np.uint8)
-    figure = vis.score_map_figure(image, _hand_built_maps(), ROI, 1, K)
+    maps = _hand_built_maps()
+    figure = vis.score_map_figure(image, maps, ROI, 1, K, votes=_model_votes(maps, ROI, 1))
     assert figure.dtype == np.uint8
     # 16 margin + 24 title + max(A 288, B 3*94+2*4 + colour bar 38, C 240+44) + 16;
     # 16 + A 384 + 32 + B 3*125+2*4 + 32 + C 240 + 16
@@ -185,7 +199,8 @@ def test_figure_size_follows_layout():
     assert layout.tile_size == (94, 125)
     assert layout.image_box[2:] == (288, 384)
     seven = vis.score_map_figure(
-        np.zeros((60, 100, 3), np.uint8), np.zeros((4, 7, 49 * 21)), [10, 10, 50, 90], 19, 7
+        np.zeros((60, 100, 3), np.uint8), np.zeros((4, 7, 49 * 21)), [10, 10, 50, 90], 19, 7,
+        votes=np.zeros((7, 7)),
     )
     assert seven.shape[:2] == (
         vis.score_map_figure_layout(60, 100, 7).height,
@@ -195,7 +210,9 @@ def test_figure_size_follows_layout():
 
 def test_hottest_tile_and_vote_follow_the_bin_major_layout():
     image = np.zeros((H, W, 3), np.uint8)
-    figure = vis.score_map_figure(image, _hand_built_maps(), ROI, 1, K, class_name="cat")
+    maps = _hand_built_maps()
+    figure = vis.score_map_figure(image, maps, ROI, 1, K, votes=_model_votes(maps, ROI, 1),
+                                  class_name="cat")
     layout = vis.score_map_figure_layout(H, W, K)
     tile_luma = np.array(
         [[_luma(_crop(figure, layout.tile_box(i, j))) for j in range(K)] for i in range(K)]
@@ -233,7 +250,7 @@ def test_explicit_votes_are_drawn():
 
 def test_bin_outline_in_the_expected_tile():
     image = np.zeros((H, W, 3), np.uint8)
-    figure = vis.score_map_figure(image, _hand_built_maps(), ROI, 1, K)
+    figure = vis.score_map_figure(image, _hand_built_maps(), ROI, 1, K, votes=np.zeros((K, K)))
     layout = vis.score_map_figure_layout(H, W, K)
     s = layout.tile_scale
     bin_h, bin_w = (ROI[2] - ROI[0]) / K, (ROI[3] - ROI[1]) / K
@@ -253,39 +270,39 @@ def test_bin_outline_in_the_expected_tile():
     assert tuple(figure[top + round(ROI[0] * s), left + round(ROI[1] * s)]) == highlight
 
 
-def test_bin_votes_pool_each_bin_from_its_own_map():
-    maps = np.zeros((HF, WF, K * K * D))
-    values = np.arange(HF * WF, dtype=np.float64).reshape(HF, WF)
-    for i in range(K):
-        for j in range(K):
-            maps[..., _channel(i, j, 2)] = values + 100 * (i * K + j)
-    # a RoI aligned to the cells: bin (i, j) is exactly cell (i, j)
-    votes = vis.bin_votes(maps, [0, 0, 48, 48], 1, K, STRIDE)
-    expected = np.array([[values[i, j] + 100 * (i * K + j) for j in range(K)] for i in range(K)])
-    np.testing.assert_allclose(votes, expected)
-    # a bin straddling cells averages all the cells it touches: rows/cols 0..1
-    votes2 = vis.bin_votes(maps[..., : 4 * D], [8, 8, 40, 40], 1, 2, STRIDE)
-    assert votes2.shape == (2, 2)
-    np.testing.assert_allclose(votes2[0, 0], values[0:2, 0:2].mean() + 100 * 0)
+def test_explained_votes_are_the_models_own():
+    """RFCN.explain pools the boxes it is given with the graph's PSRoIPool: on the model's
+    proposals (given in the input's pixels) the mean of its bins is the graph's class vote."""
+    model = RFCN(config=RFCNConfig.small(num_classes=2, min_side=96, max_side=160))
+    image = np.random.default_rng(3).uniform(0, 255, (1, 48, 80, 3)).astype(np.float32)
+    graph = keras.Model(model.input, [model.get_layer("class_vote").output,
+                                      model.get_layer("proposals").output[0]])
+    logits, proposals = graph({"images": image, "image_sizes": None})
+    explained = model.explain(image, proposals / 2.0)  # the model works at 2× this image
+    np.testing.assert_allclose(explained["rois"], proposals, atol=1e-4)
+    np.testing.assert_allclose(np.mean(explained["class_bins"], axis=(2, 3)), logits, atol=1e-5)
+    assert explained["class_maps"].shape == (1, 6, 10, 3 * 3 * 3)
 
 
 def test_score_map_figure_bad_input():
     image = np.zeros((H, W, 3), np.uint8)
     maps = _hand_built_maps()
     with pytest.raises(ValueError, match=r"10 channels, not divisible by k\*k = 9"):
-        vis.score_map_figure(image, np.zeros((HF, WF, 10)), ROI, 0, K)
+        vis.score_map_figure(image, np.zeros((HF, WF, 10)), ROI, 0, K, votes=VOTES)
     with pytest.raises(ValueError, match="class_id 2 out of range"):
-        vis.score_map_figure(image, maps, ROI, 2, K)
+        vis.score_map_figure(image, maps, ROI, 2, K, votes=VOTES)
     with pytest.raises(ValueError, match="class_id -1 out of range"):
-        vis.score_map_figure(image, maps, ROI, -1, K)
+        vis.score_map_figure(image, maps, ROI, -1, K, votes=VOTES)
     with pytest.raises(ValueError, match=r"roi must have shape \[4\]"):
-        vis.score_map_figure(image, maps, ROI[:3], 0, K)
+        vis.score_map_figure(image, maps, ROI[:3], 0, K, votes=VOTES)
     with pytest.raises(ValueError, match="ymax > ymin"):
-        vis.score_map_figure(image, maps, [50, 10, 20, 60], 0, K)
+        vis.score_map_figure(image, maps, [50, 10, 20, 60], 0, K, votes=VOTES)
     with pytest.raises(ValueError, match=r"votes must have shape \[k, k\]"):
         vis.score_map_figure(image, maps, ROI, 0, K, votes=np.zeros((2, 2)))
     with pytest.raises(ValueError, match=r"score_maps must have shape \[Hf, Wf"):
-        vis.score_map_figure(image, maps[0], ROI, 0, K)
+        vis.score_map_figure(image, maps[0], ROI, 0, K, votes=VOTES)
+    with pytest.raises(TypeError, match="votes"):
+        vis.score_map_figure(image, maps, ROI, 0, K)
 
 
 # ---------------------------------------------------------------- saving
@@ -301,7 +318,8 @@ def test_save_png_and_figure_write_readable_pngs(tmp_path):
         np.testing.assert_array_equal(np.asarray(png.convert("RGB")), image)
     figure_path = tmp_path / "figs" / "score.png"
     figure = vis.save_score_map_figure(
-        figure_path, np.zeros((H, W, 3), np.uint8), _hand_built_maps(), ROI, 1, K, class_name="cat"
+        figure_path, np.zeros((H, W, 3), np.uint8), _hand_built_maps(), ROI, 1, K,
+        votes=VOTES, class_name="cat",
     )
     with Image.open(figure_path) as png:
         assert png.size == (figure.shape[1], figure.shape[0])

@@ -9,7 +9,7 @@ columns c0..c1 is ``[r0, c0, r1 + 1, c1 + 1]``.
 Importing this package registers the ``rfcn_shapes`` TFDS dataset.
 """
 
-from rfcn_tf.data.pipeline import decode_image, make_pipeline, prepare_image
+from rfcn_tf.data.pipeline import make_pipeline
 from rfcn_tf.data.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
 from rfcn_tf.data.shapes_builder import RfcnShapes, RfcnShapesConfig
 from rfcn_tf.data.sources import load_examples
@@ -19,11 +19,9 @@ __all__ = [
     "SHAPES_CLASS_NAMES",
     "RfcnShapes",
     "RfcnShapesConfig",
-    "decode_image",
     "dropped_boxes",
     "load_examples",
     "log_dropped_boxes",
     "make_pipeline",
-    "prepare_image",
     "validate_examples",
 ]

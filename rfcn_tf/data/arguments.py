@@ -16,21 +16,26 @@ def add_dataset_arguments(parser, default_split):
                             "ImageSets/Main, or 'all' for every annotation (a folder without ImageSets)")
     group.add_argument("--data-dir", default=None, help="TFDS data directory")
     group.add_argument("--image-dir", default=None, help="image folder of a COCO JSON file")
-    group.add_argument("--min-side", type=int, nargs="+", default=[600],
-                       help="shorter image side after resizing; several values = multi-scale training")
-    group.add_argument("--max-side", type=int, default=1000, help="cap on the longer side (default 1000)")
+    group.add_argument("--min-side", type=int, nargs="+", default=None,
+                       help="the model's scale: shorter image side (default: the configuration's, "
+                            "600, or 192 with --small); several values = multi-scale training")
+    group.add_argument("--max-side", type=int, default=None,
+                       help="cap on the longer side (default: the configuration's, 1000, or 320 with --small)")
     group.add_argument("--batch-size", type=int, default=1, help="images per batch (default 1)")
 
 
-def dataset_from_args(args, split, training=False, seed=None):
-    """→ ``(batched dataset, class_names)`` following the options above."""
-    examples, class_names = load_examples(args.dataset, _source_split(args.dataset, split),
-                                          data_dir=args.data_dir, image_dir=args.image_dir,
-                                          shuffle=training, seed=seed)
-    min_side = tuple(args.min_side) if training and len(args.min_side) > 1 else args.min_side[0]
-    batches = make_pipeline(examples, args.batch_size, min_side=min_side, max_side=args.max_side,
-                            training=training, seed=seed)
-    return batches, class_names
+def examples_from_args(args, split, training=False, seed=None):
+    """→ ``(examples, class_names)`` following the options above."""
+    return load_examples(args.dataset, _source_split(args.dataset, split), data_dir=args.data_dir,
+                         image_dir=args.image_dir, shuffle=training, seed=seed)
+
+
+def batches_from_args(args, examples, config, training=False, seed=None):
+    """Examples → batches at ``config``'s scale (``min_side`` / ``max_side``; the model
+    resizes to it as well, so this only saves work) with boxes in its box format."""
+    return make_pipeline(examples, args.batch_size, min_side=config.min_side,
+                         max_side=config.max_side, training=training, seed=seed,
+                         bounding_box_format=config.bounding_box_format)
 
 
 def _source_split(dataset, split):

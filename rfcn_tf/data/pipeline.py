@@ -1,24 +1,29 @@
-"""Common examples → batches ``model.fit`` consumes; one image → the model's input.
+"""Common examples → batches ``model.fit`` consumes.
 
 Batched output of :func:`make_pipeline`, a tuple ``(inputs, targets)``::
 
     inputs  = {"images": float32 [B, Hpad, Wpad, 3] in 0..255, zero padded bottom/right,
                "image_sizes": int32 [B, 2] true (height, width) after resizing}
-    targets = {"boxes": float32 [B, N, 4] yxyx pixels of the resized image, -1 padded,
+    targets = {"boxes": float32 [B, N, 4] pixels of the resized image in
+               ``bounding_box_format`` (default yxyx), -1 padded,
                "labels": int32 [B, N] -1 padded, "difficult": bool [B, N] False padded,
                "scales": float32 [B] resized = original × scale}
 
-Resizing keeps the aspect ratio: the shorter side becomes ``min_side`` unless the
-longer side would then exceed ``max_side``. Boxes are scaled by the exact per-axis
-ratio of the rounded output size, so they keep enclosing the same pixels.
+Resizing follows the model's rule (``rfcn_tf.image_scale``): the shorter side becomes
+``min_side`` unless the longer side would then exceed ``max_side``. Pass the model's
+``config.min_side`` / ``max_side``: its own resize is then the identity (other values
+still work, the model resizes again). Boxes are scaled by the exact per-axis ratio of
+the rounded output size, so they keep enclosing the same pixels.
 """
 
 import numbers
 
-import numpy as np
 import tensorflow as tf
+from keras.utils import bounding_boxes
 
+from rfcn_tf.config import BOX_FORMATS
 from rfcn_tf.data.validation import check_example_spec, to_rgb
+from rfcn_tf.image_scale import resize_image, resized_size
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -29,21 +34,15 @@ def _check_sides(min_side, max_side, training):
         raise ValueError(f"min_side must be a positive int or a non-empty tuple of them, got {min_side!r}")
     if not (isinstance(max_side, numbers.Integral) and max_side > 0):
         raise ValueError(f"max_side must be a positive int, got {max_side!r}")
-    if len(sides) > 1 and not training:
-        raise ValueError(f"several min_side values {sides} (multi-scale) are for training only; "
-                         "pass one int when training=False")
-    return sides
+    return sides if training else (max(sides),)  # inference: the model's largest scale
 
 
 def _resize(image, min_side, max_side):
-    """uint8/float [H, W, 3] → (float32 [h, w, 3], (h, w) int32, per-axis ratios [2], scale)."""
+    """[H, W, 3] → (float32 [h, w, 3], (h, w) int32, per-axis ratios [2], scale)."""
     size = tf.shape(image)[:2]
-    hw = tf.cast(size, tf.float32)
-    scale = tf.minimum(tf.cast(min_side, tf.float32) / tf.reduce_min(hw),
-                       tf.cast(max_side, tf.float32) / tf.reduce_max(hw))
-    new_size = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
-    resized = tf.image.resize(image, new_size, method="bilinear")
-    return resized, new_size, tf.cast(new_size, tf.float32) / hw, scale
+    new_size = resized_size(size, min_side, max_side)
+    ratios = tf.cast(new_size, tf.float32) / tf.cast(size, tf.float32)
+    return resize_image(image, new_size), new_size, ratios, tf.reduce_min(ratios)
 
 
 def _flip(image, boxes, flip):
@@ -56,18 +55,22 @@ def _flip(image, boxes, flip):
 
 
 def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=False, seed=None,
-                  deterministic=None, max_boxes=None, shuffle_buffer=256, drop_remainder=False):
+                  deterministic=None, max_boxes=None, shuffle_buffer=256, drop_remainder=False,
+                  bounding_box_format="yxyx"):
     """Common examples → prefetched ``(inputs, targets)`` batches (module doc).
 
     examples: a dataset from :func:`load_examples` (or any dataset of validated common
-    examples). min_side: int, or a tuple to pick one at random per image (training
-    only). training: shuffle (``shuffle_buffer`` decoded examples) and random
+    examples). min_side: int, or a tuple to pick one at random per image in training
+    (multi-scale; without training the largest). training: shuffle (``shuffle_buffer`` decoded examples) and random
     horizontal flips. seed: makes shuffling, flips and scale choice repeatable.
     deterministic: keep element order under parallel maps; default True unless
     training without a seed. max_boxes: pad N to this instead of the batch maximum
-    (an image with more boxes raises an error naming it).
+    (an image with more boxes raises an error naming it). bounding_box_format: the
+    targets' box format (absolute pixels; the model's ``config.bounding_box_format``).
     """
     check_example_spec(examples)
+    if bounding_box_format not in BOX_FORMATS:
+        raise ValueError(f"bounding_box_format must be one of {BOX_FORMATS}, got {bounding_box_format!r}")
     sides = _check_sides(min_side, max_side, training)
     if not (isinstance(batch_size, numbers.Integral) and batch_size > 0):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -109,40 +112,15 @@ def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=Fa
                         "boxes": -1.0, "labels": -1, "difficult": False},
         drop_remainder=drop_remainder,
     )
+    def to_format(boxes):
+        if bounding_box_format == "yxyx":
+            return boxes
+        converted = bounding_boxes.convert_format(boxes, source="yxyx", target=bounding_box_format)
+        return tf.where(boxes < 0, boxes, converted)  # keep the -1 padding
+
     ds = ds.map(lambda b: ({"images": b["image"], "image_sizes": b["image_size"]},
-                           {"boxes": b["boxes"], "labels": b["labels"],
+                           {"boxes": to_format(b["boxes"]), "labels": b["labels"],
                             "difficult": b["difficult"], "scales": b["scale"]}))
     options = tf.data.Options()
     options.deterministic = deterministic
     return ds.with_options(options).prefetch(AUTOTUNE)
-
-
-def decode_image(data, name="image bytes"):
-    """Encoded JPEG/PNG/GIF/BMP bytes → uint8 [H, W, 3] (gray repeated, alpha dropped).
-
-    Raises ValueError naming ``name`` when the bytes are not a decodable image.
-    """
-    try:
-        return tf.io.decode_image(data, channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, ValueError) as e:
-        first_line = str(getattr(e, "message", e)).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"could not decode {name}: expected a JPEG, PNG, GIF or BMP image ({first_line})") from None
-
-
-def prepare_image(image, min_side=600, max_side=1000):
-    """One image → ``(inputs, scale)`` for ``model.predict``: the pipeline's resize, batch 1.
-
-    image: a file path, encoded bytes, or an array ``[H, W]`` / ``[H, W, C]`` (uint8 or
-    float in 0..255). Returns ``({"images": float32 [1, h, w, 3], "image_sizes": int32
-    [1, 2]}, scale)``; divide predicted boxes by ``scale`` for original pixels.
-    """
-    _check_sides(min_side, max_side, training=False)
-    if isinstance(image, (bytes, bytearray)):
-        pixels = decode_image(bytes(image))
-    elif isinstance(image, str) or hasattr(image, "__fspath__"):
-        with open(image, "rb") as f:
-            pixels = decode_image(f.read(), name=f"image file {image}")
-    else:
-        pixels = to_rgb(tf.convert_to_tensor(np.asarray(image)))
-    resized, size, _, scale = _resize(pixels, min_side, max_side)
-    return {"images": resized[None], "image_sizes": size[None]}, float(scale)

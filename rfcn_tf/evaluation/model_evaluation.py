@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import keras
 import numpy as np
+from keras.utils import bounding_boxes
 
 from rfcn_tf.evaluation.metrics import evaluate_detections
 
@@ -28,6 +29,7 @@ def evaluate_model(
     original_scale=False,
     steps=None,
     verbose=0,
+    bounding_box_format=None,
 ):
     """Detect on every batch of ``dataset`` and return ``evaluate_detections``' result.
 
@@ -36,9 +38,11 @@ def evaluate_model(
     loaded SavedModel's function. Boxes are compared in the model's input (resized)
     pixels; ``original_scale=True`` divides both sides by ``targets["scales"]``.
     steps: evaluate at most this many batches. verbose: 1 shows a ``keras.utils.Progbar``.
+    bounding_box_format: of targets and detections (module doc); None → the model's.
     """
     detections, ground_truth = collect_detections(
-        model, dataset, original_scale=original_scale, steps=steps, verbose=verbose
+        model, dataset, original_scale=original_scale, steps=steps, verbose=verbose,
+        bounding_box_format=bounding_box_format,
     )
     return evaluate_detections(
         detections,
@@ -50,8 +54,12 @@ def evaluate_model(
     )
 
 
-def collect_detections(model, dataset, original_scale=False, steps=None, verbose=0):
-    """Per-image ``(detections, ground_truth)`` lists for ``evaluate_detections``."""
+def collect_detections(model, dataset, original_scale=False, steps=None, verbose=0,
+                       bounding_box_format=None):
+    """Per-image ``(detections, ground_truth)`` lists for ``evaluate_detections``, boxes yxyx."""
+    if bounding_box_format is None:
+        config = getattr(model, "config", None)
+        bounding_box_format = getattr(config, "bounding_box_format", "yxyx")
     if isinstance(model, keras.Model):
         predict = model.predict_on_batch
     elif callable(model):
@@ -69,6 +77,8 @@ def collect_detections(model, dataset, original_scale=False, steps=None, verbose
         inputs, targets = _split_batch(batch, step)
         outputs = _numpy_dict(predict(inputs), OUTPUT_KEYS, "the model's output")
         targets = _numpy_dict(targets, ("boxes", "labels"), f"targets of batch {step}")
+        outputs["boxes"] = _to_yxyx(outputs["boxes"], bounding_box_format)
+        targets["boxes"] = _to_yxyx(targets["boxes"], bounding_box_format)
         scales = _scales(targets, original_scale, step)
         for b in range(len(targets["labels"])):
             detections.append(_image_detections(outputs, b, scales[b]))
@@ -77,6 +87,13 @@ def collect_detections(model, dataset, original_scale=False, steps=None, verbose
         progbar.update(step, finalize=False)
     progbar.update(step, finalize=True)
     return detections, ground_truth
+
+
+def _to_yxyx(boxes, box_format):
+    if box_format == "yxyx":
+        return boxes
+    return np.asarray(bounding_boxes.convert_format(boxes.astype(np.float32), source=box_format,
+                                                    target="yxyx"))
 
 
 def _num_batches(dataset, steps):

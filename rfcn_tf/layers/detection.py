@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from rfcn_tf import boxes as box_ops
+from rfcn_tf.inputs import to_model_format
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
@@ -16,17 +17,22 @@ class DetectionDecoder(keras.layers.Layer):
 
     Softmax over C+1, decode and clip to each image's true size, per-class NMS at
     ``nms_iou``, scores below ``score_threshold`` dropped, best ``max_detections`` kept.
+    ``scales [B, 2]`` (optional; the model's resize, resized = original × scale per axis):
+    the boxes are divided by them, so they come out in the original image's pixels.
+    The boxes are returned in ``bounding_box_format`` (absolute pixels).
     """
 
     def __init__(self, box_std=(0.1, 0.1, 0.2, 0.2), nms_iou=0.3, score_threshold=0.05,
-                 max_detections=100, **kwargs):
+                 max_detections=100, bounding_box_format="yxyx", **kwargs):
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
+        self.bounding_box_format = bounding_box_format
         self.box_std = tuple(float(s) for s in box_std)
         self.nms_iou = float(nms_iou)
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
 
-    def call(self, rois, valid, class_logits, box_deltas, image_sizes):
+    def call(self, rois, valid, class_logits, box_deltas, image_sizes, scales=None):
         scores = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[..., 1:]
         scores = tf.where(valid[..., None], scores, 0.0)
         boxes = box_ops.clip(box_ops.decode(rois, tf.cast(box_deltas, tf.float32), self.box_std),
@@ -38,8 +44,11 @@ class DetectionDecoder(keras.layers.Layer):
             pad_per_class=False, clip_boxes=False)
         count = nmsed.valid_detections
         present = tf.range(self.max_detections)[None, :] < count[:, None]
+        boxes = nmsed.nmsed_boxes
+        if scales is not None:
+            boxes = boxes / tf.tile(tf.cast(scales, tf.float32), [1, 2])[:, None, :]
         return {
-            "boxes": nmsed.nmsed_boxes,
+            "boxes": to_model_format(boxes, self.bounding_box_format),
             "confidence": nmsed.nmsed_scores,
             "labels": tf.where(present, tf.cast(nmsed.nmsed_classes, tf.int32), -1),
             "num_detections": count,
@@ -47,4 +56,5 @@ class DetectionDecoder(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "box_std": list(self.box_std), "nms_iou": self.nms_iou,
-                "score_threshold": self.score_threshold, "max_detections": self.max_detections}
+                "score_threshold": self.score_threshold, "max_detections": self.max_detections,
+                "bounding_box_format": self.bounding_box_format}

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from rfcn_tf import boxes as box_ops
+from rfcn_tf.layers.rpn import flatten_rpn
 
 _MASKED = -1e30  # the score of an anchor that may not become a proposal
 
@@ -29,11 +30,11 @@ class ProposalLayer(keras.layers.Layer):
         self.min_size = float(min_size)
 
     def call(self, logits, deltas, anchors, image_sizes, training=False):
-        """logits ``[B, N]``, deltas ``[B, N, 4]``, anchors ``[N, 4]``, image_sizes ``[B, 2]``."""
+        """logits ``[B, h, w, A]``, deltas ``[B, h, w, 4A]``, anchors ``[h·w·A, 4]``,
+        image_sizes ``[B, 2]``."""
         pre_nms = self.pre_nms_train if training else self.pre_nms_test
         post_nms = self.post_nms_train if training else self.post_nms_test
-        logits = tf.cast(logits, tf.float32)
-        deltas = tf.cast(deltas, tf.float32)
+        logits, deltas = flatten_rpn(logits, deltas)
 
         sizes = tf.cast(image_sizes, tf.float32)[:, None, :]  # [B, 1, 2]
         centres = (anchors[None, :, :2] + anchors[None, :, 2:]) / 2.0  # [1, N, 2]

@@ -1,40 +1,51 @@
-"""The RPN head: a 3×3 conv, then sibling 1×1 convs for objectness and box deltas."""
+"""The RPN on conv4: a 3×3 conv, sibling 1×1 convs for objectness and box deltas, and
+the anchor grid they are read against."""
 
 import keras
+import tensorflow as tf
+
+from rfcn_tf.anchors import anchor_grid
+
+
+def rpn_head(features, num_anchors, channels=512):
+    """conv4 ``[B, h, w, C]`` (a KerasTensor) → objectness logits ``[B, h, w, A]`` and
+    deltas ``[B, h, w, 4A]`` (``dy, dx, dh, dw`` per anchor), as graph layers."""
+    init = keras.initializers.RandomNormal(stddev=0.01)
+    x = keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
+                            kernel_initializer=init, name="rpn_conv")(features)
+    logits = keras.layers.Conv2D(num_anchors, 1, kernel_initializer=init,
+                                 name="rpn_objectness", dtype="float32")(x)
+    deltas = keras.layers.Conv2D(4 * num_anchors, 1, kernel_initializer=init,
+                                 name="rpn_deltas", dtype="float32")(x)
+    return logits, deltas
+
+
+def flatten_rpn(logits, deltas):
+    """``[B, h, w, A]``, ``[B, h, w, 4A]`` → ``[B, h·w·A]``, ``[B, h·w·A, 4]`` (the order of
+    ``anchor_grid``)."""
+    batch = tf.shape(logits)[0]
+    return (tf.reshape(tf.cast(logits, tf.float32), [batch, -1]),
+            tf.reshape(tf.cast(deltas, tf.float32), [batch, -1, 4]))
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
-class RPNHead(keras.layers.Layer):
-    """conv4 features ``[B, H, W, C]`` → objectness logits ``[B, H, W, A]`` and deltas
-    ``[B, H, W, 4A]`` (``dy, dx, dh, dw`` per anchor); reshaped to ``[B, H·W·A]`` and
-    ``[B, H·W·A, 4]`` they line up with ``anchors.anchor_grid``.
-    """
+class AnchorGrid(keras.layers.Layer):
+    """RPN logits ``[B, h, w, A]`` → the ``[h·w·A, 4]`` yxyx pixel anchors they score
+    (``anchors.anchor_grid``: cell centres at ``stride``, ``scales × ratios`` per cell)."""
 
-    def __init__(self, num_anchors, channels=512, **kwargs):
+    def __init__(self, stride, scales, ratios, **kwargs):
         super().__init__(**kwargs)
-        self.num_anchors = int(num_anchors)
-        self.channels = int(channels)
-        init = keras.initializers.RandomNormal(stddev=0.01)
-        self.conv = keras.layers.Conv2D(self.channels, 3, padding="same", activation="relu",
-                                        kernel_initializer=init, name="conv")
-        self.objectness = keras.layers.Conv2D(self.num_anchors, 1, kernel_initializer=init,
-                                              name="objectness", dtype="float32")
-        self.deltas = keras.layers.Conv2D(4 * self.num_anchors, 1, kernel_initializer=init,
-                                          name="deltas", dtype="float32")
+        self.stride = int(stride)
+        self.scales = tuple(float(s) for s in scales)
+        self.ratios = tuple(float(r) for r in ratios)
 
-    def build(self, features_shape):
-        self.conv.build(features_shape)
-        hidden = (*features_shape[:-1], self.channels)
-        self.objectness.build(hidden)
-        self.deltas.build(hidden)
+    def call(self, logits):
+        shape = tf.shape(logits)
+        return anchor_grid(shape[1], shape[2], self.stride, self.scales, self.ratios)
 
-    def call(self, features):
-        x = self.conv(features)
-        return self.objectness(x), self.deltas(x)
-
-    def compute_output_shape(self, features_shape):
-        spatial = tuple(features_shape[:-1])
-        return (*spatial, self.num_anchors), (*spatial, 4 * self.num_anchors)
+    def compute_output_shape(self, logits_shape):
+        return (None, 4)
 
     def get_config(self):
-        return {**super().get_config(), "num_anchors": self.num_anchors, "channels": self.channels}
+        return {**super().get_config(), "stride": self.stride, "scales": list(self.scales),
+                "ratios": list(self.ratios)}

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-DEFAULTS = dict(epochs=4, batch_size=4, image_size=192, lr=1e-3, feature_stride=8)
+DEFAULTS = dict(epochs=4, batch_size=4, lr=1e-3, feature_stride=8)
 
 
 def add_arguments(parser):
@@ -30,7 +30,9 @@ def run(args):
     from rfcn_tf import RFCN, RFCNConfig
     from rfcn_tf.data import load_examples, make_pipeline
     from rfcn_tf.evaluation import evaluate_model, format_table, save_json
-    from rfcn_tf.export import export_saved_model, load_detector
+    from rfcn_tf.export import export_saved_model
+    from rfcn_tf.loading import load_detector
+    from rfcn_tf.training import choose_optimizer, fit_detector, make_optimizer
     from rfcn_tf.visualize import draw_detections, save_png, save_score_map_figure
 
     start = time.time()
@@ -38,27 +40,27 @@ def run(args):
     data_dir = os.path.join(args.output_dir, "tensorflow_datasets")
     name = "rfcn_shapes" if args.config == "default" else f"rfcn_shapes/{args.config}"
 
-    def batches(split, training=False):
-        examples, names = load_examples(name, split, data_dir=data_dir, shuffle=training, seed=args.seed)
-        side = DEFAULTS["image_size"]
-        return make_pipeline(examples, args.batch_size, min_side=side, max_side=side,
-                             training=training, seed=args.seed), names
-
     print(f"[1/5] building the synthetic dataset {name} in {data_dir}")
-    train_ds, class_names = batches("train", training=True)
-    test_ds, _ = batches("test")
+    train, class_names = load_examples(name, "train", data_dir=data_dir, shuffle=True, seed=args.seed)
+    # Stride 8: half the objects are under 32 px, one or two cells of a stride-16 map.
+    config = RFCNConfig.small(num_classes=len(class_names), class_names=tuple(class_names),
+                              feature_stride=DEFAULTS["feature_stride"], seed=args.seed)
+
+    def batches(examples, training=False):
+        return make_pipeline(examples, args.batch_size, min_side=config.min_side,
+                             max_side=config.max_side, training=training, seed=args.seed)
+
+    train_ds = batches(train, training=True)
+    test_ds = batches(load_examples(name, "test", data_dir=data_dir)[0])
 
     print(f"[2/5] training a small-backbone R-FCN for {args.epochs} epochs")
-    # Stride 8: half the objects are under 32 px, one or two cells of a stride-16 map.
-    model = RFCN(config=RFCNConfig.small(num_classes=len(class_names), class_names=tuple(class_names),
-                                         feature_stride=DEFAULTS["feature_stride"], seed=args.seed))
+    model = RFCN(config=config)
     steps = int(train_ds.cardinality().numpy()) * args.epochs
-    # The learning rate drops tenfold for the last eighth of the steps.
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [max(steps * 7 // 8, 1)], [args.lr, args.lr / 10])
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
+    # The recipe rfcn-tf train uses from random init: AdamW, ÷10 for the last eighth.
+    model.compile(optimizer=make_optimizer(args.lr, optimizer=choose_optimizer("auto", None),
+                                           total_steps=steps))
     train_start = time.time()
-    model.fit(train_ds, epochs=args.epochs, verbose=2, shuffle=False)  # the pipeline shuffles
+    fit_detector(model, train_ds, epochs=args.epochs, verbose=2)
     train_time = time.time() - train_start
     model_path = os.path.join(args.output_dir, "rfcn_shapes.keras")
     model.save(model_path)
@@ -85,10 +87,12 @@ def run(args):
         written.append(save_png(drawn, os.path.join(pictures, f"test_{i}.png")))
         if i == 0 and n > 0:
             label = int(out["labels"][0, 0])
-            maps, bins = model.explain(image[None], out["boxes"][:1, :1])
+            votes = model.explain(image[None], out["boxes"][:1, :1])
             path = os.path.join(pictures, "score_maps_test_0.png")
-            save_score_map_figure(path, image, maps[0].numpy(), out["boxes"][0, 0], label,
-                                  k=model.config.k, votes=bins[0, 0, :, :, label + 1].numpy(),
+            # The demo's images are at the model's scale already, so the RoI needs no mapping.
+            save_score_map_figure(path, image, votes["class_maps"][0].numpy(),
+                                  votes["rois"][0, 0].numpy(), label, k=model.config.k,
+                                  votes=votes["class_bins"][0, 0, :, :, label + 1].numpy(),
                                   class_name=class_names[label],
                                   feature_stride=model.config.feature_stride)
             written.append(path)

@@ -1,0 +1,33 @@
+"""``rfcn-tf predict``: image files → ``detections.json`` and pictures with boxes."""
+
+import os
+
+from rfcn_tf.commands.export import CLASS_NAMES_HELP, parse_class_names
+from rfcn_tf.predict import RESULTS_FILE, predict_files
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", required=True,
+                        help="a .keras file or a SavedModel directory (rfcn-tf export)")
+    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("--output-dir", default="predictions",
+                        help=f"{RESULTS_FILE} and the pictures go here (default predictions/)")
+    parser.add_argument("--score-threshold", type=float, default=0.3)
+    parser.add_argument("--class-names", default=None, help=CLASS_NAMES_HELP)
+    parser.add_argument("--batch-size", type=int, default=4)
+
+
+def run(args):
+    """Returns 1 when some input could not be read (after processing the rest), else None."""
+    results = predict_files(args.model, args.inputs, args.output_dir,
+                            score_threshold=args.score_threshold,
+                            class_names=parse_class_names(args.class_names),
+                            batch_size=args.batch_size)
+    failed = [r["file"] for r in results if "error" in r]
+    found = sum(len(r.get("detections", [])) for r in results)
+    print(f"{len(results) - len(failed)} images, {found} detections → "
+          f"{os.path.join(args.output_dir, RESULTS_FILE)}")
+    if failed:
+        print(f"could not read {len(failed)}: {', '.join(failed)}")
+        return 1
+    return None

@@ -1,0 +1,110 @@
+"""``rfcn-tf train``: a dataset → a trained model, with the one training recipe
+(``training.make_optimizer``; AdamW from random init, the paper's SGD with loaded
+backbone weights)."""
+
+import os
+
+from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES
+from rfcn_tf.data.arguments import add_dataset_arguments, batches_from_args, examples_from_args
+from rfcn_tf.evaluation.metrics import METRICS
+from rfcn_tf.training import OPTIMIZERS, SCHEDULES
+
+
+def add_arguments(parser):
+    add_dataset_arguments(parser, default_split="train")
+    parser.add_argument("--val-split", default=None,
+                        help="split for val_mAP after each --eval-every epochs (default: none)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", default="resnet101", choices=BACKBONES)
+    model.add_argument("--weights", default=None,
+                       help="backbone weights: 'imagenet' or a weights file (default: random init)")
+    model.add_argument("--head", default="rfcn", choices=HEADS)
+    model.add_argument("--small", action="store_true",
+                       help="the CPU-sized configuration (RFCNConfig.small: small backbone, k=3, "
+                            "small anchors, images at 192 px)")
+    model.add_argument("--feature-stride", type=int, choices=sorted({16, *SMALL_BACKBONE_STRIDES}),
+                       default=None,
+                       help="output stride of the backbone: 16 (default), or 8 with the small "
+                            "backbone, for objects of only one or two stride-16 cells")
+    model.add_argument("--init", default=None,
+                       help="start from this .keras model (fine-tuning; the class head is replaced "
+                            "when the dataset has a different number of classes)")
+    model.add_argument("--freeze-stages", type=int, default=None,
+                       help="freeze backbone stages 1..N (2 = conv1+res2, the paper's choice)")
+    fit = parser.add_argument_group("training recipe")
+    fit.add_argument("--epochs", type=int, default=10)
+    fit.add_argument("--optimizer", default="auto", choices=OPTIMIZERS,
+                     help="auto (default): SGD with momentum (the paper's) when --weights or "
+                          "--init is given, AdamW from random init")
+    fit.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    fit.add_argument("--schedule", default="step", choices=SCHEDULES,
+                     help="step (default): ÷10 after --lr-drop-epochs, or at 2/3 of the run "
+                          "(SGD) / 7/8 (AdamW); cosine: to 0 over the run; constant")
+    fit.add_argument("--lr-drop-epochs", type=float, nargs="*", default=None,
+                     help="epochs after which the step schedule divides the learning rate by 10")
+    fit.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
+    fit.add_argument("--weight-decay", type=float, default=None,
+                     help="default 5e-4 for SGD (the paper's), 1e-4 for AdamW")
+    fit.add_argument("--clipnorm", type=float, default=None)
+    fit.add_argument("--metric", default="voc07", choices=METRICS, help="the val_mAP metric")
+    fit.add_argument("--eval-every", type=int, default=1)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--output-dir", default="runs/rfcn",
+                     help="best.keras, final.keras, logs/ (TensorBoard), backup/ (resume)")
+
+
+def run(args):
+    import keras
+
+    from rfcn_tf.config import RFCNConfig
+    from rfcn_tf.model import RFCN
+    from rfcn_tf.training import (choose_optimizer, fit_detector, freeze_stages,
+                                  make_optimizer, with_num_classes)
+
+    keras.utils.set_random_seed(args.seed)
+    examples, class_names = examples_from_args(args, args.split, training=True, seed=args.seed)
+    scale = {}
+    if args.min_side is not None:
+        scale["min_side"] = tuple(args.min_side)
+    if args.max_side is not None:
+        scale["max_side"] = args.max_side
+    if args.init:
+        model = keras.models.load_model(args.init)
+        config = model.config
+        if (config.num_classes != len(class_names) or config.class_names != tuple(class_names)
+                or config != config.replace(**scale)):
+            model = with_num_classes(model, len(class_names), class_names, **scale)
+        config = model.config
+    else:
+        params = dict(num_classes=len(class_names), class_names=tuple(class_names), head=args.head,
+                      backbone_weights=args.weights, seed=args.seed)
+        if args.feature_stride is not None:
+            params["feature_stride"] = args.feature_stride
+        params.update(scale)
+        config = (RFCNConfig.small(**params) if args.small
+                  else RFCNConfig(backbone=args.backbone, **params))
+        model = RFCN(config=config)
+    if args.freeze_stages is not None:
+        freeze_stages(model, args.freeze_stages)
+    train_ds = batches_from_args(args, examples, config, training=True, seed=args.seed)
+    val_ds = None
+    if args.val_split:
+        val_ds = batches_from_args(args, examples_from_args(args, args.val_split)[0], config)
+
+    steps = int(train_ds.cardinality().numpy())
+    if steps < 0:
+        raise ValueError("the training dataset has no known length; the recipe's schedule needs it")
+    boundaries = None
+    if args.lr_drop_epochs is not None:
+        boundaries = [max(int(e * steps), 1) for e in args.lr_drop_epochs]
+    optimizer = choose_optimizer(args.optimizer, args.weights or args.init)
+    model.compile(optimizer=make_optimizer(
+        args.lr, boundaries=boundaries, optimizer=optimizer, total_steps=steps * args.epochs,
+        schedule=args.schedule, warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay, clipnorm=args.clipnorm))
+    print(f"training {config.backbone}/{config.head} on {steps} batches × {args.epochs} epochs "
+          f"at min_side {config.min_side}, max_side {config.max_side}: {optimizer} lr {args.lr}, "
+          f"{args.schedule} schedule")
+    fit_detector(model, train_ds, val_ds, epochs=args.epochs, output_dir=args.output_dir,
+                 class_names=class_names, metric=args.metric, eval_every=args.eval_every)
+    print(f"saved {os.path.join(args.output_dir, 'final.keras')}")
