@@ -8,7 +8,11 @@ warm-up, then ``--repeats`` rounds that run each case once in turn; medians:
 
 - predict: ``model.predict_on_batch`` on the decoded uint8 array (decode not included);
 - files:   ``rfcn_tf.predict.predict_files`` on the JPEG file: decode, detect, JSON, PNG;
-- bytes:   the SavedModel's ``serving_bytes`` signature on the JPEG bytes.
+- bytes:   the SavedModel's ``serving_bytes`` signature on the JPEG bytes;
+
+and what batch independence costs: four images of different sizes (a padded batch, run
+image by image inside the model) against four of one size (one batched pass), at the
+model's own scale so that no resizing is involved.
 
     python benchmarks/bench_scale.py --repeats 5
     python benchmarks/bench_scale.py --backbone resnet101 --repeats 3
@@ -62,6 +66,14 @@ def main(argv=None):
         calls[f"bytes {name}"] = (lambda d=data: serving_bytes(encoded_images=tf.constant([d])), ())
         print(f"{name}: JPEG {len(data) / 1e6:.1f} MB")
 
+    side = config.min_side if isinstance(config.min_side, int) else max(config.min_side)
+    rng = np.random.default_rng(1)
+    mixed = [rng.integers(0, 256, (side, side + extra, 3), dtype=np.uint8) for extra in (0, 16, 32, 48)]
+    padded = rfcn_tf.pack_images(mixed)
+    same = np.stack([mixed[0]] * 4)
+    calls["padded batch of 4"] = (model.predict_on_batch, (padded,))
+    calls["plain batch of 4"] = (model.predict_on_batch, (same,))
+
     print(f"{args.backbone} at min_side {config.min_side}, max_side {config.max_side}; median of "
           f"{args.repeats} after {args.warmup} warm-up  {environment()}")
     times = interleaved_times(calls, args.repeats, args.warmup)
@@ -70,6 +82,9 @@ def main(argv=None):
         big_ms, small_ms = medians[f"{kind} 6000x4000"], medians[f"{kind} 900x600"]
         print(f"{kind:<8} 6000x4000 {big_ms:>8.0f} ms   900x600 {small_ms:>8.0f} ms   "
               f"ratio {big_ms / small_ms:.2f}")
+    padded_ms, plain_ms = medians["padded batch of 4"], medians["plain batch of 4"]
+    print(f"4 images of {side}x{side}..{side + 48}: padded (image by image) {padded_ms:.0f} ms, "
+          f"4 of one size (batched) {plain_ms:.0f} ms; ratio {padded_ms / plain_ms:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Run the speed benchmarks (PSRoIPool, heads, whole model) one after the other and print
+"""Run the speed benchmarks (PSRoIPool, heads, whole model, image scale) one after the other and print
 their outputs.
 
 Each runs in its own Python process (``sys.executable``), so one's memory and TF state do
@@ -22,11 +22,13 @@ FULL = {
     "psroi_pool": ["--repeats", "10"],
     "heads": ["--backbone", "resnet101", "--repeats", "5", "--faster-repeats", "1"],
     "model": ["--backbone", "resnet101", "--head", "rfcn", "faster_rcnn", "--repeats", "3"],
+    "scale": ["--repeats", "5"],
 }
 QUICK = {
     "psroi_pool": ["--repeats", "3", "--rois", "300", "2000", "--modes", "align"],
     "heads": ["--backbone", "small", "--repeats", "3", "--warmup", "1", "--faster-repeats", "1"],
     "model": ["--backbone", "small", "--head", "rfcn", "faster_rcnn", "--repeats", "3"],
+    "scale": ["--repeats", "2"],
 }
 
 

@@ -18,9 +18,10 @@ def random_rois(rng, count, height, width):
 
 
 def block(outputs):
-    """Wait for every tensor of a (nested) result."""
+    """Wait for every tensor of a (nested) result (numpy values and the like are ready)."""
     for t in tf.nest.flatten(outputs):
-        t.numpy()
+        if isinstance(t, tf.Tensor):
+            t.numpy()
 
 
 def interleaved_times(calls, repeats, warmup):

@@ -49,10 +49,3 @@ def clip(boxes, image_sizes):
     sizes = tf.cast(image_sizes, boxes.dtype)
     limits = tf.concat([sizes, sizes], axis=-1)[:, None, :]  # [B, 1, 4] = (h, w, h, w)
     return tf.clip_by_value(boxes, 0.0, limits)
-
-
-def area(boxes):
-    """``[..., 4]`` → ``[...]``; inverted boxes have area 0."""
-    h = tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
-    w = tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
-    return h * w

@@ -12,6 +12,9 @@ from typing import Optional, Sequence, Tuple, Union
 BOX_FORMATS = ("yxyx", "xyxy", "xywh", "center_xywh", "center_yxhw")
 BACKBONES = ("resnet50", "resnet101", "resnet152", "small")
 SMALL_BACKBONE_STRIDES = (8, 16)  # the ResNets have output stride 16 only
+# The stride the demo and ``rfcn-tf train --small`` use: their objects (20–100 px) cover
+# only one or two cells of a stride-16 map (README, design notes).
+SMALL_TRAIN_STRIDE = 8
 HEADS = ("rfcn", "faster_rcnn")
 PSROI_MODES = ("align", "crop")
 ROI_SAMPLERS = ("ohem", "random")

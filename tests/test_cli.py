@@ -30,10 +30,10 @@ def tfds_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tfds_dir):
-    """``rfcn-tf train`` for one epoch on rfcn_shapes/tiny at the demo's stride 8 → its
-    output directory."""
+    """``rfcn-tf train --small`` (the demo's stride 8 by default) for one epoch on
+    rfcn_shapes/tiny → its output directory."""
     out = tmp_path_factory.mktemp("train")
-    status = run_cli("train", "--small", "--feature-stride", "8", "--dataset", "rfcn_shapes/tiny",
+    status = run_cli("train", "--small", "--dataset", "rfcn_shapes/tiny",
                      "--data-dir", tfds_dir, *SIZE, "--batch-size", "4", "--epochs", "1",
                      "--val-split", "validation", "--output-dir", out)
     assert status == 0
@@ -118,6 +118,17 @@ def test_console_script_is_installed():
         assert name in done.stdout
 
 
+def test_without_tensorflow_the_import_names_the_extras(tmp_path):
+    """A bare ``pip install rfcn_tf`` has no TensorFlow (it comes from [cpu] or [gpu])."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-I", "-S", "-c",
+                           f"import sys; sys.path.insert(0, {root!r}); import rfcn_tf"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "rfcn_tf needs TensorFlow" in last and "rfcn_tf[cpu]" in last and "rfcn_tf[gpu]" in last
+
+
 # ------------------------------------------------------------------------------ train
 def test_train_writes_final_best_and_logs(trained):
     assert (trained / "final.keras").is_file()
@@ -129,7 +140,9 @@ def test_train_writes_final_best_and_logs(trained):
     for name in ("final.keras", "best.keras"):
         model = keras.models.load_model(trained / name)
         assert model.config.num_classes == len(SHAPES)
-        assert model.config.feature_stride == 8
+        assert model.config.feature_stride == 8  # --small's default
+        assert (model.config.min_side, model.config.max_side) == (128, 128)  # --min/max-side
+        assert isinstance(model.optimizer, keras.optimizers.AdamW)  # random init → AdamW
         assert list(model.config.class_names) == SHAPES
 
 

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-DEFAULTS = dict(epochs=4, batch_size=4, lr=1e-3, feature_stride=8)
+DEFAULTS = dict(epochs=4, batch_size=4, lr=1e-3)
 
 
 def add_arguments(parser):
@@ -28,6 +28,7 @@ def run(args):
     import keras
 
     from rfcn_tf import RFCN, RFCNConfig
+    from rfcn_tf.config import SMALL_TRAIN_STRIDE
     from rfcn_tf.data import load_examples, make_pipeline
     from rfcn_tf.evaluation import evaluate_model, format_table, save_json
     from rfcn_tf.export import export_saved_model
@@ -44,7 +45,7 @@ def run(args):
     train, class_names = load_examples(name, "train", data_dir=data_dir, shuffle=True, seed=args.seed)
     # Stride 8: half the objects are under 32 px, one or two cells of a stride-16 map.
     config = RFCNConfig.small(num_classes=len(class_names), class_names=tuple(class_names),
-                              feature_stride=DEFAULTS["feature_stride"], seed=args.seed)
+                              feature_stride=SMALL_TRAIN_STRIDE, seed=args.seed)
 
     def batches(examples, training=False):
         return make_pipeline(examples, args.batch_size, min_side=config.min_side,

@@ -27,9 +27,10 @@ def run(args):
     # Batches at the model's own scale (its resize is then the identity), boxes in yxyx
     # (a loaded detector's format).
     config = detector.config.replace(bounding_box_format="yxyx")
-    if args.min_side is not None or args.max_side is not None:
-        config = config.replace(min_side=tuple(args.min_side or [config.min_side]),
-                                max_side=args.max_side or config.max_side)
+    if args.min_side is not None:
+        config = config.replace(min_side=tuple(args.min_side))
+    if args.max_side is not None:
+        config = config.replace(max_side=args.max_side)
     dataset = batches_from_args(args, examples, config)
     result = evaluate_model(detector, dataset, metric=args.metric, class_names=class_names,
                             iou_threshold=args.iou_threshold, original_scale=True, verbose=1)

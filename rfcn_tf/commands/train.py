@@ -4,7 +4,7 @@ backbone weights)."""
 
 import os
 
-from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES
+from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
 from rfcn_tf.data.arguments import add_dataset_arguments, batches_from_args, examples_from_args
 from rfcn_tf.evaluation.metrics import METRICS
 from rfcn_tf.training import OPTIMIZERS, SCHEDULES
@@ -20,12 +20,12 @@ def add_arguments(parser):
                        help="backbone weights: 'imagenet' or a weights file (default: random init)")
     model.add_argument("--head", default="rfcn", choices=HEADS)
     model.add_argument("--small", action="store_true",
-                       help="the CPU-sized configuration (RFCNConfig.small: small backbone, k=3, "
-                            "small anchors, images at 192 px)")
+                       help="the demo's CPU-sized configuration (RFCNConfig.small: small backbone "
+                            f"at stride {SMALL_TRAIN_STRIDE}, k=3, small anchors, images at 192 px)")
     model.add_argument("--feature-stride", type=int, choices=sorted({16, *SMALL_BACKBONE_STRIDES}),
                        default=None,
-                       help="output stride of the backbone: 16 (default), or 8 with the small "
-                            "backbone, for objects of only one or two stride-16 cells")
+                       help=f"output stride of the backbone: 16 (the ResNets'), or {SMALL_TRAIN_STRIDE} "
+                            "(the default with --small), for objects of only one or two stride-16 cells")
     model.add_argument("--init", default=None,
                        help="start from this .keras model (fine-tuning; the class head is replaced "
                             "when the dataset has a different number of classes)")
@@ -78,8 +78,8 @@ def run(args):
     else:
         params = dict(num_classes=len(class_names), class_names=tuple(class_names), head=args.head,
                       backbone_weights=args.weights, seed=args.seed)
-        if args.feature_stride is not None:
-            params["feature_stride"] = args.feature_stride
+        if args.feature_stride is not None or args.small:
+            params["feature_stride"] = args.feature_stride or SMALL_TRAIN_STRIDE
         params.update(scale)
         config = (RFCNConfig.small(**params) if args.small
                   else RFCNConfig(backbone=args.backbone, **params))

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from rfcn_tf.data.validation import clean_boxes, logger
+from rfcn_tf.image_io import MAX_IMAGE_PIXELS, decode_image
 
 
 @dataclasses.dataclass
@@ -67,7 +68,7 @@ def _ragged(arrays, dtype, inner_shape=()):
 def _decode_or_flag(record):
     """A one-element dataset: the record with its decoded image, or with ``ok`` False."""
     def decode(r):
-        image = tf.io.decode_image(tf.io.read_file(r["path"]), channels=3, expand_animations=False)
+        image, _ = decode_image(tf.io.read_file(r["path"]))
         return {**r, "image": image, "ok": tf.constant(True)}
 
     decoded = tf.data.Dataset.from_tensors(record).map(decode).ignore_errors()
@@ -77,7 +78,7 @@ def _decode_or_flag(record):
 
 def _to_example(r):
     tf.debugging.Assert(r["ok"], ["could not read or decode the image file", r["path"],
-                                  "(expected a readable JPEG, PNG, GIF or BMP file)"])
+                                  "(expected a readable JPEG, PNG, GIF, BMP or WebP file of at most", MAX_IMAGE_PIXELS, "pixels)"])
     return {"image": r["image"], "boxes": r["boxes"], "labels": r["labels"],
             "difficult": r["difficult"], "image_id": r["image_id"]}
 
