@@ -24,6 +24,18 @@ def resized_size(sizes, min_side, max_side):
     return tf.maximum(tf.cast(tf.round(hw * scale[..., None]), tf.int32), 1)
 
 
+def target_size(min_side, max_side):
+    """The rule at inference as ``(height, width) → (h, w)`` (int32 scalars; for
+    ``image_io.decode_image``): several ``min_side`` values (multi-scale training) → the largest."""
+    side = max(min_side) if isinstance(min_side, (tuple, list)) else min_side
+
+    def size(height, width):
+        new = resized_size(tf.stack([height, width]), side, max_side)
+        return new[0], new[1]
+
+    return size
+
+
 def resize_image(image, size):
     """``[H, W, 3]`` → float32 ``[size[0], size[1], 3]``; bilinear, antialiased when
     shrinking (a 6000×4000 photo keeps its detail at 600×900), unchanged at its own size."""

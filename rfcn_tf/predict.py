@@ -23,7 +23,7 @@ import numpy as np
 
 from rfcn_tf.export import check_class_names
 from rfcn_tf.image_io import read_image
-from rfcn_tf.image_scale import resized_size
+from rfcn_tf.image_scale import target_size
 from rfcn_tf.inputs import pack_images
 from rfcn_tf.loading import keras_detector, load_detector
 from rfcn_tf.visualize import draw_detections, save_png
@@ -59,12 +59,7 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
                  else list(class_names))
     files = list_images(inputs)
     os.makedirs(output_dir, exist_ok=True)
-    config = detector.config
-    min_side = max(config.min_side) if isinstance(config.min_side, tuple) else config.min_side
-
-    def model_size(height, width):
-        size = resized_size(np.stack([height, width]), min_side, config.max_side)
-        return size[0], size[1]
+    model_size = target_size(detector.config.min_side, detector.config.max_side)
 
     results, outputs = [], set()
     for start in range(0, len(files), int(batch_size)):
@@ -118,11 +113,11 @@ def list_images(inputs):
     return files
 
 
-def _read(path, target_size):
+def _read(path, size_fn):
     """``(uint8 [h, w, 3] RGB, (height, width) of the file)``, or the reason it could not
     be read (a str)."""
     try:
-        return read_image(path, target_size=target_size)
+        return read_image(path, target_size=size_fn)
     except (OSError, ValueError) as error:
         return f"cannot read image: {error}"
 

@@ -30,7 +30,7 @@ import tensorflow as tf
 from keras.utils import bounding_boxes
 
 from rfcn_tf.image_io import decode_image
-from rfcn_tf.image_scale import resized_size
+from rfcn_tf.image_scale import target_size
 
 SERVING_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 PADDED_SIGNATURE = "predict_padded"
@@ -66,11 +66,7 @@ def build_archive(model):
             images = tf.cast(images, tf.float32)
         return serving_outputs(images, tf.tile(shape[None, 1:3], [shape[0], 1]))
 
-    min_side = max(config.min_side) if isinstance(config.min_side, tuple) else config.min_side
-
-    def model_size(height, width):
-        size = resized_size(tf.stack([height, width]), min_side, config.max_side)
-        return size[0], size[1]
+    model_size = target_size(config.min_side, config.max_side)
 
     def serving_bytes(encoded_images):
         def decode(data):
