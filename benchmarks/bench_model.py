@@ -46,8 +46,10 @@ CONV_OUTPUTS = ("resize", "rpn_objectness", "rpn_deltas")
 def convolutions(model):
     """The graph up to its convolution outputs, as a ``keras.Model`` on the same layers."""
     outputs = {name: model.get_layer(name).output for name in CONV_OUTPUTS}
-    maps = ("class_maps", "box_maps") if model.config.head == "rfcn" else (model.trunk.name,)
-    outputs.update({name: model.get_layer(name).output for name in maps})
+    if model.config.head == "rfcn":
+        outputs.update({name: model.get_layer(name).output for name in ("class_maps", "box_maps")})
+    else:
+        outputs["conv4"] = model.get_layer("rpn_conv").input  # the trunk's output in this graph
     return keras.Model(model.input, outputs)
 
 
@@ -60,7 +62,7 @@ def after_convolutions(model, conv):
     if model.config.head == "rfcn":
         maps = {"class_maps": conv["class_maps"], "box_maps": conv["box_maps"]}
     else:
-        maps = {"conv4": conv[model.trunk.name]}
+        maps = {"conv4": conv["conv4"]}
     class_logits, box_deltas = model.roi_model({**maps, "rois": proposals})
     return model.get_layer("detections")(proposals, valid, class_logits, box_deltas, sizes, scales)
 
