@@ -123,8 +123,7 @@ def unpack_targets(y, num_classes, box_format="yxyx"):
                                        "target boxes contain NaN or Inf"),
     ]
     with tf.control_dependencies(checks):
-        if box_format != "yxyx":
-            boxes = bounding_boxes.convert_format(boxes, source=box_format, target="yxyx")
+        boxes = from_model_format(boxes, box_format)
         ordered = tf.concat([tf.minimum(boxes[..., :2], boxes[..., 2:]),
                              tf.maximum(boxes[..., :2], boxes[..., 2:])], axis=-1)
         return tf.where(real[..., None], ordered, 0.0), labels
@@ -135,3 +134,11 @@ def to_model_format(boxes, box_format):
     if box_format == "yxyx":
         return boxes
     return bounding_boxes.convert_format(boxes, source="yxyx", target=box_format)
+
+
+def from_model_format(boxes, box_format):
+    """The user's ``bounding_box_format`` → yxyx (tensors or arrays; returns a tensor
+    unless nothing needs converting)."""
+    if box_format == "yxyx":
+        return boxes
+    return bounding_boxes.convert_format(boxes, source=box_format, target="yxyx")

@@ -12,11 +12,10 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from keras.utils import bounding_boxes
 
 from rfcn_tf.config import RFCNConfig
 from rfcn_tf.export import CONFIG_FILE, EXTRA_DIR, LABELS_FILE, load_keras, numeric_versions
-from rfcn_tf.inputs import as_model_inputs
+from rfcn_tf.inputs import as_model_inputs, check_images, from_model_format
 from rfcn_tf.signatures import PADDED_SIGNATURE
 
 class Detector:
@@ -58,9 +57,7 @@ def keras_detector(model):
 
     def detect(inputs):
         out = {k: np.asarray(v) for k, v in model.predict_on_batch(as_model_inputs(inputs)).items()}
-        if box_format != "yxyx":
-            out["boxes"] = np.asarray(bounding_boxes.convert_format(
-                out["boxes"], source=box_format, target="yxyx"))
+        out["boxes"] = np.asarray(from_model_format(out["boxes"], box_format))
         return out
 
     detector = Detector(detect, model.config, model.config.class_names)
@@ -79,13 +76,9 @@ def _saved_model_detector(path):
                          f"rfcn_tf.export (signatures: {sorted(loaded.signatures)})")
 
     def detect(inputs):  # holds `loaded`: its variables must outlive the signature
-        inputs = as_model_inputs(inputs)
-        images = tf.cast(inputs["images"], tf.float32)
-        sizes = inputs["image_sizes"]
-        if sizes is None:
-            sizes = tf.tile(tf.shape(images)[None, 1:3], [tf.shape(images)[0], 1])
-        out = loaded.signatures[PADDED_SIGNATURE](images=images,
-                                                  image_sizes=tf.cast(sizes, tf.int32))
+        images, sizes = check_images(**as_model_inputs(inputs))
+        out = loaded.signatures[PADDED_SIGNATURE](images=tf.cast(images, tf.float32),
+                                                  image_sizes=sizes)
         return {k: v.numpy() for k, v in out.items()}
 
     extra = os.path.join(path, EXTRA_DIR)

@@ -27,10 +27,10 @@ image declaring too many pixels) fail with ``InvalidArgumentError`` saying what 
 
 import keras
 import tensorflow as tf
-from keras.utils import bounding_boxes
 
 from rfcn_tf.image_io import decode_image
 from rfcn_tf.image_scale import target_size
+from rfcn_tf.inputs import from_model_format
 
 SERVING_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 PADDED_SIGNATURE = "predict_padded"
@@ -42,10 +42,7 @@ def build_archive(model):
 
     def predict_padded(images, image_sizes):
         out = model({"images": images, "image_sizes": image_sizes}, training=False)
-        boxes = tf.cast(out["boxes"], tf.float32)
-        if config.bounding_box_format != "yxyx":
-            boxes = bounding_boxes.convert_format(boxes, source=config.bounding_box_format,
-                                                  target="yxyx")
+        boxes = from_model_format(tf.cast(out["boxes"], tf.float32), config.bounding_box_format)
         return {"boxes": boxes, "confidence": tf.cast(out["confidence"], tf.float32),
                 "labels": tf.cast(out["labels"], tf.int32),
                 "num_detections": tf.cast(out["num_detections"], tf.int32)}

@@ -74,8 +74,7 @@ def make_optimizer(learning_rate=1e-3, boundaries=None, decay=0.1, momentum=0.9,
     for 30k mini-batches; the demo's is ``make_optimizer(optimizer="adamw",
     total_steps=steps)``.
     """
-    name = optimizer
-    if name not in OPTIMIZERS[1:]:
+    if optimizer not in OPTIMIZERS[1:]:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS[1:]}, got {optimizer!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -91,15 +90,15 @@ def make_optimizer(learning_rate=1e-3, boundaries=None, decay=0.1, momentum=0.9,
         rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     elif schedule == "step":
         if boundaries is None:
-            boundaries = [] if decay_steps is None else [max(round(decay_steps * DEFAULT_DROP[name]), 1)]
+            boundaries = [] if decay_steps is None else [max(round(decay_steps * DEFAULT_DROP[optimizer]), 1)]
         if boundaries:
             values = [learning_rate * decay ** i for i in range(len(boundaries) + 1)]
             rate = keras.optimizers.schedules.PiecewiseConstantDecay(list(boundaries), values)
     if warmup_steps > 0:
         rate = WarmupSchedule(learning_rate, warmup_steps, rate)
 
-    weight_decay = DEFAULT_WEIGHT_DECAY[name] if weight_decay is None else weight_decay
-    if name == "sgd":
+    weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay
+    if optimizer == "sgd":
         opt = keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay,
                                    clipnorm=clipnorm)
     else:

@@ -19,11 +19,11 @@ the rounded output size, so they keep enclosing the same pixels.
 import numbers
 
 import tensorflow as tf
-from keras.utils import bounding_boxes
 
 from rfcn_tf.config import BOX_FORMATS
 from rfcn_tf.data.validation import check_example_spec, to_rgb
 from rfcn_tf.image_scale import resize_image, resized_size
+from rfcn_tf.inputs import to_model_format
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -113,9 +113,7 @@ def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=Fa
         drop_remainder=drop_remainder,
     )
     def to_format(boxes):
-        if bounding_box_format == "yxyx":
-            return boxes
-        converted = bounding_boxes.convert_format(boxes, source="yxyx", target=bounding_box_format)
+        converted = to_model_format(boxes, bounding_box_format)
         return tf.where(boxes < 0, boxes, converted)  # keep the -1 padding
 
     ds = ds.map(lambda b: ({"images": b["image"], "image_sizes": b["image_size"]},

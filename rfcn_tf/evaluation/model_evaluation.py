@@ -12,9 +12,9 @@ from collections.abc import Mapping
 
 import keras
 import numpy as np
-from keras.utils import bounding_boxes
 
 from rfcn_tf.evaluation.metrics import evaluate_detections
+from rfcn_tf.inputs import from_model_format
 
 OUTPUT_KEYS = ("boxes", "confidence", "labels", "num_detections")
 
@@ -77,8 +77,9 @@ def collect_detections(model, dataset, original_scale=False, steps=None, verbose
         inputs, targets = _split_batch(batch, step)
         outputs = _numpy_dict(predict(inputs), OUTPUT_KEYS, "the model's output")
         targets = _numpy_dict(targets, ("boxes", "labels"), f"targets of batch {step}")
-        outputs["boxes"] = _to_yxyx(outputs["boxes"], bounding_box_format)
-        targets["boxes"] = _to_yxyx(targets["boxes"], bounding_box_format)
+        for part in (outputs, targets):
+            part["boxes"] = np.asarray(from_model_format(part["boxes"].astype(np.float32),
+                                                         bounding_box_format))
         scales = _scales(targets, original_scale, step)
         for b in range(len(targets["labels"])):
             detections.append(_image_detections(outputs, b, scales[b]))
@@ -87,13 +88,6 @@ def collect_detections(model, dataset, original_scale=False, steps=None, verbose
         progbar.update(step, finalize=False)
     progbar.update(step, finalize=True)
     return detections, ground_truth
-
-
-def _to_yxyx(boxes, box_format):
-    if box_format == "yxyx":
-        return boxes
-    return np.asarray(bounding_boxes.convert_format(boxes.astype(np.float32), source=box_format,
-                                                    target="yxyx"))
 
 
 def _num_batches(dataset, steps):
