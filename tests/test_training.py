@@ -61,8 +61,10 @@ def overfitted(tiny_shapes):
     keras.utils.set_random_seed(1234)
     data = batches(examples.filter(lambda e: min_box_side(e) >= 16), 4, side=192)
     model = small(names, side=192)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    model.fit(data.repeat(), epochs=6, steps_per_epoch=40, verbose=0)
+    # The recipe (AdamW, ÷10 for the last eighth) over 400 steps: mAP 1.0 for seeds 1–4;
+    # constant Adam 2e-3 over 240 steps sometimes ended at 0.64.
+    model.compile(optimizer=make_optimizer(2e-3, optimizer="adamw", total_steps=400))
+    model.fit(data.repeat(), epochs=8, steps_per_epoch=50, verbose=0)
     return model, data, names
 
 
