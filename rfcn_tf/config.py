@@ -75,6 +75,11 @@ class RFCNConfig:
     score_threshold: float = 0.05
     max_detections: int = 100
 
+    # Ops that TFLite has built in and ONNX expresses, for exports (rfcn_tf.portable): bilinear
+    # crops by gather, NMS one image at a time with a class offset, the resize of a known input
+    # size as two matrix products. Same detections; the default ops are faster in TensorFlow.
+    portable: bool = False
+
     # Seed of the stateless RPN/RoI sampling (mixed with the training step, so a resumed
     # run samples exactly as an uninterrupted one).
     seed: int = 0

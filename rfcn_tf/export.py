@@ -1,4 +1,4 @@
-"""SavedModel export for TF Serving: an atomic, versioned directory.
+"""Exports as atomic, versioned directories: SavedModel (TF Serving), TFLite and ONNX.
 
 ``export_saved_model(model, "saved_models/rfcn")`` writes ``saved_models/rfcn/<version>/``:
 
@@ -9,6 +9,13 @@
 ``assets.extra/`` is the SavedModel convention for files that live beside a model without
 being loaded by its graph: TF Serving and ``tf.saved_model.load`` ignore it. The
 signatures are described in ``rfcn_tf.signatures``.
+
+``export_tflite`` / ``export_onnx`` write ``<export_dir>/<version>/model.tflite`` (or
+``model.onnx``) with ``labels.txt``, ``rfcn_config.json`` and ``export.json`` (format,
+input size, quantisation or opset, ops) beside it; the graph is ``rfcn_tf.portable``'s
+(one image of a fixed size, the model's own resize inside). Their default directories
+sit next to the SavedModel's, not inside it, so TF Serving never sees a version it
+cannot load.
 """
 
 import json
@@ -21,12 +28,18 @@ import uuid
 import keras
 import numpy as np
 
+from rfcn_tf import portable
 from rfcn_tf.model import RFCN
 from rfcn_tf.signatures import build_archive
 
 EXTRA_DIR = "assets.extra"
 LABELS_FILE = "labels.txt"
 CONFIG_FILE = "rfcn_config.json"
+EXPORT_FILE = "export.json"
+FORMATS = ("saved_model", "tflite", "onnx")
+DEFAULT_DIRS = {"saved_model": "saved_models/rfcn", "tflite": "saved_models/rfcn_tflite",
+                "onnx": "saved_models/rfcn_onnx"}
+MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 
 
 def export_saved_model(model, export_dir, version=None, name=None, class_names=None,
@@ -44,22 +57,76 @@ def export_saved_model(model, export_dir, version=None, name=None, class_names=N
     loads it) and renamed into place once complete; on any error it is removed.
     """
     model = _as_rfcn(model)
+    names, config = _names_and_config(model, class_names)
+
+    def write(directory):
+        build_archive(model).write_out(directory, verbose=False)
+        _write_extras(os.path.join(directory, EXTRA_DIR), names, config)
+
+    return _write_version(export_dir, name, version, overwrite, write)
+
+
+def export_tflite(model, export_dir=DEFAULT_DIRS["tflite"], version=None, name=None,
+                  input_size=None, quantization="none", class_names=None, overwrite=False):
+    """Write ``model`` as ``<export_dir>[/<name>]/<version>/model.tflite`` (TFLite built-in
+    ops only: it runs in the plain LiteRT interpreter) and return the version directory.
+
+    The file takes one ``images [1, H, W, 3]`` float32 RGB 0..255 image of ``input_size``
+    (default: the model's scale, ``(min_side, max_side)``) and returns ``boxes [1, M, 4]``
+    (pixels of that image, the model's ``bounding_box_format``), ``confidence``, ``labels``
+    (-1 padding) and ``num_detections``. quantization: ``"none"``, ``"float16"`` or
+    ``"dynamic_int8"``. Other arguments as ``export_saved_model``.
+    """
+    model = _as_rfcn(model)
+    names, config = _names_and_config(model, class_names)
+    size = portable.check_input_size(input_size, model.config)
+    data = portable.to_tflite(model, size, quantization)  # before anything is written
+    info = {"format": "tflite", "input_size": list(size), "quantization": quantization,
+            "ops": portable.tflite_ops(data)}
+    return _write_version(export_dir, name, version, overwrite,
+                          lambda d: _write_model_file(d, MODEL_FILES["tflite"], data, names,
+                                                      config, info))
+
+
+def export_onnx(model, export_dir=DEFAULT_DIRS["onnx"], version=None, name=None,
+                input_size=None, opset=portable.ONNX_OPSET, class_names=None, overwrite=False):
+    """Write ``model`` as ``<export_dir>[/<name>]/<version>/model.onnx`` (``tf2onnx``, ONNX
+    ``opset``; runs in onnxruntime) and return the version directory. Inputs, outputs and
+    the other arguments as ``export_tflite``."""
+    model = _as_rfcn(model)
+    names, config = _names_and_config(model, class_names)
+    size = portable.check_input_size(input_size, model.config)
+    proto = portable.to_onnx(model, size, opset)
+    info = {"format": "onnx", "input_size": list(size), "opset": opset,
+            "ops": sorted({node.op_type for node in proto.graph.node})}
+    return _write_version(export_dir, name, version, overwrite,
+                          lambda d: _write_model_file(d, MODEL_FILES["onnx"],
+                                                      proto.SerializeToString(), names, config,
+                                                      info))
+
+
+def _names_and_config(model, class_names):
     config = model.get_config()["config"]
     names = check_class_names(class_names if class_names is not None else config["class_names"],
                               config["num_classes"])
     config["class_names"] = names
+    return names, config
+
+
+def _write_version(export_dir, name, version, overwrite, write):
+    """``write(directory)`` into a temporary sibling of ``<export_dir>[/<name>]/<version>``
+    (not a number, so TF Serving never loads it), renamed into place once complete; on any
+    error it is removed. Returns the version directory."""
     base = os.path.join(os.fspath(export_dir), name) if name else os.fspath(export_dir)
     version = _next_version(base) if version is None else _check_version(version)
     target = os.path.join(base, str(version))
     if os.path.exists(target) and not overwrite:
         raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) "
                               "or another version")
-
     os.makedirs(base, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base)
     try:
-        build_archive(model).write_out(staging, verbose=False)
-        _write_extras(staging, names, config)
+        write(staging)
         _move_into_place(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -67,11 +134,19 @@ def export_saved_model(model, export_dir, version=None, name=None, class_names=N
     return target
 
 
+def _write_model_file(directory, filename, data, names, config, info):
+    with open(os.path.join(directory, filename), "wb") as f:
+        f.write(data)
+    _write_extras(directory, names, config)
+    with open(os.path.join(directory, EXPORT_FILE), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+
+
 def _as_rfcn(model):
     if isinstance(model, (str, os.PathLike)):
         model = load_keras(model)
     if not isinstance(model, RFCN):
-        raise TypeError(f"export_saved_model needs an RFCN model or a .keras path; "
+        raise TypeError(f"exporting needs an RFCN model or a .keras path; "
                         f"got {type(model).__name__}")
     return model
 
@@ -110,12 +185,11 @@ def _next_version(base):
 
 
 def _write_extras(directory, names, config):
-    extra = os.path.join(directory, EXTRA_DIR)
-    os.makedirs(extra, exist_ok=True)
+    os.makedirs(directory, exist_ok=True)
     if names is not None:
-        with open(os.path.join(extra, LABELS_FILE), "w", encoding="utf-8") as f:
+        with open(os.path.join(directory, LABELS_FILE), "w", encoding="utf-8") as f:
             f.write("".join(f"{n}\n" for n in names))
-    with open(os.path.join(extra, CONFIG_FILE), "w", encoding="utf-8") as f:
+    with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
 
 

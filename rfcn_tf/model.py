@@ -60,8 +60,8 @@ class RFCN(keras.Model):
         # Functional model
         images = keras.Input((None, None, 3), name="images")
         image_sizes = keras.Input((2,), dtype="int32", name="image_sizes", optional=True)
-        x, sizes, scales = ImageResizer(config.min_side, config.max_side, name="resize")(
-            images, image_sizes)
+        x, sizes, scales = ImageResizer(config.min_side, config.max_side, config.portable,
+                                        name="resize")(images, image_sizes)
         x = Preprocess(stride, name="preprocess")(x, sizes)
         trunk, conv5 = build_backbone(
             config.backbone, config.backbone_weights, dilated_conv5=config.head == "rfcn",
@@ -82,7 +82,7 @@ class RFCN(keras.Model):
         class_logits, box_deltas = head.per_roi(maps, proposals)
         detections = DetectionDecoder(
             config.box_std, config.nms_iou, config.score_threshold, config.max_detections,
-            config.bounding_box_format, name="detections")(
+            config.bounding_box_format, config.portable, name="detections")(
                 proposals, valid, class_logits, box_deltas, sizes, scales)
 
         inputs = {"images": images, "image_sizes": image_sizes}
@@ -254,8 +254,10 @@ class RFCN(keras.Model):
 
 def _build_head(config, conv5):
     scale = 1.0 / config.feature_stride
+    implementation = "gather" if config.portable else "crop_and_resize"
     if config.head == "rfcn":
         return RFCNHead(config.num_classes, conv5, k=config.k, channels=config.head_channels,
                         psroi_mode=config.psroi_mode, samples_per_bin=config.psroi_samples,
-                        spatial_scale=scale)
-    return FasterRCNNHead(config.num_classes, conv5, spatial_scale=scale)
+                        spatial_scale=scale, implementation=implementation)
+    return FasterRCNNHead(config.num_classes, conv5, spatial_scale=scale,
+                          implementation=implementation)

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from rfcn_tf import boxes as box_ops
+from rfcn_tf.layers.nms import per_class_nms
 from rfcn_tf.inputs import to_model_format
 
 
@@ -19,11 +20,13 @@ class DetectionDecoder(keras.layers.Layer):
     ``nms_iou``, scores below ``score_threshold`` dropped, best ``max_detections`` kept.
     ``scales [B, 2]`` (optional; the model's resize, resized = original × scale per axis):
     the boxes are divided by them, so they come out in the original image's pixels.
-    The boxes are returned in ``bounding_box_format`` (absolute pixels).
+    The boxes are returned in ``bounding_box_format`` (absolute pixels). ``portable``: the
+    per-class NMS as one class-offset NMS per image (``layers.nms.per_class_nms``: TFLite
+    built-ins) instead of ``combined_non_max_suppression``.
     """
 
     def __init__(self, box_std=(0.1, 0.1, 0.2, 0.2), nms_iou=0.3, score_threshold=0.05,
-                 max_detections=100, bounding_box_format="yxyx", **kwargs):
+                 max_detections=100, bounding_box_format="yxyx", portable=False, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.bounding_box_format = bounding_box_format
@@ -31,30 +34,36 @@ class DetectionDecoder(keras.layers.Layer):
         self.nms_iou = float(nms_iou)
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
+        self.portable = bool(portable)
 
     def call(self, rois, valid, class_logits, box_deltas, image_sizes, scales=None):
         scores = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[..., 1:]
         scores = tf.where(valid[..., None], scores, 0.0)
         boxes = box_ops.clip(box_ops.decode(rois, tf.cast(box_deltas, tf.float32), self.box_std),
                              image_sizes)
-        nmsed = tf.image.combined_non_max_suppression(
-            boxes[:, :, None, :], scores,
-            max_output_size_per_class=self.max_detections, max_total_size=self.max_detections,
-            iou_threshold=self.nms_iou, score_threshold=self.score_threshold,
-            pad_per_class=False, clip_boxes=False)
-        count = nmsed.valid_detections
-        present = tf.range(self.max_detections)[None, :] < count[:, None]
-        boxes = nmsed.nmsed_boxes
+        m = self.max_detections
+        if self.portable:
+            boxes, confidence, classes, count = per_class_nms(
+                boxes, scores, image_sizes, m, self.nms_iou, self.score_threshold)
+        else:
+            nmsed = tf.image.combined_non_max_suppression(
+                boxes[:, :, None, :], scores, max_output_size_per_class=m, max_total_size=m,
+                iou_threshold=self.nms_iou, score_threshold=self.score_threshold,
+                pad_per_class=False, clip_boxes=False)
+            boxes, confidence, count = (nmsed.nmsed_boxes, nmsed.nmsed_scores,
+                                        nmsed.valid_detections)
+            classes = tf.cast(nmsed.nmsed_classes, tf.int32)
+        present = tf.range(m)[None, :] < count[:, None]
         if scales is not None:
             boxes = boxes / tf.tile(tf.cast(scales, tf.float32), [1, 2])[:, None, :]
         return {
             "boxes": to_model_format(boxes, self.bounding_box_format),
-            "confidence": nmsed.nmsed_scores,
-            "labels": tf.where(present, tf.cast(nmsed.nmsed_classes, tf.int32), -1),
+            "confidence": confidence,
+            "labels": tf.where(present, classes, -1),
             "num_detections": count,
         }
 
     def get_config(self):
         return {**super().get_config(), "box_std": list(self.box_std), "nms_iou": self.nms_iou,
                 "score_threshold": self.score_threshold, "max_detections": self.max_detections,
-                "bounding_box_format": self.bounding_box_format}
+                "bounding_box_format": self.bounding_box_format, "portable": self.portable}

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from rfcn_tf.layers.psroi_pool import PSRoIPool
+from rfcn_tf.layers.sampling import IMPLEMENTATIONS, crop_and_resize
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
@@ -35,13 +36,18 @@ class RoIAlign(keras.layers.Layer):
     """Features ``[B, H, W, C]`` + rois ``[B, R, 4]`` yxyx pixels → crops
     ``[B·R, crop_size, crop_size, C]``: one bilinear sample at the centre of each bin
     (``start = y·scale − 0.5``; clamped within one cell of the border, 0 beyond — the rule
-    of PSRoIPool's align mode), via ``crop_and_resize``."""
+    of PSRoIPool's align mode), via ``crop_and_resize`` (``implementation`` as PSRoIPool's)."""
 
-    def __init__(self, crop_size=14, spatial_scale=1.0 / 16, **kwargs):
+    def __init__(self, crop_size=14, spatial_scale=1.0 / 16, implementation="crop_and_resize",
+                 **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.crop_size = int(crop_size)
         self.spatial_scale = float(spatial_scale)
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"RoIAlign: `implementation` must be one of {IMPLEMENTATIONS}, "
+                             f"got {implementation!r}")
+        self.implementation = implementation
 
     def call(self, features, rois):
         dtype = features.dtype
@@ -59,8 +65,9 @@ class RoIAlign(keras.layers.Layer):
         extent = tf.cast(tf.maximum(shape[1:3] - 1, 1), tf.float32)
         boxes = tf.concat([first / extent, last / extent], axis=-1)
         box_indices = tf.repeat(tf.range(tf.shape(rois)[0]), tf.shape(rois)[1])
-        crops = tf.image.crop_and_resize(padded, tf.reshape(boxes, [-1, 4]), box_indices,
-                                         [self.crop_size, self.crop_size])
+        crops = crop_and_resize(padded, tf.reshape(boxes, [-1, 4]), box_indices,
+                                [self.crop_size, self.crop_size],
+                                implementation=self.implementation)
         return tf.cast(crops, dtype)
 
     def compute_output_shape(self, features_shape, rois_shape):
@@ -68,7 +75,7 @@ class RoIAlign(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "crop_size": self.crop_size,
-                "spatial_scale": self.spatial_scale}
+                "spatial_scale": self.spatial_scale, "implementation": self.implementation}
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
@@ -91,7 +98,7 @@ class RFCNHead:
     map_names = ("class_maps", "box_maps")
 
     def __init__(self, num_classes, conv5, k=7, channels=1024, psroi_mode="align",
-                 samples_per_bin=2, spatial_scale=1.0 / 16):
+                 samples_per_bin=2, spatial_scale=1.0 / 16, implementation="crop_and_resize"):
         init = keras.initializers.RandomNormal(stddev=0.01)
         self.conv5 = conv5
         self.reduce = keras.layers.Conv2D(channels, 1, activation="relu", name="reduce")
@@ -100,7 +107,7 @@ class RFCNHead:
         self.box_maps = keras.layers.Conv2D(4 * k * k, 1, kernel_initializer=init,
                                             name="box_maps")
         pool = dict(k=k, spatial_scale=spatial_scale, samples_per_bin=samples_per_bin,
-                    mode=psroi_mode)
+                    mode=psroi_mode, implementation=implementation)
         self.class_pool = PSRoIPool(**pool, name="class_pool")
         self.box_pool = PSRoIPool(**pool, name="box_pool")
         self.class_vote = Vote(name="class_vote")
@@ -121,9 +128,10 @@ class FasterRCNNHead:
 
     map_names = ("conv4",)
 
-    def __init__(self, num_classes, conv5, crop_size=14, spatial_scale=1.0 / 16):
+    def __init__(self, num_classes, conv5, crop_size=14, spatial_scale=1.0 / 16,
+                 implementation="crop_and_resize"):
         self.conv5 = conv5
-        self.crops = RoIAlign(crop_size, spatial_scale, name="roi_align")
+        self.crops = RoIAlign(crop_size, spatial_scale, implementation, name="roi_align")
         self.pool = keras.layers.GlobalAveragePooling2D(name="avg_pool")
         self.class_logits = keras.layers.Dense(
             num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from rfcn_tf import boxes as box_ops
+from rfcn_tf.layers import nms
 from rfcn_tf.layers.rpn import flatten_rpn
 
 _MASKED = -1e30  # the score of an anchor that may not become a proposal
@@ -50,7 +51,7 @@ class ProposalLayer(keras.layers.Layer):
         big_enough = (heights > self.min_size) & (widths > self.min_size)
         logits = tf.where(big_enough, logits, _MASKED)
 
-        keep, count = _nms_per_image(proposals, logits, post_nms, self.nms_iou)
+        keep, count = nms.nms_per_image(proposals, logits, post_nms, self.nms_iou, _MASKED / 2)
         valid = tf.range(post_nms)[None, :] < count[:, None]
         proposals = tf.where(valid[..., None], tf.gather(proposals, keep, batch_dims=1), 0.0)
         scores = tf.where(valid, tf.gather(logits, keep, batch_dims=1), _MASKED)
@@ -61,21 +62,3 @@ class ProposalLayer(keras.layers.Layer):
                 "post_nms_train": self.post_nms_train, "pre_nms_test": self.pre_nms_test,
                 "post_nms_test": self.post_nms_test, "nms_iou": self.nms_iou,
                 "min_size": self.min_size}
-
-
-def _nms_per_image(proposals, scores, max_output, iou_threshold):
-    """Greedy NMS of each image: ``[B, N, 4]``, ``[B, N]`` → kept indices ``[B, max_output]``
-    (0-padded, best first) and their count ``[B]``; masked scores never survive.
-
-    One C++ NMS kernel call per image: on CPU it is ~4× faster than the batched
-    ``non_max_suppression_padded`` (a tiled algorithm written for accelerators) and keeps
-    the same boxes.
-    """
-    def one(args):
-        keep = tf.image.non_max_suppression(args[0], args[1], max_output, iou_threshold,
-                                            score_threshold=_MASKED / 2)
-        count = tf.size(keep)
-        return tf.pad(keep, [[0, max_output - count]]), count
-
-    return tf.map_fn(one, (proposals, scores), fn_output_signature=(
-        tf.TensorSpec([max_output], tf.int32), tf.TensorSpec([], tf.int32)))

@@ -1,10 +1,12 @@
-"""Position-sensitive RoI pooling (R-FCN) built on ``tf.image.crop_and_resize``."""
+"""Position-sensitive RoI pooling (R-FCN) built on bilinear crops (``layers.sampling``)."""
 
 import math
 import numbers
 
 import keras
 import tensorflow as tf
+
+from rfcn_tf.layers.sampling import IMPLEMENTATIONS, crop_and_resize
 
 _MODES = ("align", "crop")
 _CROP_DTYPES = (tf.float16, tf.float32, tf.float64)
@@ -56,11 +58,16 @@ class PSRoIPool(keras.layers.Layer):
     corner). R = 0 gives ``[B, 0, k, k, D]``. RoIs are kept in float32 (the layer does
     not autocast its inputs; the output has the layer's compute dtype).
 
+    ``implementation``: ``"crop_and_resize"`` (default; TensorFlow's kernel, the faster on
+    CPU) or ``"gather"`` (the same values from GATHER and arithmetic, for TFLite built-ins
+    and ONNX; see ``layers.sampling``).
+
     Gradients flow to ``score_maps`` only: the RoI coordinates are treated as
     constants (the paper's approximate joint training).
     """
 
-    def __init__(self, k=7, spatial_scale=1.0 / 16, samples_per_bin=2, mode="align", **kwargs):
+    def __init__(self, k=7, spatial_scale=1.0 / 16, samples_per_bin=2, mode="align",
+                 implementation="crop_and_resize", **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.k = _positive_int(k, "k")
@@ -68,6 +75,10 @@ class PSRoIPool(keras.layers.Layer):
         if mode not in _MODES:
             raise ValueError(f"PSRoIPool: `mode` must be one of {_MODES}, got {mode!r}")
         self.mode = mode
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"PSRoIPool: `implementation` must be one of {IMPLEMENTATIONS}, "
+                             f"got {implementation!r}")
+        self.implementation = implementation
         if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, numbers.Real):
             raise ValueError(
                 f"PSRoIPool: `spatial_scale` must be a positive number, got {spatial_scale!r}"
@@ -85,6 +96,7 @@ class PSRoIPool(keras.layers.Layer):
             spatial_scale=self.spatial_scale,
             samples_per_bin=self.samples_per_bin,
             mode=self.mode,
+            implementation=self.implementation,
         )
         return config
 
@@ -185,13 +197,12 @@ class PSRoIPool(keras.layers.Layer):
             tf.range(k2), [1, 1, k, k]
         )
         box_indices = tf.broadcast_to(box_indices, grid)
-        crops = tf.image.crop_and_resize(
+        crops = crop_and_resize(
             maps,
             tf.reshape(boxes, [-1, 4]),
             tf.reshape(box_indices, [-1]),
             [n, n],
-            method="bilinear",
-            extrapolation_value=0.0,
+            implementation=self.implementation,
         )  # [B*R*k², n, n, D]
         values = tf.reduce_mean(crops, axis=[1, 2])
         values = tf.reshape(values, [batch, rois_shape[1], k, k, depth])

@@ -23,18 +23,26 @@ class ImageResizer(keras.layers.Layer):
 
     ``min_side`` may list several sides (multi-scale training): in training an image that
     already has the size of any of them (``make_pipeline`` picks one per image) is kept.
+
+    ``portable``: images of a size known when the graph is built (an export's fixed input)
+    are resized by two constant matrix products, which TFLite and ONNX have built in, instead
+    of ``tf.image.resize``'s antialiased kernel; the matrices are that kernel's own weights.
     """
 
-    def __init__(self, min_side=600, max_side=1000, **kwargs):
+    def __init__(self, min_side=600, max_side=1000, portable=False, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         sides = (min_side,) if isinstance(min_side, int) else tuple(min_side)
         self.min_side = tuple(sorted(int(s) for s in sides))
         self.max_side = int(max_side)
+        self.portable = bool(portable)
 
     def call(self, images, image_sizes=None, training=False):
+        static = image_sizes is None and tf.TensorShape(images.shape)[1:3].is_fully_defined()
         images, image_sizes = check_images(images, image_sizes)
         images = tf.cast(images, tf.float32)
+        if self.portable and static:
+            return self._resize_known_size(images)
         sides = tf.constant(self.min_side, tf.float32)
         candidates = resized_size(image_sizes[None], sides[:, None], self.max_side)  # [S, B, 2]
         target = candidates[-1]
@@ -56,8 +64,36 @@ class ImageResizer(keras.layers.Layer):
         resized = tf.cond(tf.reduce_all(target == image_sizes), lambda: images, resize_each)
         return resized, target, scales
 
+    def _resize_known_size(self, images):
+        """Every image ``[H, W]`` (known now) → its target size by ``rows @ image @ colsᵀ``."""
+        height, width = images.shape[1:3]
+        with tf.init_scope():  # computed once, eagerly: constants of the graph
+            size = resized_size(tf.constant([height, width]), max(self.min_side), self.max_side)
+            new_height, new_width = (int(v) for v in size.numpy())
+            scale = (tf.cast(size, tf.float32) / tf.constant([height, width], tf.float32)).numpy()
+            rows = _resize_matrix(height, new_height)
+            cols = _resize_matrix(width, new_width)
+        batch = tf.shape(images)[0]
+        sizes = tf.tile(tf.constant([[new_height, new_width]], tf.int32), [batch, 1])
+        scales = tf.tile(tf.constant(scale[None]), [batch, 1])
+        if (new_height, new_width) == (height, width):
+            return images, sizes, scales
+        planes = tf.transpose(images, [0, 3, 1, 2])  # [B, 3, H, W]
+        planes = tf.matmul(tf.matmul(rows, planes), cols, transpose_b=True)
+        return tf.transpose(planes, [0, 2, 3, 1]), sizes, scales
+
     def get_config(self):
-        return {**super().get_config(), "min_side": list(self.min_side), "max_side": self.max_side}
+        return {**super().get_config(), "min_side": list(self.min_side),
+                "max_side": self.max_side, "portable": self.portable}
+
+
+def _resize_matrix(size, new_size):
+    """``[new_size, size]`` float32: ``resize_image``'s weights along one axis (it is
+    separable), read off by resizing the identity."""
+    if new_size == size:
+        return tf.eye(size)
+    columns = resize_image(tf.eye(size)[:, None, :size], tf.constant([new_size, 1]))
+    return columns[:, 0, :]
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")

@@ -1,0 +1,134 @@
+"""The model as a fixed-size graph of portable ops, converted to TFLite or ONNX.
+
+``portable_model`` rebuilds a model with ``RFCNConfig.portable`` (bilinear crops by gather,
+NMS one image at a time, the resize as matrix products: ops TFLite has built in and ONNX
+expresses) and the same weights. ``frozen_function`` traces it for one image of a size
+fixed at export (the model's own resize runs inside, so any ``input_size`` works) with the
+weights as constants, which lets the converters fold BatchNorm into the convolutions.
+``to_tflite`` and ``to_onnx`` convert that function.
+"""
+
+import numbers
+import tempfile
+
+import tensorflow as tf
+
+from rfcn_tf.model import RFCN
+
+OUTPUTS = ("boxes", "confidence", "labels", "num_detections")
+QUANTIZATIONS = ("none", "float16", "dynamic_int8")
+ONNX_OPSET = 17
+MAX_INPUT_SIDE = 8192
+
+
+def portable_model(model):
+    """``model`` rebuilt with ``portable=True`` and its weights (``model`` itself if it is
+    portable already)."""
+    if model.config.portable:
+        return model
+    config = model.get_config()
+    config["config"] = {**config["config"], "portable": True}
+    twin = RFCN.from_config(config)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def default_input_size(config):
+    """The size an export takes when none is asked for: a landscape image already at the
+    model's scale (shorter side ``min_side``, longer ``max_side``), so no resize runs."""
+    side = max(config.min_side) if isinstance(config.min_side, tuple) else config.min_side
+    return (side, config.max_side)
+
+
+def check_input_size(input_size, config):
+    """``input_size`` ((height, width) or None → ``default_input_size``) as two ints in
+    1..``MAX_INPUT_SIDE``; ValueError otherwise."""
+    if input_size is None:
+        return default_input_size(config)
+    size = tuple(input_size)
+    if len(size) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                 and 1 <= v <= MAX_INPUT_SIDE for v in size):
+        raise ValueError(f"input_size must be (height, width), two integers in 1..{MAX_INPUT_SIDE}; "
+                         f"got {input_size!r}")
+    return tuple(int(v) for v in size)
+
+
+def frozen_function(model, input_size):
+    """A ``tf.function``: ``images [1, H, W, 3]`` float32 RGB 0..255 → the detections dict
+    (``OUTPUTS``), computed by ``portable_model(model)`` with its weights frozen in."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    height, width = input_size
+    twin = portable_model(model)
+    spec = [tf.TensorSpec([1, height, width, 3], tf.float32, name="images")]
+
+    @tf.function(input_signature=spec)
+    def detect(images):
+        return twin({"images": images, "image_sizes": None}, training=False)
+
+    frozen = convert_variables_to_constants_v2(detect.get_concrete_function())
+    # The frozen function returns its outputs flat, in the sorted order of the dict's keys.
+    return tf.function(lambda images: dict(zip(sorted(OUTPUTS), frozen(images))),
+                       input_signature=spec)
+
+
+def to_tflite(model, input_size, quantization="none"):
+    """The model as ``.tflite`` bytes: TFLite built-in ops only (no Flex), one signature
+    ``serving_default``: ``images`` → ``OUTPUTS``. quantization: ``"none"`` (float32),
+    ``"float16"`` (weights stored as float16) or ``"dynamic_int8"`` (int8 weights,
+    activations quantised on the fly)."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}; got {quantization!r}")
+    function = frozen_function(model, input_size)
+    with tempfile.TemporaryDirectory() as directory:
+        # Through a SavedModel: the converter keeps the signature's input and output names.
+        tf.saved_model.save(tf.Module(), directory,
+                            signatures={"serving_default": function.get_concrete_function()})
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory, ["serving_default"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantization != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter raises its own ConverterError
+            raise ValueError(
+                "this model cannot be written with TFLite's built-in ops "
+                f"(config backbone={model.config.backbone!r}, head={model.config.head!r}): "
+                f"{_first_errors(error)}") from error
+
+
+def to_onnx(model, input_size, opset=ONNX_OPSET):
+    """The model as an ONNX ``ModelProto`` (``tf2onnx``, ``opset``): input ``images``,
+    outputs ``OUTPUTS``."""
+    try:
+        import tf2onnx
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            "ONNX export needs tf2onnx: pip install 'rfcn_tf[onnx]'", name="tf2onnx") from error
+    function = frozen_function(model, input_size)
+    try:
+        proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=function.input_signature, opset=opset)
+    except Exception as error:
+        raise ValueError(f"tf2onnx could not convert this model at opset {opset}: "
+                         f"{_first_errors(error)}") from error
+    return proto
+
+
+def tflite_ops(model_bytes):
+    """The op names of a ``.tflite`` model (built-ins by name; Flex ops start with "Flex")."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    interpreter = Interpreter(model_content=model_bytes)
+    return sorted({op["op_name"] for op in interpreter._get_ops_details()})
+
+
+def _first_errors(error, limit=5):
+    lines = [line.strip() for line in str(error).splitlines() if "error:" in line]
+    return "; ".join(dict.fromkeys(lines[:limit])) or str(error).splitlines()[0]
+
