@@ -38,7 +38,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (ValueError, OSError) as error:  # OSError: FileNotFoundError, FileExistsError, …
+    except (ValueError, OSError, ImportError) as error:  # FileNotFoundError, …; a missing extra
         print(f"rfcn-tf {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0 if result is None else int(result)

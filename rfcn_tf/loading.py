@@ -1,10 +1,15 @@
-"""A detector from any saved form: a ``.keras`` file or a SavedModel (``rfcn_tf.export``).
+"""A detector from any saved form: a ``.keras`` file, a SavedModel, or a TFLite or ONNX
+export (``rfcn_tf.export``).
 
 Every detector maps ``inputs`` — images ``[B, H, W, 3]`` uint8/float 0..255, a list of
 ``[H, W, 3]`` images, or ``{"images", "image_sizes"}`` (``rfcn_tf.pack_images``) — to
 numpy ``{"boxes": [B, M, 4] absolute pixels of the inputs, yxyx, "confidence": [B, M],
 "labels": [B, M] int32 (-1 padding), "num_detections": [B] int32}``, whatever the
 model's ``bounding_box_format``.
+
+A TFLite or ONNX export takes one image of a fixed size: each image is scaled (aspect kept)
+to fit that size, zero padded at the bottom/right, and its boxes scaled back, so at the
+export's own size the detections are the model's, and close to them at other sizes.
 """
 
 import json
@@ -14,7 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from rfcn_tf.config import RFCNConfig
-from rfcn_tf.export import CONFIG_FILE, EXTRA_DIR, LABELS_FILE, load_keras, numeric_versions
+from rfcn_tf.export import (CONFIG_FILE, EXPORT_FILE, EXTRA_DIR, LABELS_FILE, MODEL_FILES,
+                            load_keras, numeric_versions)
+from rfcn_tf.image_scale import resize_image
 from rfcn_tf.inputs import as_model_inputs, check_images, from_model_format
 from rfcn_tf.signatures import PADDED_SIGNATURE
 
@@ -32,23 +39,29 @@ class Detector:
 
 
 def load_detector(path):
-    """A ``.keras`` file, a SavedModel version directory, or its parent (the highest
-    version is taken) → ``(detector, class_names or None)`` (a ``Detector``)."""
+    """A ``.keras`` file, an export's version directory (SavedModel, TFLite or ONNX), or
+    its parent (the highest version is taken) → ``(detector, class_names or None)`` (a
+    ``Detector``)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".keras"):
-            raise ValueError(f"{path}: expected a .keras file or a SavedModel directory")
+            raise ValueError(f"{path}: expected a .keras file or an export directory "
+                             "(rfcn-tf export)")
         return keras_detector(load_keras(path))
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no model at {path}")
-    if not _is_saved_model(path):
+    if _export_kind(path) is None:
         versions = [v for v in numeric_versions(path)
-                    if _is_saved_model(os.path.join(path, str(v)))]
+                    if _export_kind(os.path.join(path, str(v)))]
         if not versions:
-            raise FileNotFoundError(f"{path} holds neither a SavedModel (saved_model.pb) nor "
-                                    "numeric version directories with one")
+            raise FileNotFoundError(f"{path} holds neither an export (saved_model.pb, "
+                                    "model.tflite or model.onnx) nor numeric version "
+                                    "directories with one")
         path = os.path.join(path, str(versions[-1]))
-    return _saved_model_detector(path)
+    kind = _export_kind(path)
+    if kind == "saved_model":
+        return _saved_model_detector(path)
+    return _portable_detector(path, kind)
 
 
 def keras_detector(model):
@@ -64,9 +77,14 @@ def keras_detector(model):
     return detector, detector.class_names
 
 
-def _is_saved_model(path):
-    return any(os.path.isfile(os.path.join(path, f))
-               for f in ("saved_model.pb", "saved_model.pbtxt"))
+def _export_kind(path):
+    """"saved_model", "tflite", "onnx" or None: what the directory ``path`` holds."""
+    if any(os.path.isfile(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
+        return "saved_model"
+    for kind, filename in MODEL_FILES.items():
+        if os.path.isfile(os.path.join(path, filename)):
+            return kind
+    return None
 
 
 def _saved_model_detector(path):
@@ -81,12 +99,65 @@ def _saved_model_detector(path):
                                                   image_sizes=sizes)
         return {k: v.numpy() for k, v in out.items()}
 
-    extra = os.path.join(path, EXTRA_DIR)
-    names = None
-    if os.path.isfile(os.path.join(extra, LABELS_FILE)):
-        with open(os.path.join(extra, LABELS_FILE), encoding="utf-8") as f:
-            names = [line.rstrip("\n") for line in f]
-    with open(os.path.join(extra, CONFIG_FILE), encoding="utf-8") as f:
-        config = RFCNConfig.from_dict(json.load(f))
+    config, names = _read_extras(os.path.join(path, EXTRA_DIR))
     detector = Detector(detect, config, names)
     return detector, detector.class_names
+
+
+def _read_extras(directory):
+    names = None
+    if os.path.isfile(os.path.join(directory, LABELS_FILE)):
+        with open(os.path.join(directory, LABELS_FILE), encoding="utf-8") as f:
+            names = [line.rstrip("\n") for line in f]
+    with open(os.path.join(directory, CONFIG_FILE), encoding="utf-8") as f:
+        config = RFCNConfig.from_dict(json.load(f))
+    return config, names
+
+
+def _portable_detector(path, kind, num_threads=None):
+    """A TFLite (``ai-edge-litert``) or ONNX (``onnxruntime``) export as a ``Detector``."""
+    config, names = _read_extras(path)
+    with open(os.path.join(path, EXPORT_FILE), encoding="utf-8") as f:
+        height, width = json.load(f)["input_size"]
+    run = _runtime(os.path.join(path, MODEL_FILES[kind]), kind, num_threads or os.cpu_count())
+
+    def detect(inputs):
+        images, sizes = check_images(**as_model_inputs(inputs))
+        results = []
+        for image, (h, w) in zip(tf.unstack(images), sizes.numpy()):
+            scale = min(height / h, width / w)
+            new = (min(height, round(h * scale)), min(width, round(w * scale)))
+            fitted = resize_image(image[:h, :w], tf.constant(new, tf.int32)).numpy()
+            canvas = np.zeros((1, height, width, 3), np.float32)
+            canvas[0, : new[0], : new[1]] = fitted
+            out = run(canvas)
+            out["boxes"] = np.asarray(from_model_format(out["boxes"], config.bounding_box_format))
+            boxes = out["boxes"] / np.tile([new[0] / h, new[1] / w], 2)
+            out["boxes"] = np.clip(boxes, 0, np.tile([h, w], 2)).astype(np.float32)
+            results.append(out)
+        return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+
+    detector = Detector(detect, config, names)
+    return detector, detector.class_names
+
+
+def _runtime(model_file, kind, num_threads):
+    """``images [1, H, W, 3] float32 → {name: array}`` in LiteRT or onnxruntime."""
+    if kind == "tflite":
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as error:
+            raise ModuleNotFoundError("running a TFLite export needs ai-edge-litert: "
+                                      "pip install 'rfcn_tf[tflite]'", name="ai_edge_litert") from error
+        runner = Interpreter(model_path=model_file, num_threads=num_threads).get_signature_runner()
+        return lambda images: runner(images=images)
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ModuleNotFoundError("running an ONNX export needs onnxruntime: "
+                                  "pip install 'rfcn_tf[onnx]'", name="onnxruntime") from error
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    session = onnxruntime.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    return lambda images: dict(zip(outputs, session.run(outputs, {"images": images})))

@@ -231,6 +231,44 @@ def test_export_versions_and_refuses_to_overwrite(trained, exported, capsys):
     assert sorted(os.listdir(exported)) == before  # nothing written, no staging left over
 
 
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_export_tflite_and_onnx_evaluate_like_the_keras_model(fmt, trained, tfds_dir, api_result,
+                                                              tmp_path, capsys):
+    export_dir = tmp_path / fmt
+    assert run_cli("export", "--model", trained / "final.keras", "--format", fmt,
+                   "--export-dir", export_dir) == 0
+    version = export_dir / "1"
+    assert (version / f"model.{fmt}").is_file()
+    assert (version / "labels.txt").read_text().split() == SHAPES
+    info = json.loads((version / "export.json").read_text())
+    assert info["input_size"] == [128, 128]  # the trained model's scale (SIZE)
+    assert f"model.{fmt}" in capsys.readouterr().out
+
+    output = tmp_path / "result.json"
+    assert run_cli("evaluate", "--model", export_dir, "--dataset", "rfcn_shapes/tiny",
+                   "--data-dir", tfds_dir, "--split", "test", *SIZE, "--batch-size", "4",
+                   "--output", output) == 0
+    result = check_result_json(output)
+    assert result["num_detections"] == api_result["num_detections"]
+    assert sum(api_result["num_detections"].values()) > 0
+    assert result["mAP"] == pytest.approx(api_result["mAP"], abs=1e-3)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--format", "onnx", "--quantize", "float16"], "--quantize applies to --format tflite"),
+    (["--input-size", "100", "100"], "--input-size applies to tflite and onnx"),
+    (["--format", "tflite", "--opset", "13"], "--opset applies to --format onnx"),
+    (["--format", "tflite", "--input-size", "0", "100"], "input_size must be"),
+])
+def test_export_option_errors_write_nothing(args, message, trained, tmp_path, capsys):
+    status = run_cli("export", "--model", trained / "final.keras", "--export-dir",
+                     tmp_path / "out", *args)
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rfcn-tf export: error:") and message in err
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------ predict
 def test_predict_writes_json_and_pictures_and_reports_unreadable_files(trained, exported, tmp_path,
                                                                        capsys):

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from rfcn_tf.layers.psroi_pool import PSRoIPool
+from rfcn_tf.layers.sampling import IMPLEMENTATIONS
 from tests import reference_psroi as ref
 
 ATOL = 1e-5
@@ -64,13 +65,15 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("mode", ["align", "crop"])
 @pytest.mark.parametrize("k,n,depth,height,width,batch,scale", CASES)
-def test_matches_reference(mode, k, n, depth, height, width, batch, scale):
+def test_matches_reference(mode, k, n, depth, height, width, batch, scale, implementation):
     rng = np.random.default_rng([k, n, depth, height, width, mode == "align"])
     maps = rng.normal(size=(batch, height, width, k * k * depth)).astype(np.float32)
     rois = _rois(rng, height, width, scale, batch)
-    out = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode)(maps, rois)
+    out = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode,
+                    implementation=implementation)(maps, rois)
     assert out.shape == (batch, rois.shape[1], k, k, depth)
     expected = ref.psroi_pool(maps, rois, k, scale, n, mode)
     np.testing.assert_allclose(out.numpy(), expected, atol=ATOL, rtol=RTOL)
@@ -188,14 +191,16 @@ def test_zero_area_roi_samples_one_point(mode):
     )
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("mode", ["align", "crop"])
-def test_gradient_matches_numpy_adjoint(mode):
+def test_gradient_matches_numpy_adjoint(mode, implementation):
     rng = np.random.default_rng(11)
     k, n, depth, height, width, scale = 3, 2, 2, 5, 6, 1 / 16
     maps = tf.constant(rng.normal(size=(2, height, width, k * k * depth)), tf.float32)
     rois = tf.constant(_rois(rng, height, width, scale, 2))
     weights = rng.normal(size=(2, rois.shape[1], k, k, depth)).astype(np.float32)
-    layer = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode)
+    layer = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode,
+                      implementation=implementation)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([maps, rois])
         loss = tf.reduce_sum(layer(maps, rois) * weights)
@@ -259,11 +264,13 @@ def test_dynamic_shapes_in_tf_function():
 
 
 def test_config_round_trip():
-    layer = PSRoIPool(k=5, spatial_scale=0.125, samples_per_bin=3, mode="crop", name="ps")
+    layer = PSRoIPool(k=5, spatial_scale=0.125, samples_per_bin=3, mode="crop",
+                      implementation="gather", name="ps")
     config = layer.get_config()
-    assert {key: config[key] for key in ("k", "spatial_scale", "samples_per_bin", "mode")} == {
-        "k": 5, "spatial_scale": 0.125, "samples_per_bin": 3, "mode": "crop"
-    }
+    keys = ("k", "spatial_scale", "samples_per_bin", "mode", "implementation")
+    assert {key: config[key] for key in keys} == {
+        "k": 5, "spatial_scale": 0.125, "samples_per_bin": 3, "mode": "crop",
+        "implementation": "gather"}
     clone = PSRoIPool.from_config(config)
     assert clone.get_config() == config
     rng = np.random.default_rng(4)
@@ -313,6 +320,7 @@ def test_mixed_precision_output_dtype():
         ({"k": 2.5}, "`k` must be an integer >= 1"),
         ({"samples_per_bin": 0}, "`samples_per_bin` must be an integer >= 1"),
         ({"mode": "max"}, "`mode` must be one of"),
+        ({"implementation": "roi_align"}, "`implementation` must be one of"),
         ({"spatial_scale": 0.0}, "`spatial_scale` must be a positive number"),
         ({"spatial_scale": float("nan")}, "`spatial_scale` must be a positive number"),
     ],

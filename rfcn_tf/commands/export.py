@@ -1,8 +1,10 @@
-"""``rfcn-tf export``: a ``.keras`` model → a versioned SavedModel for TF Serving."""
+"""``rfcn-tf export``: a ``.keras`` model → a versioned SavedModel (TF Serving), TFLite or
+ONNX export."""
 
 import os
 
-from rfcn_tf.export import export_saved_model
+from rfcn_tf.export import DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite
+from rfcn_tf.portable import ONNX_OPSET, QUANTIZATIONS
 from rfcn_tf.signatures import PADDED_SIGNATURE
 
 CLASS_NAMES_HELP = "comma-separated names or a file with one per line (default: the model's)"
@@ -20,17 +22,50 @@ def parse_class_names(value):
 
 def add_arguments(parser):
     parser.add_argument("--model", required=True, help="the trained model, a .keras file")
-    parser.add_argument("--export-dir", default="saved_models/rfcn",
-                        help="versions go to EXPORT_DIR/VERSION (default saved_models/rfcn)")
+    parser.add_argument("--format", choices=FORMATS, default="saved_model",
+                        help="saved_model (TF Serving; any image size), tflite (TFLite built-in "
+                             "ops only) or onnx; the last two take one image of --input-size")
+    parser.add_argument("--export-dir", default=None,
+                        help="versions go to EXPORT_DIR/VERSION (default "
+                             + ", ".join(f"{d} for {f}" for f, d in DEFAULT_DIRS.items()) + ")")
     parser.add_argument("--version", type=int, default=None,
                         help="version number (default: one more than the highest present, or 1)")
     parser.add_argument("--class-names", default=None, help=CLASS_NAMES_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        default=None,
+                        help="tflite/onnx: the fixed image size the export takes (the model "
+                             "resizes it to its own scale inside; default: the model's scale, "
+                             "MIN_SIDE MAX_SIDE)")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                        help="tflite: store weights as float16, or as int8 with activations "
+                             "quantised on the fly (dynamic_int8); default none (float32)")
+    parser.add_argument("--opset", type=int, default=ONNX_OPSET,
+                        help=f"onnx: the ONNX opset (default {ONNX_OPSET})")
 
 
 def run(args):
-    path = export_saved_model(args.model, args.export_dir, version=args.version,
-                              class_names=parse_class_names(args.class_names),
-                              overwrite=args.overwrite)
-    print(f"wrote {path} (signatures serving_default, serving_bytes, {PADDED_SIGNATURE})")
+    fmt = args.format
+    if fmt != "tflite" and args.quantize != "none":
+        raise ValueError(f"--quantize applies to --format tflite, not {fmt}")
+    if fmt == "saved_model" and args.input_size is not None:
+        raise ValueError("--input-size applies to tflite and onnx; a SavedModel takes any size")
+    if fmt != "onnx" and args.opset != ONNX_OPSET:
+        raise ValueError(f"--opset applies to --format onnx, not {fmt}")
+    common = dict(version=args.version, class_names=parse_class_names(args.class_names),
+                  overwrite=args.overwrite)
+    export_dir = args.export_dir or DEFAULT_DIRS[fmt]
+    if fmt == "saved_model":
+        path = export_saved_model(args.model, export_dir, **common)
+        print(f"wrote {path} (signatures serving_default, serving_bytes, {PADDED_SIGNATURE})")
+    elif fmt == "tflite":
+        path = export_tflite(args.model, export_dir, input_size=args.input_size,
+                             quantization=args.quantize, **common)
+        print(f"wrote {path}/model.tflite (TFLite built-in ops; input images [1, H, W, 3] "
+              "float32 RGB 0..255)")
+    else:
+        path = export_onnx(args.model, export_dir, input_size=args.input_size,
+                           opset=args.opset, **common)
+        print(f"wrote {path}/model.onnx (opset {args.opset}; input images [1, H, W, 3] "
+              "float32 RGB 0..255)")
     return None
