@@ -1,8 +1,9 @@
 """PSRoIPool speed at the paper's shapes: forward and forward+backward, in ms.
 
 Score maps 1×38×63×(7²·21) (a 600×1000 image at stride 16, VOC's 21 classes), k = 7,
-random plausible RoIs, both modes, 300 / 1000 / 2000 RoIs; `tf.function`, warm-up,
-then the median of `--repeats` runs.
+random plausible RoIs, both modes, 300 / 1000 / 2000 RoIs, both implementations
+(`crop_and_resize`, the default, and `gather`, the TFLite/ONNX formulation); `tf.function`,
+warm-up, then the median of `--repeats` runs.
 
     python benchmarks/bench_psroi_pool.py --repeats 10
 """
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from rfcn_tf.layers.psroi_pool import PSRoIPool
+from rfcn_tf.layers.sampling import IMPLEMENTATIONS
 from timing import environment, median_ms, random_rois
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 600, 1000
@@ -21,9 +23,10 @@ K = 7
 CLASSES = 21
 
 
-def bench(mode, num_rois, repeats, samples_per_bin, rng):
+def bench(mode, num_rois, repeats, samples_per_bin, rng, implementation="crop_and_resize"):
     """Median (forward ms, forward+backward ms) for one configuration."""
-    layer = PSRoIPool(k=K, spatial_scale=1.0 / STRIDE, samples_per_bin=samples_per_bin, mode=mode)
+    layer = PSRoIPool(k=K, spatial_scale=1.0 / STRIDE, samples_per_bin=samples_per_bin, mode=mode,
+                      implementation=implementation)
     height = -(-IMAGE_HEIGHT // STRIDE)
     width = -(-IMAGE_WIDTH // STRIDE)
     maps = tf.constant(rng.normal(size=(1, height, width, K * K * CLASSES)), tf.float32)
@@ -51,6 +54,8 @@ def main(argv=None):
     parser.add_argument("--rois", type=int, nargs="+", default=[300, 1000, 2000])
     parser.add_argument("--modes", nargs="+", default=["align", "crop"], choices=["align", "crop"])
     parser.add_argument("--samples-per-bin", type=int, default=2)
+    parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS),
+                        choices=IMPLEMENTATIONS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -60,11 +65,13 @@ def main(argv=None):
         f"PSRoIPool  maps 1x38x63x{K * K * CLASSES}  k={K}  n={args.samples_per_bin}  "
         f"median of {args.repeats}  {environment()}"
     )
-    print(f"{'mode':<6} {'RoIs':>5} {'forward ms':>11} {'fwd+bwd ms':>11}")
+    print(f"{'mode':<6} {'implementation':<16} {'RoIs':>5} {'forward ms':>11} {'fwd+bwd ms':>11}")
     for mode in args.modes:
-        for num_rois in args.rois:
-            fwd, fwd_bwd = bench(mode, num_rois, args.repeats, args.samples_per_bin, rng)
-            print(f"{mode:<6} {num_rois:>5} {fwd:>11.2f} {fwd_bwd:>11.2f}")
+        for implementation in args.implementations:
+            for num_rois in args.rois:
+                fwd, fwd_bwd = bench(mode, num_rois, args.repeats, args.samples_per_bin, rng,
+                                     implementation)
+                print(f"{mode:<6} {implementation:<16} {num_rois:>5} {fwd:>11.2f} {fwd_bwd:>11.2f}")
 
 
 if __name__ == "__main__":

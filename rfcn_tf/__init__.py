@@ -11,7 +11,7 @@ if importlib.util.find_spec("tensorflow") is None:
 
 from rfcn_tf import data  # noqa: E402  (registers the rfcn_shapes TFDS dataset)
 from rfcn_tf.config import RFCNConfig  # noqa: E402
-from rfcn_tf.export import export_saved_model  # noqa: E402
+from rfcn_tf.export import export_onnx, export_saved_model, export_tflite  # noqa: E402
 from rfcn_tf.inputs import pack_images  # noqa: E402
 from rfcn_tf.layers import PSRoIPool  # noqa: E402
 from rfcn_tf.loading import load_detector  # noqa: E402
@@ -19,5 +19,5 @@ from rfcn_tf.model import RFCN  # noqa: E402
 
 __version__ = importlib.metadata.version("rfcn_tf")
 
-__all__ = ["PSRoIPool", "RFCN", "RFCNConfig", "data", "export_saved_model", "load_detector",
-           "pack_images"]
+__all__ = ["PSRoIPool", "RFCN", "RFCNConfig", "data", "export_onnx", "export_saved_model",
+           "export_tflite", "load_detector", "pack_images"]

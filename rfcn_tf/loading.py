@@ -119,7 +119,7 @@ def _portable_detector(path, kind, num_threads=None):
     config, names = _read_extras(path)
     with open(os.path.join(path, EXPORT_FILE), encoding="utf-8") as f:
         height, width = json.load(f)["input_size"]
-    run = _runtime(os.path.join(path, MODEL_FILES[kind]), kind, num_threads or os.cpu_count())
+    run = runtime(os.path.join(path, MODEL_FILES[kind]), kind, num_threads or os.cpu_count())
 
     def detect(inputs):
         images, sizes = check_images(**as_model_inputs(inputs))
@@ -141,8 +141,9 @@ def _portable_detector(path, kind, num_threads=None):
     return detector, detector.class_names
 
 
-def _runtime(model_file, kind, num_threads):
-    """``images [1, H, W, 3] float32 → {name: array}`` in LiteRT or onnxruntime."""
+def runtime(model_file, kind, num_threads):
+    """A ``.tflite`` (kind "tflite") or ``.onnx`` file → ``run(images [1, H, W, 3] float32) →
+    {output name: array}`` in LiteRT or onnxruntime with ``num_threads`` threads."""
     if kind == "tflite":
         try:
             from ai_edge_litert.interpreter import Interpreter

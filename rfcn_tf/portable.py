@@ -8,6 +8,8 @@ weights as constants, which lets the converters fold BatchNorm into the convolut
 ``to_tflite`` and ``to_onnx`` convert that function.
 """
 
+import contextlib
+import logging
 import numbers
 import tempfile
 
@@ -81,7 +83,7 @@ def to_tflite(model, input_size, quantization="none"):
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}; got {quantization!r}")
     function = frozen_function(model, input_size)
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, _quiet():
         # Through a SavedModel: the converter keeps the signature's input and output names.
         tf.saved_model.save(tf.Module(), directory,
                             signatures={"serving_default": function.get_concrete_function()})
@@ -110,11 +112,22 @@ def to_onnx(model, input_size, opset=ONNX_OPSET):
             "ONNX export needs tf2onnx: pip install 'rfcn_tf[onnx]'", name="tf2onnx") from error
     function = frozen_function(model, input_size)
     try:
-        proto, _ = tf2onnx.convert.from_function(
-            function, input_signature=function.input_signature, opset=opset)
+        with _quiet("tf2onnx"):
+            proto, _ = tf2onnx.convert.from_function(
+                function, input_signature=function.input_signature, opset=opset)
     except Exception as error:
         raise ValueError(f"tf2onnx could not convert this model at opset {opset}: "
                          f"{_first_errors(error)}") from error
+    # tf2onnx leaves an op it cannot express as the TF op (and only logs it): the checker
+    # refuses such a graph.
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        raise ValueError(f"ONNX opset {opset} cannot express this model "
+                         f"({str(error).splitlines()[0]}); export with --opset {ONNX_OPSET} "
+                         "(opset=...) or newer") from error
     return proto
 
 
@@ -126,6 +139,21 @@ def tflite_ops(model_bytes):
         Interpreter = tf.lite.Interpreter
     interpreter = Interpreter(model_content=model_bytes)
     return sorted({op["op_name"] for op in interpreter._get_ops_details()})
+
+
+@contextlib.contextmanager
+def _quiet(*names):
+    """Hide the converters' INFO lines (TensorFlow's "Assets written to …" about the temporary
+    SavedModel, tf2onnx's optimiser report): warnings and errors still show."""
+    loggers = [logging.getLogger(name) for name in ("tensorflow", *names)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _first_errors(error, limit=5):

@@ -333,6 +333,11 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert metrics["mAP"] == pytest.approx(map_value, abs=1e-4)
     assert list(metrics["per_class"]) == SHAPES
     assert (saved / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "saved_tflite" / "1" / "model.tflite").is_file()
+    agreement = [line for line in lines if "the TFLite file found the same detections" in line]
+    # (strict TFLite-vs-model equality is tested in test_portable; a 1-epoch model may have
+    # near-tied scores whose order a 1e-6 difference flips)
+    assert agreement and int(agreement[0].split(" on ")[1].split(" of ")[0]) >= 1, agreement
     assert (out / "rfcn_shapes.keras").is_file()
     pictures = sorted(p for p in os.listdir(out / "predictions") if p.startswith("test_"))
     assert pictures == ["test_0.png", "test_1.png"]

@@ -282,3 +282,9 @@ def test_failed_conversion_leaves_nothing(model, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="built-in ops"):
         export_tflite(model, tmp_path / "t")
     assert not (tmp_path / "t").exists()
+
+
+def test_onnx_opset_too_old_is_refused_naming_the_option(model, tmp_path):
+    with pytest.raises(ValueError, match="opset 9 cannot express this model.*--opset 17"):
+        export_onnx(model, tmp_path / "o", opset=9)
+    assert not (tmp_path / "o").exists()

@@ -1,6 +1,6 @@
 """``rfcn-tf demo`` (``make demo``): the whole job on the built-in synthetic dataset,
 offline, on a CPU — build the data, train a small R-FCN, evaluate on the test split, export
-a SavedModel, run the export on test images and draw what it found."""
+a SavedModel and a TFLite file, run the exports on test images and draw what they found."""
 
 import os
 import time
@@ -14,7 +14,8 @@ def add_arguments(parser):
     parser.add_argument("--output-dir", default="demo_output",
                         help="dataset, model, metrics and pictures go here (default demo_output/)")
     parser.add_argument("--export-dir", default="saved_models/rfcn_shapes",
-                        help="SavedModel versions go here (default saved_models/rfcn_shapes/)")
+                        help="SavedModel versions go here, TFLite versions to EXPORT_DIR_tflite "
+                             "(default saved_models/rfcn_shapes/)")
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
@@ -31,7 +32,7 @@ def run(args):
     from rfcn_tf.config import SMALL_TRAIN_STRIDE
     from rfcn_tf.data import load_examples, make_pipeline
     from rfcn_tf.evaluation import evaluate_model, format_table, save_json
-    from rfcn_tf.export import export_saved_model
+    from rfcn_tf.export import export_saved_model, export_tflite
     from rfcn_tf.loading import load_detector
     from rfcn_tf.training import choose_optimizer, fit_detector, make_optimizer
     from rfcn_tf.visualize import draw_detections, save_png, save_score_map_figure
@@ -71,17 +72,24 @@ def run(args):
     print(format_table(result))
     save_json(result, os.path.join(args.output_dir, "test_metrics.json"))
 
-    print(f"[4/5] exporting a SavedModel to {args.export_dir}")
+    tflite_dir = args.export_dir.rstrip("/") + "_tflite"
+    print(f"[4/5] exporting a SavedModel to {args.export_dir} and a TFLite file to {tflite_dir}")
     version_dir = export_saved_model(model, args.export_dir, class_names=class_names)
-
-    print("[5/5] running the export on test images")
-    detector, _ = load_detector(version_dir)
-    pictures = os.path.join(args.output_dir, "predictions")
     examples, _ = load_examples(name, "test", data_dir=data_dir)
-    written = []
+    size = tuple(int(v) for v in next(iter(examples))["image"].shape[:2])
+    tflite_version = export_tflite(model, tflite_dir, input_size=size, class_names=class_names)
+
+    print("[5/5] running the exports on test images")
+    detector, _ = load_detector(version_dir)
+    lite, _ = load_detector(tflite_version)
+    pictures = os.path.join(args.output_dir, "predictions")
+    written, agree = [], 0
     for i, example in enumerate(examples.take(args.num_pictures)):
         image = example["image"].numpy()
         out = {k: np.asarray(v) for k, v in detector(image[None]).items()}
+        lite_out = lite(image[None])
+        agree += int(np.array_equal(lite_out["labels"], out["labels"])
+                     and np.allclose(lite_out["boxes"], out["boxes"], atol=1.0))
         n = int(out["num_detections"][0])
         drawn = draw_detections(image, out["boxes"][0, :n], out["confidence"][0, :n],
                                 out["labels"][0, :n], class_names=class_names, score_threshold=0.5)
@@ -97,8 +105,9 @@ def run(args):
                                   class_name=class_names[label],
                                   feature_stride=model.config.feature_stride)
             written.append(path)
-    print(f"wrote {len(written)} pictures to {pictures}")
-    print(f"model: {model_path}; SavedModel: {version_dir}")
+    print(f"wrote {len(written)} pictures to {pictures}; the TFLite file found the same "
+          f"detections as the SavedModel on {agree} of {args.num_pictures} images")
+    print(f"model: {model_path}; SavedModel: {version_dir}; TFLite: {tflite_version}")
     print(f"training time {train_time / 60:.1f} min; total {(time.time() - start) / 60:.1f} min")
     print(f"mAP@0.5 = {result['mAP']:.4f}")
     return None
