@@ -126,6 +126,11 @@ def _write_version(export_dir, name, version, overwrite, write):
     os.makedirs(base, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base)
     try:
+        # mkdtemp makes the directory private (0700); a server running as another user (TF
+        # Serving in a container) must be able to read the version it becomes.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
         write(staging)
         _move_into_place(staging, target, overwrite)
     except BaseException:

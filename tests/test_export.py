@@ -118,6 +118,17 @@ def test_versions_overwrite_and_class_name_override(model, tmp_path, fake_archiv
     assert sorted(os.listdir(base)) == ["7", "8", "notes"]  # nothing half-written left
 
 
+def test_version_directory_is_readable_by_other_users(model, tmp_path, fake_archive):
+    """The staging directory comes from mkdtemp (0700); a server running as another user
+    must still read the version (the process umask decides, as for any new directory)."""
+    umask = os.umask(0o022)
+    try:
+        version = export_saved_model(model, tmp_path / "m")
+    finally:
+        os.umask(umask)
+    assert os.stat(version).st_mode & 0o777 == 0o755
+
+
 def test_failed_export_leaves_nothing(model, tmp_path, monkeypatch, fake_archive):
     old = export_saved_model(model, tmp_path, version=1)
 

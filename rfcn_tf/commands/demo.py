@@ -38,7 +38,6 @@ def run(args):
     from rfcn_tf.visualize import draw_detections, save_png, save_score_map_figure
 
     start = time.time()
-    keras.utils.set_random_seed(args.seed)
     data_dir = os.path.join(args.output_dir, "tensorflow_datasets")
     name = "rfcn_shapes" if args.config == "default" else f"rfcn_shapes/{args.config}"
 
@@ -56,6 +55,7 @@ def run(args):
     test_ds = batches(load_examples(name, "test", data_dir=data_dir)[0])
 
     print(f"[2/5] training a small-backbone R-FCN for {args.epochs} epochs")
+    keras.utils.set_random_seed(args.seed)  # after the build, which draws from the global RNG
     model = RFCN(config=config)
     steps = int(train_ds.cardinality().numpy()) * args.epochs
     # The recipe rfcn-tf train uses from random init: AdamW, ÷10 for the last eighth.

@@ -61,8 +61,11 @@ def run(args):
     from rfcn_tf.training import (choose_optimizer, fit_detector, freeze_stages,
                                   make_optimizer, with_num_classes)
 
-    keras.utils.set_random_seed(args.seed)
     examples, class_names = examples_from_args(args, args.split, training=True, seed=args.seed)
+    # Seeded after the data is found: building a dataset (TFDS, rfcn_shapes) draws from the
+    # global generators, so seeding first would make the weights depend on whether it was
+    # built in this run.
+    keras.utils.set_random_seed(args.seed)
     scale = {}
     if args.min_side is not None:
         scale["min_side"] = tuple(args.min_side)
