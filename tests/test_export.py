@@ -340,7 +340,7 @@ def test_load_detector_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model at"):
         load_detector(tmp_path / "missing")
     (tmp_path / "empty" / "3").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="neither a SavedModel"):
+    with pytest.raises(FileNotFoundError, match="neither an export \\(saved_model.pb, model.tflite or model.onnx\\)"):
         load_detector(tmp_path / "empty")
     (tmp_path / "model.h5").write_text("x")
     with pytest.raises(ValueError, match="expected a .keras file"):
