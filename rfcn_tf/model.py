@@ -190,13 +190,14 @@ class RFCN(keras.Model):
         gt_boxes = gt_boxes * tf.tile(raw["scales"], [1, 2])[:, None, :]  # → resized pixels
         step = self.optimizer.iterations if self.optimizer is not None else 0
         seed = tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(step, tf.int64)])
+        first_row = _first_image_index(tf.shape(raw["image_sizes"])[0])
 
         rpn_logits, rpn_deltas = flatten_rpn(raw["rpn_logits"], raw["rpn_deltas"])
         anchor_labels, anchor_targets = targets.assign_anchor_targets(
             raw["anchors"], gt_boxes, gt_labels, raw["image_sizes"], seed,
             positive_iou=cfg.rpn_positive_iou, negative_iou=cfg.rpn_negative_iou,
             batch_size=cfg.rpn_batch_size, positive_fraction=cfg.rpn_positive_fraction,
-            allowed_border=cfg.rpn_allowed_border)
+            allowed_border=cfg.rpn_allowed_border, first_row=first_row)
         rpn_cls, rpn_box = losses.rpn_losses(rpn_logits, rpn_deltas, anchor_labels, anchor_targets)
 
         rois = targets.assign_roi_targets(raw["proposals"], raw["proposal_valid"], gt_boxes,
@@ -211,7 +212,8 @@ class RFCN(keras.Model):
             weights = targets.ohem_select(per_cls + per_box, rois["valid"], cfg.roi_batch_size)
         else:
             weights = targets.random_roi_select(rois["labels"], rois["valid"], seed + 1,
-                                                cfg.roi_batch_size, cfg.roi_positive_fraction)
+                                                cfg.roi_batch_size, cfg.roi_positive_fraction,
+                                                first_row)
         cls_loss, box_loss = losses.head_losses(class_logits, box_deltas, rois["labels"],
                                                 rois["box_targets"], weights)
 
@@ -250,6 +252,15 @@ class RFCN(keras.Model):
                 f"layout {FORMAT_VERSION} only. Rebuild the model with rfcn_tf 0.2 "
                 "(RFCN(config=...)) and train or fine-tune it again.")
         return cls(config=RFCNConfig.from_dict(config["config"]), name=config.get("name", "rfcn"))
+
+
+def _first_image_index(local_batch):
+    """The global index of this replica's first image (0 outside a distribution strategy):
+    replica r of a strategy holds images r·B .. r·B + B − 1 of the global batch."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 0
+    return tf.cast(context.replica_id_in_sync_group, tf.int32) * local_batch
 
 
 def _build_head(config, conv5):

@@ -56,17 +56,21 @@ def _descending_ranks(keys):
     return tf.argsort(order, axis=-1, stable=True)
 
 
-def sample_balanced(positive, negative, seed, num, positive_fraction):
+def sample_balanced(positive, negative, seed, num, positive_fraction, first_row=0):
     """Random balanced subset per row.
 
     positive, negative: bool ``[B, X]`` candidate masks (an entry in both counts as positive).
     Returns bool ``[B, X]``: at most ``floor(num * positive_fraction)`` positives, uniformly
-    drawn, and negatives, uniformly drawn, filling the row up to ``num``.
+    drawn, and negatives, uniformly drawn, filling the row up to ``num``. first_row: the
+    global index of row 0 (a replica's first image): row b draws what row ``first_row + b``
+    of a single batch would, so a replicated batch samples as the undivided one.
     """
     positive = tf.convert_to_tensor(positive, tf.bool)
     negative = tf.convert_to_tensor(negative, tf.bool) & ~positive
     # float64 keys: ties (broken by index) are practically impossible even with the offset.
-    u = tf.random.stateless_uniform(tf.shape(positive), seed, dtype=tf.float64)
+    shape = tf.shape(positive)
+    u = tf.random.stateless_uniform([first_row + shape[0], shape[1]], seed,
+                                    dtype=tf.float64)[first_row:]
     # Sorted descending: the positives first, then the negatives, each group shuffled.
     keys = tf.where(positive, u + 2.0, tf.where(negative, u, -1.0))
     ranks = _descending_ranks(keys)
@@ -95,6 +99,7 @@ def assign_anchor_targets(
     batch_size=256,
     positive_fraction=0.5,
     allowed_border=0.0,
+    first_row=0,
 ):
     """RPN targets (Faster R-CNN rules).
 
@@ -105,7 +110,8 @@ def assign_anchor_targets(
     anchors cross the border). Positive: max IoU over real gt
     ≥ ``positive_iou``, or among the highest-IoU inside anchors of some gt (all tied ones,
     if that IoU > 0). Negative: otherwise max IoU < ``negative_iou``. Then at most
-    ``batch_size`` per image are sampled, at most ``positive_fraction`` of them positive.
+    ``batch_size`` per image are sampled, at most ``positive_fraction`` of them positive
+    (``first_row`` as ``sample_balanced``'s).
 
     Returns ``labels`` int32 ``[B, A]`` (1 positive, 0 negative, -1 ignored or not sampled)
     and ``box_targets`` float32 ``[B, A, 4]``: ``boxes.encode(anchor, best gt)`` for
@@ -130,7 +136,7 @@ def assign_anchor_targets(
     positive = inside & ((max_iou >= positive_iou) | is_best)
     negative = inside & ~positive & (max_iou < negative_iou)
 
-    sampled = sample_balanced(positive, negative, seed, batch_size, positive_fraction)
+    sampled = sample_balanced(positive, negative, seed, batch_size, positive_fraction, first_row)
     labels = tf.where(sampled & positive, 1, tf.where(sampled, 0, -1))
     box_targets = tf.where(
         (labels == 1)[..., None], boxes.encode(anchors, matched), 0.0
@@ -180,7 +186,7 @@ def ohem_select(per_roi_loss, valid, num):
     return tf.cast(valid & (ranks < tf.cast(num, tf.int32)), tf.float32)
 
 
-def random_roi_select(labels, valid, seed, num, positive_fraction=0.25):
+def random_roi_select(labels, valid, seed, num, positive_fraction=0.25, first_row=0):
     """The alternative to OHEM: a balanced random sample of RoIs.
 
     labels: int32 ``[B, R]`` (> 0 foreground, 0 background); valid: bool ``[B, R]``.
@@ -188,6 +194,6 @@ def random_roi_select(labels, valid, seed, num, positive_fraction=0.25):
     """
     valid = tf.convert_to_tensor(valid, tf.bool)
     selected = sample_balanced(
-        valid & (labels > 0), valid & (labels == 0), seed, num, positive_fraction
+        valid & (labels > 0), valid & (labels == 0), seed, num, positive_fraction, first_row
     )
     return tf.cast(selected, tf.float32)

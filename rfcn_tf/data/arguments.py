@@ -21,7 +21,9 @@ def add_dataset_arguments(parser, default_split):
                             "600, or 192 with --small); several values = multi-scale training")
     group.add_argument("--max-side", type=int, default=None,
                        help="cap on the longer side (default: the configuration's, 1000, or 320 with --small)")
-    group.add_argument("--batch-size", type=int, default=1, help="images per batch (default 1)")
+    group.add_argument("--batch-size", type=int, default=1,
+                       help="images per batch (default 1); training under --strategy mirrored: "
+                            "per replica")
 
 
 def examples_from_args(args, split, training=False, seed=None):
@@ -30,11 +32,14 @@ def examples_from_args(args, split, training=False, seed=None):
                          image_dir=args.image_dir, shuffle=training, seed=seed)
 
 
-def batches_from_args(args, examples, config, training=False, seed=None):
-    """Examples → batches at ``config``'s scale (``min_side`` / ``max_side``; the model
-    resizes to it as well, so this only saves work) with boxes in its box format."""
-    return make_pipeline(examples, args.batch_size, min_side=config.min_side,
+def batches_from_args(args, examples, config, training=False, seed=None, replicas=1,
+                      drop_remainder=False):
+    """Examples → batches of ``--batch-size × replicas`` at ``config``'s scale (``min_side`` /
+    ``max_side``; the model resizes to it as well, so this only saves work) with boxes in its
+    box format."""
+    return make_pipeline(examples, args.batch_size * replicas, min_side=config.min_side,
                          max_side=config.max_side, training=training, seed=seed,
+                         drop_remainder=drop_remainder,
                          bounding_box_format=config.bounding_box_format)
 
 

@@ -6,8 +6,11 @@ Batched output of :func:`make_pipeline`, a tuple ``(inputs, targets)``::
                "image_sizes": int32 [B, 2] true (height, width) after resizing}
     targets = {"boxes": float32 [B, N, 4] pixels of the resized image in
                ``bounding_box_format`` (default yxyx), -1 padded,
-               "labels": int32 [B, N] -1 padded, "difficult": bool [B, N] False padded,
-               "scales": float32 [B] resized = original × scale}
+               "labels": int32 [B, N] -1 padded, "difficult": int32 [B, N] 1 = difficult,
+               0 padded, "scales": float32 [B] resized = original × scale}
+
+(``difficult`` is 0/1 rather than bool because Keras's ``fit`` under a distribution strategy
+averages the first batch across replicas, which a bool tensor cannot be.)
 
 Resizing follows the model's rule (``rfcn_tf.image_scale``): the shorter side becomes
 ``min_side`` unless the longer side would then exceed ``max_side``. Pass the model's
@@ -100,7 +103,7 @@ def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=Fa
         if training:
             image, boxes = _flip(image, boxes, tf.random.stateless_uniform([], tf.stack([rand, 1])) < 0.5)
         return {"image": image, "image_size": size, "scale": scale, "boxes": boxes,
-                "labels": tf.cast(ex["labels"], tf.int32), "difficult": tf.cast(ex["difficult"], tf.bool)}
+                "labels": tf.cast(ex["labels"], tf.int32), "difficult": tf.cast(ex["difficult"], tf.int32)}
 
     ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
     n = max_boxes
@@ -109,7 +112,7 @@ def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=Fa
         padded_shapes={"image": [None, None, 3], "image_size": [2], "scale": [],
                        "boxes": [n, 4], "labels": [n], "difficult": [n]},
         padding_values={"image": 0.0, "image_size": 0, "scale": 0.0,
-                        "boxes": -1.0, "labels": -1, "difficult": False},
+                        "boxes": -1.0, "labels": -1, "difficult": 0},
         drop_remainder=drop_remainder,
     )
     def to_format(boxes):
