@@ -13,6 +13,7 @@ import logging
 import numbers
 import tempfile
 
+import keras
 import tensorflow as tf
 
 from rfcn_tf.model import RFCN
@@ -24,13 +25,19 @@ MAX_INPUT_SIDE = 8192
 
 
 def portable_model(model):
-    """``model`` rebuilt with ``portable=True`` and its weights (``model`` itself if it is
-    portable already)."""
-    if model.config.portable:
+    """``model`` rebuilt with ``portable=True``, computing in float32 (a mixed-precision
+    model's variables are float32 already), with its weights; ``model`` itself if it is
+    that already."""
+    if model.config.portable and model.compute_dtype == "float32":
         return model
     config = model.get_config()
     config["config"] = {**config["config"], "portable": True}
-    twin = RFCN.from_config(config)
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        twin = RFCN.from_config(config)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     twin.set_weights(model.get_weights())
     return twin
 

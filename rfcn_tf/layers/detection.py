@@ -28,6 +28,7 @@ class DetectionDecoder(keras.layers.Layer):
     def __init__(self, box_std=(0.1, 0.1, 0.2, 0.2), nms_iou=0.3, score_threshold=0.05,
                  max_detections=100, bounding_box_format="yxyx", portable=False, **kwargs):
         kwargs.setdefault("autocast", False)
+        kwargs.setdefault("dtype", "float32")  # decoding and NMS in float32 under mixed precision
         super().__init__(**kwargs)
         self.bounding_box_format = bounding_box_format
         self.box_std = tuple(float(s) for s in box_std)

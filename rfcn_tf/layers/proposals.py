@@ -22,6 +22,7 @@ class ProposalLayer(keras.layers.Layer):
 
     def __init__(self, pre_nms_train=6000, post_nms_train=300, pre_nms_test=6000,
                  post_nms_test=300, nms_iou=0.7, min_size=0.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # boxes stay float32 under mixed precision
         super().__init__(**kwargs)
         self.pre_nms_train = int(pre_nms_train)
         self.post_nms_train = int(post_nms_train)

@@ -34,6 +34,7 @@ class AnchorGrid(keras.layers.Layer):
     (``anchors.anchor_grid``: cell centres at ``stride``, ``scales × ratios`` per cell)."""
 
     def __init__(self, stride, scales, ratios, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # pixel coordinates, whatever the policy
         super().__init__(**kwargs)
         self.stride = int(stride)
         self.scales = tuple(float(s) for s in scales)
