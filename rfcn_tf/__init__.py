@@ -10,6 +10,7 @@ if importlib.util.find_spec("tensorflow") is None:
         name="tensorflow")
 
 from rfcn_tf import data  # noqa: E402  (registers the rfcn_shapes TFDS dataset)
+from rfcn_tf import distribution  # noqa: E402
 from rfcn_tf.config import RFCNConfig  # noqa: E402
 from rfcn_tf.export import export_onnx, export_saved_model, export_tflite  # noqa: E402
 from rfcn_tf.inputs import pack_images  # noqa: E402
@@ -19,5 +20,5 @@ from rfcn_tf.model import RFCN  # noqa: E402
 
 __version__ = importlib.metadata.version("rfcn_tf")
 
-__all__ = ["PSRoIPool", "RFCN", "RFCNConfig", "data", "export_onnx", "export_saved_model",
-           "export_tflite", "load_detector", "pack_images"]
+__all__ = ["PSRoIPool", "RFCN", "RFCNConfig", "data", "distribution", "export_onnx",
+           "export_saved_model", "export_tflite", "load_detector", "pack_images"]

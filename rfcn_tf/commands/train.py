@@ -6,6 +6,7 @@ import os
 
 from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
 from rfcn_tf.data.arguments import add_dataset_arguments, batches_from_args, examples_from_args
+from rfcn_tf.distribution import POLICIES, STRATEGIES
 from rfcn_tf.evaluation.metrics import METRICS
 from rfcn_tf.training import OPTIMIZERS, SCHEDULES
 
@@ -49,6 +50,23 @@ def add_arguments(parser):
     fit.add_argument("--metric", default="voc07", choices=METRICS, help="the val_mAP metric")
     fit.add_argument("--eval-every", type=int, default=1)
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--deterministic", action="store_true",
+                     help="tf.config.experimental.enable_op_determinism(): the same seed and data "
+                          "give bit-identical weights (some ops run slower)")
+    where = parser.add_argument_group("devices")
+    where.add_argument("--strategy", default="none", choices=STRATEGIES,
+                       help="mirrored: tf.distribute.MirroredStrategy on every visible GPU (or on "
+                            "--cpu-replicas logical CPU devices); multi_worker: "
+                            "MultiWorkerMirroredStrategy over TF_CONFIG's cluster (run the same "
+                            "command on every worker; a custom loop, checkpoints/ to resume). "
+                            "--batch-size is then per replica and --lr applies to the global "
+                            "batch as given (default none)")
+    where.add_argument("--cpu-replicas", type=int, default=None,
+                       help="with --strategy mirrored: replicate on this many logical CPU devices "
+                            "(to try distribution without GPUs)")
+    where.add_argument("--mixed-precision", default="float32", choices=POLICIES,
+                       help="Keras dtype policy: mixed_float16 (GPUs, with loss scaling) or "
+                            "mixed_bfloat16 compute the convolutions in 16 bits (default float32)")
     fit.add_argument("--output-dir", default="runs/rfcn",
                      help="best.keras, final.keras, logs/ (TensorBoard), backup/ (resume)")
 
@@ -56,11 +74,16 @@ def add_arguments(parser):
 def run(args):
     import keras
 
-    from rfcn_tf.config import RFCNConfig
-    from rfcn_tf.model import RFCN
-    from rfcn_tf.training import (choose_optimizer, fit_detector, freeze_stages,
-                                  make_optimizer, with_num_classes)
+    from rfcn_tf.distribution import make_strategy, set_policy
+    from rfcn_tf.training import choose_optimizer, fit_detector, make_optimizer
 
+    if args.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow op
+    set_policy(args.mixed_precision)
+    replicas = strategy.num_replicas_in_sync
     examples, class_names = examples_from_args(args, args.split, training=True, seed=args.seed)
     # Seeded after the data is found: building a dataset (TFDS, rfcn_shapes) draws from the
     # global generators, so seeding first would make the weights depend on whether it was
@@ -71,25 +94,11 @@ def run(args):
         scale["min_side"] = tuple(args.min_side)
     if args.max_side is not None:
         scale["max_side"] = args.max_side
-    if args.init:
-        model = keras.models.load_model(args.init)
-        config = model.config
-        if (config.num_classes != len(class_names) or config.class_names != tuple(class_names)
-                or config != config.replace(**scale)):
-            model = with_num_classes(model, len(class_names), class_names, **scale)
-        config = model.config
-    else:
-        params = dict(num_classes=len(class_names), class_names=tuple(class_names), head=args.head,
-                      backbone_weights=args.weights, seed=args.seed)
-        if args.feature_stride is not None or args.small:
-            params["feature_stride"] = args.feature_stride or SMALL_TRAIN_STRIDE
-        params.update(scale)
-        config = (RFCNConfig.small(**params) if args.small
-                  else RFCNConfig(backbone=args.backbone, **params))
-        model = RFCN(config=config)
-    if args.freeze_stages is not None:
-        freeze_stages(model, args.freeze_stages)
-    train_ds = batches_from_args(args, examples, config, training=True, seed=args.seed)
+    with strategy.scope():
+        model, config = _build_model(args, class_names, scale)
+    multi_worker = args.strategy == "multi_worker"
+    train_ds = batches_from_args(args, examples, config, training=True, seed=args.seed,
+                                 replicas=replicas, drop_remainder=multi_worker)
     val_ds = None
     if args.val_split:
         val_ds = batches_from_args(args, examples_from_args(args, args.val_split)[0], config)
@@ -101,13 +110,60 @@ def run(args):
     if args.lr_drop_epochs is not None:
         boundaries = [max(int(e * steps), 1) for e in args.lr_drop_epochs]
     optimizer = choose_optimizer(args.optimizer, args.weights or args.init)
-    model.compile(optimizer=make_optimizer(
-        args.lr, boundaries=boundaries, optimizer=optimizer, total_steps=steps * args.epochs,
-        schedule=args.schedule, warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay, clipnorm=args.clipnorm))
-    print(f"training {config.backbone}/{config.head} on {steps} batches × {args.epochs} epochs "
-          f"at min_side {config.min_side}, max_side {config.max_side}: {optimizer} lr {args.lr}, "
-          f"{args.schedule} schedule")
-    fit_detector(model, train_ds, val_ds, epochs=args.epochs, output_dir=args.output_dir,
-                 class_names=class_names, metric=args.metric, eval_every=args.eval_every)
+    with strategy.scope():
+        model.compile(optimizer=make_optimizer(
+            args.lr, boundaries=boundaries, optimizer=optimizer, total_steps=steps * args.epochs,
+            schedule=args.schedule, warmup_steps=args.warmup_steps,
+            weight_decay=args.weight_decay, clipnorm=args.clipnorm))
+    devices = f"{replicas} replicas ({args.strategy})" if replicas > 1 else "one device"
+    print(f"training {config.backbone}/{config.head} on {steps} batches of "
+          f"{args.batch_size * replicas} × {args.epochs} epochs on {devices}, "
+          f"{args.mixed_precision}, at min_side {config.min_side}, max_side {config.max_side}: "
+          f"{optimizer} lr {args.lr}, {args.schedule} schedule")
+    if multi_worker:
+        from rfcn_tf.multi_worker import train_multi_worker, worker_info
+
+        def epoch_batches(epoch):  # the same on every worker, and in a resumed run
+            seed = args.seed + 1000 * epoch
+            data, _ = examples_from_args(args, args.split, training=True, seed=seed)
+            return batches_from_args(args, data, config, training=True, seed=seed,
+                                     replicas=replicas, drop_remainder=True)
+
+        train_multi_worker(lambda: model, epoch_batches, args.epochs, args.output_dir, val_ds,
+                           class_names=class_names, metric=args.metric,
+                           eval_every=args.eval_every, strategy=strategy)
+        if worker_info()[0] != 0:
+            return None
+    else:
+        fit_detector(model, train_ds, val_ds, epochs=args.epochs, output_dir=args.output_dir,
+                     class_names=class_names, metric=args.metric, eval_every=args.eval_every)
     print(f"saved {os.path.join(args.output_dir, 'final.keras')}")
+
+
+def _build_model(args, class_names, scale):
+    """The model to train: ``--init``'s (its class head replaced when the classes differ) or a
+    new one from the options → ``(model, config)``."""
+    import keras
+
+    from rfcn_tf.config import RFCNConfig
+    from rfcn_tf.model import RFCN
+    from rfcn_tf.training import freeze_stages, with_num_classes
+
+    if args.init:
+        model = keras.models.load_model(args.init)
+        config = model.config
+        if (config.num_classes != len(class_names) or config.class_names != tuple(class_names)
+                or config != config.replace(**scale)):
+            model = with_num_classes(model, len(class_names), class_names, **scale)
+    else:
+        params = dict(num_classes=len(class_names), class_names=tuple(class_names),
+                      head=args.head, backbone_weights=args.weights, seed=args.seed)
+        if args.feature_stride is not None or args.small:
+            params["feature_stride"] = args.feature_stride or SMALL_TRAIN_STRIDE
+        params.update(scale)
+        config = (RFCNConfig.small(**params) if args.small
+                  else RFCNConfig(backbone=args.backbone, **params))
+        model = RFCN(config=config)
+    if args.freeze_stages is not None:
+        freeze_stages(model, args.freeze_stages)
+    return model, model.config
