@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import uuid
 
 import keras
@@ -124,13 +123,11 @@ def _write_version(export_dir, name, version, overwrite, write):
         raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) "
                               "or another version")
     os.makedirs(base, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base)
+    # os.mkdir, not mkdtemp (0700): a server running as another user (TF Serving in a
+    # container) must be able to read the version this becomes; the umask decides.
+    staging = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex}")
+    os.mkdir(staging)
     try:
-        # mkdtemp makes the directory private (0700); a server running as another user (TF
-        # Serving in a container) must be able to read the version it becomes.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
         write(staging)
         _move_into_place(staging, target, overwrite)
     except BaseException:

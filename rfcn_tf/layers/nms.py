@@ -25,7 +25,7 @@ def nms(boxes, scores, max_output, iou_threshold, score_threshold):
     keep, count = tf.raw_ops.NonMaxSuppressionV4(
         boxes=boxes, scores=scores, max_output_size=max_output, iou_threshold=iou_threshold,
         score_threshold=score_threshold, pad_to_max_output_size=True)
-    return keep, count
+    return keep, count  # a plain tuple: tf.map_fn's signature does not match the namedtuple
 
 
 def nms_per_image(boxes, scores, max_output, iou_threshold, score_threshold):

@@ -92,7 +92,7 @@ def _resize_matrix(size, new_size):
     separable), read off by resizing the identity."""
     if new_size == size:
         return tf.eye(size)
-    columns = resize_image(tf.eye(size)[:, None, :size], tf.constant([new_size, 1]))
+    columns = resize_image(tf.eye(size)[:, None, :], tf.constant([new_size, 1]))
     return columns[:, 0, :]
 
 
