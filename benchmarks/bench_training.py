@@ -4,11 +4,13 @@
 
 Each case runs in its own process (logical devices must be made before TensorFlow starts):
 random weights, random images with two boxes each, ``--warmup`` steps then ``--steps`` timed
-steps; the median step time.
+steps; the median step time. ``--xla on`` compiles the convolutions with XLA
+(``compile(jit_compile=True)``; the rest of the step stays in TensorFlow).
 
     python benchmarks/bench_training.py --config small --steps 20
     python benchmarks/bench_training.py --config resnet101 --steps 3 --warmup 1 --replicas 1
     python benchmarks/bench_training.py --config small --heads rfcn faster_rcnn --rois 300 2000 --replicas 1
+    python benchmarks/bench_training.py --config small --xla off on --replicas 1
 """
 
 import argparse
@@ -45,7 +47,7 @@ data = tf.data.Dataset.from_tensor_slices((images, {"boxes": boxes, "labels": la
 data = data.batch(batch).repeat()
 with strategy.scope():
     model = RFCN(config=config.replace(min_side=side, max_side=long))
-    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
+    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), jit_compile=args["xla"])
 
 class Timer(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
@@ -78,21 +80,26 @@ def main(argv=None):
                         help="training proposals per image (rpn_post_nms_train)")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2],
                         help="1 = one device; N > 1 = MirroredStrategy on N logical CPU devices")
+    parser.add_argument("--xla", nargs="+", default=["off"], choices=("off", "on"),
+                        help="XLA on the convolutions (compile(jit_compile=True)): off, on or both")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
 
     print(f"training throughput, {args.config}, median of {args.steps} steps after "
           f"{args.warmup}; CPUs: {os.cpu_count()}; load avg: {os.getloadavg()[0]:.2f}")
-    print(f"{'head':<12} {'RoIs':>5} {'replicas':>8} {'batch':>6} {'s/step':>8} {'s/image':>8} "
-          f"{'images/s':>9}")
+    print(f"{'head':<12} {'RoIs':>5} {'replicas':>8} {'XLA':>4} {'batch':>6} {'s/step':>8} "
+          f"{'s/image':>8} {'images/s':>9}")
     for head in args.heads:
         for rois in args.rois:
             for replicas in args.replicas:
-                r = run_case({"config": args.config, "head": head, "rois": rois,
-                              "replicas": replicas, "steps": args.steps, "warmup": args.warmup})
-                print(f"{head:<12} {rois:>5} {replicas:>8} {r['images']:>6} {r['step_s']:>8.3f} "
-                      f"{r['step_s'] / r['images']:>8.3f} {r['images_per_s']:>9.2f}", flush=True)
+                for xla in args.xla:
+                    r = run_case({"config": args.config, "head": head, "rois": rois,
+                                  "replicas": replicas, "xla": xla == "on", "steps": args.steps,
+                                  "warmup": args.warmup})
+                    print(f"{head:<12} {rois:>5} {replicas:>8} {xla:>4} {r['images']:>6} "
+                          f"{r['step_s']:>8.3f} {r['step_s'] / r['images']:>8.3f} "
+                          f"{r['images_per_s']:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":

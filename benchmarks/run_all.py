@@ -1,4 +1,4 @@
-"""Run the speed benchmarks (PSRoIPool, heads, whole model, image scale) one after the other and print
+"""Run the speed benchmarks (PSRoIPool, heads, whole model, image scale, XLA) one after the other and print
 their outputs.
 
 Each runs in its own Python process (``sys.executable``), so one's memory and TF state do
@@ -23,12 +23,14 @@ FULL = {
     "heads": ["--backbone", "resnet101", "--repeats", "5", "--faster-repeats", "1"],
     "model": ["--backbone", "resnet101", "--head", "rfcn", "faster_rcnn", "--repeats", "3"],
     "scale": ["--repeats", "5"],
+    "xla": ["--backbone", "resnet101", "--repeats", "3"],
 }
 QUICK = {
     "psroi_pool": ["--repeats", "3", "--rois", "300", "2000", "--modes", "align"],
     "heads": ["--backbone", "small", "--repeats", "3", "--warmup", "1", "--faster-repeats", "1"],
     "model": ["--backbone", "small", "--head", "rfcn", "faster_rcnn", "--repeats", "3"],
     "scale": ["--repeats", "2"],
+    "xla": ["--backbone", "small", "--size", "192", "320", "--batch", "4", "--repeats", "3"],
 }
 
 

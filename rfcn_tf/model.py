@@ -102,6 +102,19 @@ class RFCN(keras.Model):
         object.__setattr__(self, "_features_model", keras.Model(inputs, raw, name="rfcn_features"))
         object.__setattr__(self, "_roi_model", keras.Model(
             {**map_inputs, "rois": rois}, head.per_roi(map_inputs, rois), name="rfcn_roi_model"))
+        # The same graph in three pieces, for XLA (compile(jit_compile=True)) on the middle
+        # one: the convolutions compile; the resize (ScaleAndTranslate), crop_and_resize and
+        # the dynamic shapes of proposals, sampling and NMS stay in TensorFlow.
+        convs = {"rpn_logits": rpn_logits, "rpn_deltas": rpn_deltas, **maps}
+        after = [sizes, scales, *convs.values()]  # a list: Keras names dict inputs by Input only
+        object.__setattr__(self, "_front_model", keras.Model(
+            inputs, {"x": x, "image_sizes": sizes, "scales": scales}, name="rfcn_front"))
+        object.__setattr__(self, "_conv_model", keras.Model(x, convs, name="rfcn_convolutions"))
+        object.__setattr__(self, "_proposal_model", keras.Model(
+            after, {"anchors": anchors, "proposals": proposals, "proposal_valid": valid},
+            name="rfcn_proposals"))
+        object.__setattr__(self, "_detect_model", keras.Model(after, detections, name="rfcn_detect"))
+        object.__setattr__(self, "_jit_convolutions", None)  # a tf.function once compiled for XLA
 
     @property
     def features_model(self):
@@ -128,6 +141,27 @@ class RFCN(keras.Model):
         """The backbone's conv5 (dilated for R-FCN; a nested ``keras.Model``)."""
         return self.get_layer(self._conv5_name)
 
+    @property
+    def jit_compile_convolutions(self):
+        """Whether ``compile(jit_compile=...)`` put the convolutions under XLA."""
+        return self._jit_convolutions is not None
+
+    @property
+    def jit_compile(self):
+        """Always False: Keras's whole training step cannot be XLA-compiled (the resize's
+        ScaleAndTranslate and crop_and_resize have no XLA kernels). ``compile(jit_compile=
+        True)`` (or Keras's ``"auto"`` on a GPU) compiles the convolutions instead —
+        backbone, RPN and score maps, forward and backward; see ``jit_compile_convolutions``."""
+        return False
+
+    @jit_compile.setter
+    def jit_compile(self, value):
+        convs = None
+        if value:
+            convs = tf.function(lambda x, training: self._conv_model(x, training=training),
+                                jit_compile=True, reduce_retracing=True)
+        object.__setattr__(self, "_jit_convolutions", convs)
+
     # ---------------------------------------------------------------- forward
     def __call__(self, inputs, *args, **kwargs):
         inputs = as_model_inputs(inputs)
@@ -138,11 +172,11 @@ class RFCN(keras.Model):
 
     def call(self, inputs, training=None, mask=None):
         if training:
-            return self._features_model(inputs, training=True)
-        detect = super().call
+            return self._features(inputs, training=True)
+        detect = self._detect
         images, sizes = inputs["images"], inputs["image_sizes"]
         if sizes is None:
-            return detect(inputs, training=False)
+            return detect(inputs)
         # A padded batch runs image by image, so that an image's detections do not depend
         # on what it is batched with (zero padding would reach its border convolutions).
         m = self.config.max_detections
@@ -153,15 +187,34 @@ class RFCN(keras.Model):
 
         def one(args):
             image, size = args
-            out = detect({"images": image[None, : size[0], : size[1]], "image_sizes": None},
-                         training=False)
+            out = detect({"images": image[None, : size[0], : size[1]], "image_sizes": None})
             return {key: value[0] for key, value in out.items()}
 
         images, sizes = check_images(images, sizes)
         padded = tf.reduce_any(sizes != tf.shape(images)[None, 1:3])
         return tf.cond(padded,
                        lambda: tf.map_fn(one, (images, sizes), fn_output_signature=signature),
-                       lambda: detect(inputs, training=False))
+                       lambda: detect(inputs))
+
+    def _features(self, inputs, training):
+        """``features_model``'s outputs; with the convolutions under XLA when compiled so."""
+        if self._jit_convolutions is None:
+            return self._features_model(inputs, training=training)
+        front, convs = self._convolutions(inputs, training)
+        proposals = self._proposal_model([*front, *convs.values()], training=training)
+        return {"image_sizes": front[0], "scales": front[1], **convs, **proposals}
+
+    def _detect(self, inputs):
+        if self._jit_convolutions is None:
+            return super().call(inputs, training=False)
+        front, convs = self._convolutions(inputs, False)
+        return self._detect_model([*front, *convs.values()], training=False)
+
+    def _convolutions(self, inputs, training):
+        """→ ``(image_sizes, scales)``, the XLA-compiled convolutions' outputs."""
+        front = self._front_model(inputs, training=training)
+        convs = self._jit_convolutions(front["x"], training)
+        return (front["image_sizes"], front["scales"]), convs
 
     def predict(self, x, *args, **kwargs):
         check_predict_input(x)
@@ -229,7 +282,7 @@ class RFCN(keras.Model):
         """Like Keras's, but the losses need the raw tensors, not the detections."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = as_model_inputs(x)
-        raw = self._features_model(x, training=False)
+        raw = self._features(x, training=False)
         loss = self.compute_loss(x, y, raw, sample_weight, training=False)
         self._loss_tracker.update_state(
             loss * tf.distribute.get_strategy().num_replicas_in_sync,

@@ -2,11 +2,14 @@
 classes, frozen stages, and ``fit_detector`` — ``model.fit`` with the callbacks a detector
 run wants. The demo and ``rfcn-tf train`` both train through these."""
 
+import functools
 import os
+import time
 
 import keras
 import tensorflow as tf
 
+from rfcn_tf.backup import BestModel, CrashSafeBackup, atomic_save, last_backup_epoch
 from rfcn_tf.evaluation import MeanAveragePrecisionCallback
 from rfcn_tf.model import RFCN
 
@@ -146,30 +149,96 @@ def freeze_stages(model, stages):
             layer.trainable = stage not in frozen
 
 
+class ProgressLogger(keras.callbacks.Callback):
+    """A line every ``every`` training steps: the epoch and step, the epoch's mean losses so
+    far, the time per step over the last ``every`` steps and the time left in the run (for
+    logs and notebooks where a progress bar is one line per epoch)."""
+
+    def __init__(self, every=100, print_fn=functools.partial(print, flush=True)):
+        super().__init__()
+        self.every = int(every)
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.print_fn = print_fn
+
+    def on_train_begin(self, logs=None):
+        self._done, self._last = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._last is None:  # the first step includes tracing: time from its end
+            self._last, self._since = now, 0
+            return
+        self._done += 1
+        self._since += 1
+        steps, epochs = self.params.get("steps"), self.params.get("epochs", 1)
+        if (batch + 1) % self.every and batch + 1 != steps:
+            return
+        per_step = (now - self._last) / self._since
+        self._last, self._since = now, 0
+        where = f"epoch {self._epoch + 1}/{epochs} step {batch + 1}"
+        left = ""
+        if steps:
+            where += f"/{steps}"
+            remaining = (epochs - self._epoch) * steps - (batch + 1)
+            left = f", {remaining * per_step / 60:.1f} min left"
+        losses = " ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()))
+        self.print_fn(f"{where}: {losses}; {per_step * 1000:.0f} ms/step{left}")
+
+
 def fit_detector(model, train_ds, val_ds=None, epochs=10, output_dir=None, class_names=None,
-                 metric="voc07", eval_every=1, callbacks=(), verbose="auto", **fit_kwargs):
+                 metric="voc07", eval_every=1, callbacks=(), verbose="auto", log_every=None,
+                 **fit_kwargs):
     """``model.fit`` with: the ``val_mAP`` callback (when ``val_ds`` is given), and under
     ``output_dir`` the best model by val_mAP (``best.keras``), TensorBoard logs
-    (``logs/``), a crash-safe backup to resume from (``backup/``) and the final model
-    (``final.keras``). Returns the History."""
-    all_callbacks = []
+    (``logs/``), a crash-safe backup to resume from (``backup/``, one per epoch) and the
+    final model (``final.keras``); every file written atomically. log_every: a
+    ``ProgressLogger`` line every this many steps. Returns the History.
+
+    train_ds: a dataset, or a function ``epoch → dataset`` of that epoch's batches (the
+    same number each epoch). With a function a resumed run trains every epoch on exactly
+    the batches an uninterrupted run would; a dataset that reshuffles per iteration
+    instead starts its shuffling over in the new process."""
+    all_callbacks = [] if log_every is None else [ProgressLogger(log_every)]
     if val_ds is not None:
         all_callbacks.append(MeanAveragePrecisionCallback(
             val_ds, every_n_epochs=eval_every, metric=metric, class_names=class_names,
             num_classes=model.config.num_classes, verbose=0))
+    start = 0
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
         if val_ds is not None:
-            all_callbacks.append(keras.callbacks.ModelCheckpoint(
-                os.path.join(output_dir, "best.keras"), monitor="val_mAP", mode="max",
-                save_best_only=True))
+            all_callbacks.append(BestModel(os.path.join(output_dir, "best.keras"), "val_mAP"))
         all_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
-        all_callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")))
+        backup = os.path.join(output_dir, "backup")
+        all_callbacks.append(CrashSafeBackup(backup))
+        start = last_backup_epoch(backup)
     all_callbacks.extend(callbacks)
+    if callable(train_ds):
+        train_ds, fit_kwargs["steps_per_epoch"] = _epoch_stream(model, train_ds, start, epochs)
     # make_pipeline shuffles; fit's default shuffle=True only makes Keras warn on a Dataset.
     fit_kwargs.setdefault("shuffle", False)
     history = model.fit(train_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose,
                         **fit_kwargs)
     if output_dir is not None:
-        model.save(os.path.join(output_dir, "final.keras"))
+        atomic_save(model, os.path.join(output_dir, "final.keras"))
     return history
+
+
+def _epoch_stream(model, epoch_batches, start, epochs):
+    """Epochs ``start`` .. ``epochs − 1`` of ``epoch_batches(epoch)`` one after the other
+    (``fit`` then keeps one iterator) → ``(dataset, steps per epoch)``."""
+    datasets = [epoch_batches(e) for e in range(min(start, epochs - 1), epochs)]
+    steps = int(datasets[0].cardinality())
+    if steps < 1:
+        raise ValueError("epoch_batches(epoch) must give a dataset of known, non-zero length; "
+                         f"got cardinality {steps}")
+    stream = functools.reduce(lambda a, b: a.concatenate(b), datasets)
+    if getattr(model, "_distribute_strategy", None) is not None:
+        # Under a strategy Keras's fit builds the model on one batch drawn from the iterator
+        # it then trains from: give it a copy of the first batch to take.
+        stream = datasets[0].take(1).concatenate(stream)
+    return stream, steps

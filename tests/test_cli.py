@@ -3,6 +3,7 @@ predict, demo and bad input, all through ``rfcn_tf.cli.main`` on tiny data (offl
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -346,9 +347,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
                      "--output-dir", out, "--export-dir", saved)
     assert status == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("mAP@0.5 = ")
-    map_value = float(lines[-1][len("mAP@0.5 = "):])
-    assert 0.0 <= map_value <= 1.0
+    found = re.fullmatch(r"mAP@0\.5 = ([0-9.]+) \(VOC07 11-point; all-point AP ([0-9.]+)\)",
+                         lines[-1])
+    assert found, lines[-1]
+    map_value, all_point = float(found.group(1)), float(found.group(2))
+    assert 0.0 <= map_value <= 1.0 and 0.0 <= all_point <= 1.0
+    assert any(line.startswith("epoch 1/1 step ") and "ms/step" in line for line in lines)
 
     with open(out / "test_metrics.json") as f:
         metrics = json.load(f)

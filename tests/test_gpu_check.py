@@ -24,7 +24,7 @@ def test_cpu_wiring_reports_every_step():
     assert "/cpu:0" in lines[0]
     # CPU against CPU: the same kernels, the same numbers.
     assert "PSRoIPool forward 0.00e+00, gradient 0.00e+00" in lines[2], lines[2]
-    assert "mixed_bfloat16, 1 replica(s)" in lines[3] and "images/s" in lines[3]
+    assert "mixed_bfloat16, 1 replica(s), XLA on" in lines[3] and "images/s" in lines[3]
     assert "ms/image" in lines[4] and "92 ms (Titan X)" in lines[4]
 
 

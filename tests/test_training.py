@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import keras
 from rfcn_tf import RFCN, RFCNConfig
+from rfcn_tf.backup import CrashSafeBackup
 from rfcn_tf.data import load_examples, make_pipeline
 from rfcn_tf.evaluation import evaluate_model
 from rfcn_tf.model import LOSS_NAMES
@@ -274,12 +275,12 @@ def test_resume_from_backup_continues_identically(tiny_shapes, tmp_path):
             if epoch == 0:
                 raise RuntimeError("interrupted")
 
-    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    backup = CrashSafeBackup(str(tmp_path / "backup"))
     interrupted = fresh(0)
     with pytest.raises(RuntimeError, match="interrupted"):
         interrupted.fit(data, epochs=2, verbose=0, callbacks=[backup, Interrupt()])
     resumed = fresh(99)  # different initial weights: everything must come from the backup
-    resumed.fit(data, epochs=2, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    resumed.fit(data, epochs=2, verbose=0, callbacks=[CrashSafeBackup(str(tmp_path / "backup"))])
     assert int(resumed.optimizer.iterations) == int(straight.optimizer.iterations)
     # Equal up to float rounding (multi-threaded CPU reductions are not bit-exact).
     for a, b in zip(straight.get_weights(), resumed.get_weights()):

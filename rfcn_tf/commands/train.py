@@ -2,7 +2,9 @@
 (``training.make_optimizer``; AdamW from random init, the paper's SGD with loaded
 backbone weights)."""
 
+import argparse
 import os
+import sys
 
 from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
 from rfcn_tf.data.arguments import add_dataset_arguments, batches_from_args, examples_from_args
@@ -49,6 +51,9 @@ def add_arguments(parser):
     fit.add_argument("--clipnorm", type=float, default=None)
     fit.add_argument("--metric", default="voc07", choices=METRICS, help="the val_mAP metric")
     fit.add_argument("--eval-every", type=int, default=1)
+    fit.add_argument("--log-every", type=int, default=None,
+                     help="a progress line every this many steps (losses, ms/step, time left); "
+                          "default: Keras's progress bar on a terminal, a line per epoch otherwise")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--deterministic", action="store_true",
                      help="tf.config.experimental.enable_op_determinism(): the same seed and data "
@@ -67,6 +72,10 @@ def add_arguments(parser):
     where.add_argument("--mixed-precision", default="float32", choices=POLICIES,
                        help="Keras dtype policy: mixed_float16 (GPUs, with loss scaling) or "
                             "mixed_bfloat16 compute the convolutions in 16 bits (default float32)")
+    where.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="compile the convolutions (forward and backward) with XLA; the rest of "
+                            "the step stays in TensorFlow (default: as Keras's 'auto', on with a "
+                            "GPU and no distribution strategy)")
     fit.add_argument("--output-dir", default="runs/rfcn",
                      help="best.keras, final.keras, logs/ (TensorBoard), backup/ (resume)")
 
@@ -97,13 +106,20 @@ def run(args):
     with strategy.scope():
         model, config = _build_model(args, class_names, scale)
     multi_worker = args.strategy == "multi_worker"
-    train_ds = batches_from_args(args, examples, config, training=True, seed=args.seed,
+
+    def epoch_batches(epoch):  # a function of the seed and the epoch: the same on every
+        # worker, and in a resumed run
+        seed = args.seed + 1000 * epoch
+        data = examples if epoch == 0 else examples_from_args(args, args.split, training=True,
+                                                               seed=seed)[0]
+        return batches_from_args(args, data, config, training=True, seed=seed,
                                  replicas=replicas, drop_remainder=multi_worker)
+
     val_ds = None
     if args.val_split:
         val_ds = batches_from_args(args, examples_from_args(args, args.val_split)[0], config)
 
-    steps = int(train_ds.cardinality().numpy())
+    steps = int(epoch_batches(0).cardinality().numpy())
     if steps < 0:
         raise ValueError("the training dataset has no known length; the recipe's schedule needs it")
     boundaries = None
@@ -114,29 +130,29 @@ def run(args):
         model.compile(optimizer=make_optimizer(
             args.lr, boundaries=boundaries, optimizer=optimizer, total_steps=steps * args.epochs,
             schedule=args.schedule, warmup_steps=args.warmup_steps,
-            weight_decay=args.weight_decay, clipnorm=args.clipnorm))
+            weight_decay=args.weight_decay, clipnorm=args.clipnorm),
+            jit_compile="auto" if args.jit_compile is None else args.jit_compile)
     devices = f"{replicas} replicas ({args.strategy})" if replicas > 1 else "one device"
+    xla = ", XLA convolutions" if model.jit_compile_convolutions else ""
     print(f"training {config.backbone}/{config.head} on {steps} batches of "
           f"{args.batch_size * replicas} × {args.epochs} epochs on {devices}, "
-          f"{args.mixed_precision}, at min_side {config.min_side}, max_side {config.max_side}: "
+          f"{args.mixed_precision}{xla}, at min_side {config.min_side}, max_side {config.max_side}: "
           f"{optimizer} lr {args.lr}, {args.schedule} schedule")
     if multi_worker:
         from rfcn_tf.multi_worker import train_multi_worker, worker_info
 
-        def epoch_batches(epoch):  # the same on every worker, and in a resumed run
-            seed = args.seed + 1000 * epoch
-            data, _ = examples_from_args(args, args.split, training=True, seed=seed)
-            return batches_from_args(args, data, config, training=True, seed=seed,
-                                     replicas=replicas, drop_remainder=True)
-
         train_multi_worker(lambda: model, epoch_batches, args.epochs, args.output_dir, val_ds,
                            class_names=class_names, metric=args.metric,
-                           eval_every=args.eval_every, strategy=strategy)
+                           eval_every=args.eval_every, strategy=strategy,
+                           **({} if args.log_every is None else {"log_every": args.log_every}))
         if worker_info()[0] != 0:
             return None
     else:
-        fit_detector(model, train_ds, val_ds, epochs=args.epochs, output_dir=args.output_dir,
-                     class_names=class_names, metric=args.metric, eval_every=args.eval_every)
+        fit_detector(model, epoch_batches, val_ds, epochs=args.epochs, output_dir=args.output_dir,
+                     class_names=class_names, metric=args.metric, eval_every=args.eval_every,
+                     log_every=args.log_every,
+                     # Keras's progress bar redraws each step: a log file gets one line per epoch
+                     verbose="auto" if args.log_every is None and sys.stdout.isatty() else 2)
     print(f"saved {os.path.join(args.output_dir, 'final.keras')}")
 
 
