@@ -1,4 +1,5 @@
-"""Inference ms/image of the exports: TF SavedModel, LiteRT (.tflite) and onnxruntime (.onnx).
+"""Inference ms/image of the exports: TF SavedModel, LiteRT (.tflite) and onnxruntime (.onnx),
+beside the Keras model's own ``predict_on_batch``.
 
 For each ``--backbone`` (random weights; small at its 192×320 scale, ResNets at 600×1000),
 one image of the export's input size, ``--threads`` threads in every runtime (TF's intra-
@@ -56,6 +57,7 @@ def latency(backbone, repeats, warmup, threads, work):
     pixels = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
     image = pixels.astype(np.float32)  # the same pixels: serving_default takes uint8
     runs = {
+        "Keras": lambda: model.predict_on_batch(pixels),
         "SavedModel": lambda: {k: v.numpy() for k, v in serving(images=tf.constant(pixels)).items()},
         "LiteRT": lambda r=runtime(os.path.join(tflite, "model.tflite"), "tflite", threads): r(image),
         "onnxruntime": lambda r=runtime(os.path.join(onnx, "model.onnx"), "onnx", threads): r(image),
@@ -75,6 +77,8 @@ def latency(backbone, repeats, warmup, threads, work):
     for name, t in times.items():
         print(f"{backbone:<10} {size[0]}x{size[1]:<5} {name:<12} {statistics.median(t):>9.1f} "
               f"({min(t):.1f}–{max(t):.1f})")
+    ratio = statistics.median(times["SavedModel"]) / statistics.median(times["Keras"])
+    print(f"{backbone:<10} SavedModel serving_default / Keras predict_on_batch: {ratio:.3f}")
 
 
 def accuracy(model_path, data_dir, dataset, split, threads, work):

@@ -13,7 +13,9 @@ The graph, built in ``__init__`` from ``keras.Input``s and layers, top to bottom
 ``model(images)`` and ``model.predict(images)`` return the detections dict. Training runs
 the same layers up to the score maps (``_features_model``); ``compute_loss`` adds the
 ground truth to the proposals, assigns targets, runs the per-RoI step on them with the
-graph's own layers (``_roi_model``) and applies OHEM.
+graph's own layers (``_roi_model``) and applies OHEM. ``compile(jit_compile=True)`` runs
+the same graph as three views — resize + preprocess, the convolutions under XLA, the rest
+— since XLA cannot take the whole step.
 """
 
 import keras

@@ -127,7 +127,7 @@ def test_small_backbone_at_stride_8():
         {"images": np.zeros((1, 128, 160, 3), np.float32), "image_sizes": None})
     assert raw["class_maps"].shape == (1, 16, 20, 3 * 3 * 5)
     assert raw["box_maps"].shape == (1, 16, 20, 4 * 3 * 3)
-    assert raw["rpn_objectness"].shape == (1, 16, 20, 9)
+    assert raw["rpn_objectness"].shape == (1, 16, 20, 12)  # 4 scales × 3 ratios
     centres = (raw["anchors"].numpy()[:, :2] + raw["anchors"].numpy()[:, 2:]) / 2
     assert sorted(set(centres[:, 0].round(3)))[:3] == [4.0, 12.0, 20.0]
     assert model.get_layer("class_pool").spatial_scale == 1 / 8
