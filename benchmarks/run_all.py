@@ -1,4 +1,4 @@
-"""Run the speed benchmarks (PSRoIPool, heads, whole model, image scale, XLA) one after the other and print
+"""Run the speed benchmarks (PSRoIPool, heads, whole model, image scale, XLA, FLOPs) one after the other and print
 their outputs.
 
 Each runs in its own Python process (``sys.executable``), so one's memory and TF state do
@@ -24,6 +24,7 @@ FULL = {
     "model": ["--backbone", "resnet101", "--head", "rfcn", "faster_rcnn", "--repeats", "3"],
     "scale": ["--repeats", "5"],
     "xla": ["--backbone", "resnet101", "--repeats", "3"],
+    "flops": ["--backbone", "resnet101", "--repeats", "3"],
 }
 QUICK = {
     "psroi_pool": ["--repeats", "3", "--rois", "300", "2000", "--modes", "align"],
@@ -31,6 +32,7 @@ QUICK = {
     "model": ["--backbone", "small", "--head", "rfcn", "faster_rcnn", "--repeats", "3"],
     "scale": ["--repeats", "2"],
     "xla": ["--backbone", "small", "--size", "192", "320", "--batch", "4", "--repeats", "3"],
+    "flops": ["--backbone", "resnet50", "--repeats", "1", "--matmul", "1024"],
 }
 
 
