@@ -109,6 +109,7 @@ class RFCN(keras.Model):
         # the dynamic shapes of proposals, sampling and NMS stay in TensorFlow.
         convs = {"rpn_logits": rpn_logits, "rpn_deltas": rpn_deltas, **maps}
         after = [sizes, scales, *convs.values()]  # a list: Keras names dict inputs by Input only
+        object.__setattr__(self, "_conv_names", tuple(convs))  # the order of `after`
         object.__setattr__(self, "_front_model", keras.Model(
             inputs, {"x": x, "image_sizes": sizes, "scales": scales}, name="rfcn_front"))
         object.__setattr__(self, "_conv_model", keras.Model(x, convs, name="rfcn_convolutions"))
@@ -202,21 +203,22 @@ class RFCN(keras.Model):
         """``features_model``'s outputs; with the convolutions under XLA when compiled so."""
         if self._jit_convolutions is None:
             return self._features_model(inputs, training=training)
-        front, convs = self._convolutions(inputs, training)
-        proposals = self._proposal_model([*front, *convs.values()], training=training)
-        return {"image_sizes": front[0], "scales": front[1], **convs, **proposals}
+        after, convs = self._convolutions(inputs, training)
+        proposals = self._proposal_model(after, training=training)
+        return {"image_sizes": after[0], "scales": after[1], **convs, **proposals}
 
     def _detect(self, inputs):
         if self._jit_convolutions is None:
             return super().call(inputs, training=False)
-        front, convs = self._convolutions(inputs, False)
-        return self._detect_model([*front, *convs.values()], training=False)
+        return self._detect_model(self._convolutions(inputs, False)[0], training=False)
 
     def _convolutions(self, inputs, training):
-        """→ ``(image_sizes, scales)``, the XLA-compiled convolutions' outputs."""
+        """→ (the inputs of ``_proposal_model`` / ``_detect_model``, the XLA-compiled
+        convolutions' outputs by name)."""
         front = self._front_model(inputs, training=training)
         convs = self._jit_convolutions(front["x"], training)
-        return (front["image_sizes"], front["scales"]), convs
+        after = [front["image_sizes"], front["scales"], *(convs[n] for n in self._conv_names)]
+        return after, convs
 
     def predict(self, x, *args, **kwargs):
         check_predict_input(x)

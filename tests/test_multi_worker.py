@@ -14,6 +14,8 @@ import pytest
 
 from rfcn_tf.data import load_examples
 
+from tests.process_helpers import sigkill_at
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKER = r'''
@@ -128,17 +130,10 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_runs_weights(tmp_path, data_
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(train_command(data_dir, killed, 3), stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, env=env())
-    try:
-        for line in process.stdout:
-            if line.startswith("epoch 1/3:"):  # printed once the epoch's checkpoint is written
-                process.kill()  # SIGKILL
-                break
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == -9
+    # "epoch 1/3:" is printed once the epoch's checkpoint is written.
+    status = sigkill_at(train_command(data_dir, killed, 3), env(),
+                        lambda line: line.startswith("epoch 1/3:"))
+    assert status == -9
     assert not (killed / "final.keras").exists()
 
     resumed = subprocess.run(train_command(data_dir, killed, 3), capture_output=True, text=True,

@@ -17,6 +17,8 @@ import rfcn_tf  # noqa: F401  (registers the model class)
 from rfcn_tf.backup import CrashSafeBackup, last_backup_epoch
 from rfcn_tf.data import load_examples
 
+from tests.process_helpers import sigkill_at
+
 EPOCHS = 3
 STEPS = 8  # rfcn_shapes/tiny: 16 training images in batches of 2
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,18 +65,9 @@ def assert_same_run(model, reference):
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data_dir, uninterrupted, tmp_path):
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "rfcn_tf.cli", *train_args(data_dir, out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env=env())
-    try:
-        for line in process.stdout:
-            if f"epoch 2/{EPOCHS} step 5/{STEPS}:" in line:  # mid-epoch, epoch 1 saved
-                process.kill()  # SIGKILL
-                break
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == -9
+    status = sigkill_at([sys.executable, "-m", "rfcn_tf.cli", *train_args(data_dir, out)], env(),
+                        lambda line: f"epoch 2/{EPOCHS} step 5/{STEPS}:" in line)  # epoch 1 saved
+    assert status == -9
     assert last_backup_epoch(str(out / "backup")) == 1 and not (out / "final.keras").exists()
 
     # (Keras's progress bar shares stdout, so the lines are searched, not split.)
