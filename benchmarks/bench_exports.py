@@ -2,7 +2,8 @@
 beside the Keras model's own ``predict_on_batch``.
 
 For each ``--backbone`` (random weights; small at its 192×320 scale, ResNets at 600×1000),
-one image of the export's input size, ``--threads`` threads in every runtime (TF's intra-
+one image of the export's input size (``--runtimes``: which of LiteRT and onnxruntime),
+``--threads`` threads in every runtime (TF's intra-
 and inter-op pools, LiteRT's ``num_threads`` with its default XNNPACK delegate, onnxruntime's
 ``intra_op_num_threads``); warm-up, then ``--repeats`` rounds running each runtime once in
 turn; medians (min–max). Also checks that each runtime's detections are the SavedModel's.
@@ -39,7 +40,10 @@ def config_for(backbone):
     return rfcn_tf.RFCNConfig(num_classes=20, backbone=backbone)
 
 
-def latency(backbone, repeats, warmup, threads, work):
+RUNTIMES = ("Keras", "SavedModel", "LiteRT", "onnxruntime")
+
+
+def latency(backbone, repeats, warmup, threads, work, runtimes=RUNTIMES):
     import tensorflow as tf
 
     import rfcn_tf
@@ -52,20 +56,24 @@ def latency(backbone, repeats, warmup, threads, work):
     size = portable.default_input_size(model.config)
     saved = tf.saved_model.load(rfcn_tf.export_saved_model(model, os.path.join(work, backbone)))
     serving = saved.signatures["serving_default"]
-    tflite = export_tflite(model, os.path.join(work, backbone + "_tflite"))
-    onnx = export_onnx(model, os.path.join(work, backbone + "_onnx"))
     pixels = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
     image = pixels.astype(np.float32)  # the same pixels: serving_default takes uint8
     runs = {
         "Keras": lambda: model.predict_on_batch(pixels),
         "SavedModel": lambda: {k: v.numpy() for k, v in serving(images=tf.constant(pixels)).items()},
-        "LiteRT": lambda r=runtime(os.path.join(tflite, "model.tflite"), "tflite", threads): r(image),
-        "onnxruntime": lambda r=runtime(os.path.join(onnx, "model.onnx"), "onnx", threads): r(image),
     }
+    if "LiteRT" in runtimes:
+        tflite = export_tflite(model, os.path.join(work, backbone + "_tflite"))
+        runs["LiteRT"] = lambda r=runtime(os.path.join(tflite, "model.tflite"), "tflite",
+                                          threads): r(image)
+    if "onnxruntime" in runtimes:
+        onnx = export_onnx(model, os.path.join(work, backbone + "_onnx"))
+        runs["onnxruntime"] = lambda r=runtime(os.path.join(onnx, "model.onnx"), "onnx",
+                                               threads): r(image)
     served = runs["SavedModel"]()  # TF Serving's outputs: boxes normalised to the image
     n = int(served["num_detections"][0])
     boxes = served["detection_boxes"][0, :n] * np.tile(size, 2)
-    for name in ("LiteRT", "onnxruntime"):
+    for name in [r for r in ("LiteRT", "onnxruntime") if r in runs]:
         out = runs[name]()
         # Random weights give near-tied scores, whose order a 1e-6 difference may swap: compare
         # the sorted scores, and count the boxes found within 1 px at the same rank.
@@ -117,6 +125,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--runtimes", nargs="*", default=list(RUNTIMES[2:]),
+                        choices=RUNTIMES[2:],
+                        help="the exports timed beside Keras and the SavedModel")
     parser.add_argument("--map", metavar="MODEL", default=None,
                         help="a trained .keras model: report mAP per export instead of speed")
     parser.add_argument("--dataset", default="rfcn_shapes")
@@ -134,7 +145,7 @@ def main(argv=None):
         return
     print(f"median ms/image of {args.repeats} after {args.warmup} warm-up (min–max)")
     for backbone in args.backbone:
-        latency(backbone, args.repeats, args.warmup, args.threads, work)
+        latency(backbone, args.repeats, args.warmup, args.threads, work, args.runtimes)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ and adds are not counted: they are memory-bound and tiny in FLOPs); GFLOP/s = 2 
 time. "all" is the whole convolutional graph in one call (what inference runs), beside the
 sum of the stages run separately.
 
+Each stage runs twice: as ``model.predict`` runs it (weights read from variables) and frozen
+(weights as graph constants, as ``rfcn_tf.freeze`` and the SavedModel export run it: oneDNN
+then keeps every filter in its blocked layout).
+
 The peak is the best of a large float32 matmul (``--matmul`` n×n×n) and a conv4-sized 3×3
 convolution (256 → 256 channels at 1/16 of the image), each a ``tf.function`` timed like the
 stages; measured before and after the stages, so a change in the machine's load shows.
@@ -23,6 +27,9 @@ import statistics
 import keras
 import numpy as np
 import tensorflow as tf
+
+# The converter rfcn_tf.freeze uses (TF 2 has no public one).
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 import rfcn_tf
 from timing import environment, interleaved_times
@@ -98,6 +105,13 @@ def measure_peak(calls, repeats):
     return {k: calls[k][2] / (min(t) / 1e3) / 1e9 for k, t in times.items()}
 
 
+def freeze(fn, inputs):
+    """``fn`` (a ``tf.function``) for inputs like ``inputs``, its variables as constants."""
+    concrete = fn.get_concrete_function(*inputs)
+    frozen = convert_variables_to_constants_v2(concrete)
+    return lambda *args: frozen(*args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet50", choices=sorted(TRUNK_STAGES))
@@ -129,10 +143,12 @@ def main(argv=None):
     calls["conv5"] = (tf.function(lambda t: model.conv5(t, training=False)), (conv4,))
     calls["head"] = (tf.function(run_head), (conv4, conv5))
     calls["all"] = (tf.function(lambda t: model._conv_model(t, training=False)), (x,))
+    frozen = {name: (freeze(fn, inputs), inputs) for name, (fn, inputs) in calls.items()}
     peaks = peak_calls(args.matmul, [1, conv4.shape[1], conv4.shape[2], 256])
 
     before = measure_peak(peaks, args.repeats)
-    times = interleaved_times(calls, args.repeats, 1)
+    times = interleaved_times({**calls, **{f"{n} frozen": c for n, c in frozen.items()}},
+                              args.repeats, 1)
     after = measure_peak(peaks, args.repeats)
     peak = max(*before.values(), *after.values())
 
@@ -140,13 +156,20 @@ def main(argv=None):
           f"{x.shape[1]}x{x.shape[2]}), median of {args.repeats}  {environment()}")
     print("peak GFLOP/s (best of the runs), before / after the stages: " + ", ".join(
         f"{k} {before[k]:.0f} / {after[k]:.0f}" for k in before) + f"; peak = {peak:.0f}")
-    print(f"{'stage':<7} {'GMACs':>7} {'ms':>8} {'GFLOP/s':>8} {'of peak':>8}")
+    print(f"{'':<15} {'weights read from variables':>27}   {'frozen (weights as constants)':>29}")
+    print(f"{'stage':<7} {'GMACs':>7} {'ms':>8} {'GFLOP/s':>8} {'of peak':>8}   "
+          f"{'ms':>8} {'GFLOP/s':>8} {'of peak':>8} {'frozen/var':>10}")
     for name in [*calls]:
-        ms = statistics.median(times[name])
-        rate = 2 * macs[name] / (ms / 1e3) / 1e9
-        print(f"{name:<7} {macs[name] / 1e9:>7.2f} {ms:>8.1f} {rate:>8.0f} {rate / peak:>8.0%}")
-    stage_sum = sum(statistics.median(times[name]) for name in calls if name != "all")
-    print(f"sum of the stages run one by one: {stage_sum:.1f} ms")
+        line = f"{name:<7} {macs[name] / 1e9:>7.2f}"
+        for key in (name, f"{name} frozen"):
+            ms = statistics.median(times[key])
+            rate = 2 * macs[name] / (ms / 1e3) / 1e9
+            line += f" {ms:>8.1f} {rate:>8.0f} {rate / peak:>8.0%}  "
+        ratio = statistics.median(times[f"{name} frozen"]) / statistics.median(times[name])
+        print(line + f" {ratio:>9.2f}")
+    for suffix in ("", " frozen"):
+        stage_sum = sum(statistics.median(times[name + suffix]) for name in calls if name != "all")
+        print(f"sum of the stages run one by one{suffix}: {stage_sum:.1f} ms")
 
 
 if __name__ == "__main__":

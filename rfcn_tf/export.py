@@ -2,7 +2,8 @@
 
 ``export_saved_model(model, "saved_models/rfcn")`` writes ``saved_models/rfcn/<version>/``:
 
-    saved_model.pb, variables/, fingerprint.pb   the SavedModel (``keras.export.ExportArchive``)
+    saved_model.pb, fingerprint.pb               the SavedModel (``rfcn_tf.frozen``: the weights
+                                                 are constants of its graph, no variables)
     assets.extra/labels.txt                      class names, line i = class id i (if known)
     assets.extra/rfcn_config.json                the model's ``RFCNConfig``
 
@@ -26,10 +27,12 @@ import uuid
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from rfcn_tf import portable
 from rfcn_tf.model import RFCN
-from rfcn_tf.signatures import build_archive
+from rfcn_tf.frozen import freeze
+from rfcn_tf.signatures import build_signatures
 
 EXTRA_DIR = "assets.extra"
 LABELS_FILE = "labels.txt"
@@ -59,10 +62,17 @@ def export_saved_model(model, export_dir, version=None, name=None, class_names=N
     names, config = _names_and_config(model, class_names)
 
     def write(directory):
-        build_archive(model).write_out(directory, verbose=False)
+        write_saved_model(model, directory)
         _write_extras(os.path.join(directory, EXTRA_DIR), names, config)
 
     return _write_version(export_dir, name, version, overwrite, write)
+
+
+def write_saved_model(model, directory):
+    """The frozen detector of ``model`` (``rfcn_tf.frozen``) as a SavedModel in ``directory``,
+    with the signatures of ``rfcn_tf.signatures``."""
+    detector = freeze(model)
+    tf.saved_model.save(detector, directory, signatures=build_signatures(detector))
 
 
 def export_tflite(model, export_dir=DEFAULT_DIRS["tflite"], version=None, name=None,

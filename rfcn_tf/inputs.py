@@ -77,6 +77,27 @@ def check_images(images, image_sizes=None):
         return tf.identity(images), tf.identity(image_sizes)
 
 
+def detect_each_if_padded(detect, images, image_sizes, max_detections):
+    """``detect(images [B, H, W, 3]) → detections`` on a batch that may be zero padded:
+    the whole batch at once when every image fills it, else image by image (cropped to its
+    ``image_sizes``), so that an image's detections do not depend on what it is batched with
+    (zero padding would reach its border convolutions). Outputs padded to ``max_detections``."""
+    signature = {"boxes": tf.TensorSpec([max_detections, 4], tf.float32),
+                 "confidence": tf.TensorSpec([max_detections], tf.float32),
+                 "labels": tf.TensorSpec([max_detections], tf.int32),
+                 "num_detections": tf.TensorSpec([], tf.int32)}
+
+    def one(args):
+        image, size = args
+        return {key: value[0] for key, value in detect(image[None, : size[0], : size[1]]).items()}
+
+    images, image_sizes = check_images(images, image_sizes)
+    padded = tf.reduce_any(image_sizes != tf.shape(images)[None, 1:3])
+    return tf.cond(padded,
+                   lambda: tf.map_fn(one, (images, image_sizes), fn_output_signature=signature),
+                   lambda: detect(images))
+
+
 def as_model_inputs(inputs):
     """images, ``{"images"[, "image_sizes"]}`` or a list of ``[H, W, 3]`` images of any
     sizes → ``{"images", "image_sizes"}`` (``image_sizes`` None = every image full size)."""

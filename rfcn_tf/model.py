@@ -24,8 +24,8 @@ import tensorflow as tf
 from rfcn_tf import losses, targets
 from rfcn_tf.backbones import build_backbone
 from rfcn_tf.config import RFCNConfig
-from rfcn_tf.inputs import (as_model_inputs, check_image_spec, check_images, check_predict_input,
-                            unpack_targets)
+from rfcn_tf.inputs import (as_model_inputs, check_image_spec, check_predict_input,
+                            detect_each_if_padded, unpack_targets)
 from rfcn_tf.layers.detection import DetectionDecoder
 from rfcn_tf.layers.heads import FasterRCNNHead, RFCNHead
 from rfcn_tf.layers.proposals import ProposalLayer
@@ -176,28 +176,10 @@ class RFCN(keras.Model):
     def call(self, inputs, training=None, mask=None):
         if training:
             return self._features(inputs, training=True)
-        detect = self._detect
-        images, sizes = inputs["images"], inputs["image_sizes"]
-        if sizes is None:
-            return detect(inputs)
-        # A padded batch runs image by image, so that an image's detections do not depend
-        # on what it is batched with (zero padding would reach its border convolutions).
-        m = self.config.max_detections
-        signature = {"boxes": tf.TensorSpec([m, 4], tf.float32),
-                     "confidence": tf.TensorSpec([m], tf.float32),
-                     "labels": tf.TensorSpec([m], tf.int32),
-                     "num_detections": tf.TensorSpec([], tf.int32)}
-
-        def one(args):
-            image, size = args
-            out = detect({"images": image[None, : size[0], : size[1]], "image_sizes": None})
-            return {key: value[0] for key, value in out.items()}
-
-        images, sizes = check_images(images, sizes)
-        padded = tf.reduce_any(sizes != tf.shape(images)[None, 1:3])
-        return tf.cond(padded,
-                       lambda: tf.map_fn(one, (images, sizes), fn_output_signature=signature),
-                       lambda: detect(inputs))
+        if inputs["image_sizes"] is None:
+            return self._detect(inputs["images"])
+        return detect_each_if_padded(self._detect, inputs["images"], inputs["image_sizes"],
+                                     self.config.max_detections)
 
     def _features(self, inputs, training):
         """``features_model``'s outputs; with the convolutions under XLA when compiled so."""
@@ -207,7 +189,9 @@ class RFCN(keras.Model):
         proposals = self._proposal_model(after, training=training)
         return {"image_sizes": after[0], "scales": after[1], **convs, **proposals}
 
-    def _detect(self, inputs):
+    def _detect(self, images):
+        """Detections of an unpadded batch ``[B, H, W, 3]``."""
+        inputs = {"images": images, "image_sizes": None}
         if self._jit_convolutions is None:
             return super().call(inputs, training=False)
         return self._detect_model(self._convolutions(inputs, False)[0], training=False)

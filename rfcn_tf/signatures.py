@@ -1,7 +1,7 @@
-"""The SavedModel's signatures (``keras.export.ExportArchive`` endpoints).
+"""The SavedModel's signatures, on the frozen detector (``rfcn_tf.frozen``).
 
 All outputs are dense and padded to ``M = config.max_detections`` rows. Every signature
-runs the model itself, which resizes each image to its own scale (``min_side`` /
+runs the model's own graph, which resizes each image to its own scale (``min_side`` /
 ``max_side``), so a client may send any image size.
 
 ``serving_default``: ``images`` uint8 ``[B, H, W, 3]`` RGB (one size per request).
@@ -25,7 +25,6 @@ Bad requests (an empty batch, an empty string, bytes that are no image, a 0-pixe
 image declaring too many pixels) fail with ``InvalidArgumentError`` saying what was wrong.
 """
 
-import keras
 import tensorflow as tf
 
 from rfcn_tf.image_io import decode_image
@@ -36,35 +35,43 @@ SERVING_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "
 PADDED_SIGNATURE = "predict_padded"
 
 
-def build_archive(model):
-    """The ``ExportArchive`` of ``model`` with the three signatures above."""
-    config = model.config
+def build_signatures(detector):
+    """``{name: tf.function}`` of the three signatures above, on a ``FrozenDetector``."""
+    config = detector.config
 
-    def predict_padded(images, image_sizes):
-        out = model({"images": images, "image_sizes": image_sizes}, training=False)
-        boxes = from_model_format(tf.cast(out["boxes"], tf.float32), config.bounding_box_format)
-        return {"boxes": boxes, "confidence": tf.cast(out["confidence"], tf.float32),
+    def model_contract(out):
+        return {"boxes": from_model_format(tf.cast(out["boxes"], tf.float32),
+                                           config.bounding_box_format),
+                "confidence": tf.cast(out["confidence"], tf.float32),
                 "labels": tf.cast(out["labels"], tf.int32),
                 "num_detections": tf.cast(out["num_detections"], tf.int32)}
 
-    def serving_outputs(images, image_sizes):
-        out = predict_padded(images, image_sizes)
+    def serving_outputs(out, image_sizes):
+        out = model_contract(out)
         scale = tf.cast(tf.tile(image_sizes, [1, 2]), tf.float32)[:, None, :]
         return {"detection_boxes": out["boxes"] / scale,
                 "detection_scores": out["confidence"],
                 "detection_classes": tf.cast(out["labels"], tf.float32),
                 "num_detections": tf.cast(out["num_detections"], tf.float32)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
+                                  tf.TensorSpec([None, 2], tf.int32, name="image_sizes")])
+    def predict_padded(images, image_sizes):
+        return model_contract(detector.detect_padded(images, image_sizes))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serving_default(images):
         shape = tf.shape(images)
         check = tf.debugging.assert_positive(
             shape[1:3], message="images must be at least 1x1 pixels; got height, width")
         with tf.control_dependencies([check]):
             images = tf.cast(images, tf.float32)
-        return serving_outputs(images, tf.tile(shape[None, 1:3], [shape[0], 1]))
+        # One size per request: the batch runs as one, no per-image path.
+        return serving_outputs(detector.detect(images), tf.tile(shape[None, 1:3], [shape[0], 1]))
 
     model_size = target_size(config.min_side, config.max_side)
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="encoded_images")])
     def serving_bytes(encoded_images):
         def decode(data):
             image, _ = decode_image(data, target_size=model_size)
@@ -79,15 +86,8 @@ def build_archive(model):
             decode, encoded_images,
             fn_output_signature=(tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
                                  tf.TensorSpec([2], tf.int32)))
-        return serving_outputs(images.to_tensor(shape=[None, None, None, 3]), sizes)
+        images = images.to_tensor(shape=[None, None, None, 3])
+        return serving_outputs(detector.detect_padded(images, sizes), sizes)
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serving_default, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    archive.add_endpoint("serving_bytes", serving_bytes, input_signature=[
-        tf.TensorSpec([None], tf.string, name="encoded_images")])
-    archive.add_endpoint(PADDED_SIGNATURE, predict_padded, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
-        tf.TensorSpec([None, 2], tf.int32, name="image_sizes")])
-    return archive
+    return {"serving_default": serving_default, "serving_bytes": serving_bytes,
+            PADDED_SIGNATURE: predict_padded}

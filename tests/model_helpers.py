@@ -24,3 +24,18 @@ def random_image(height, width, seed):
 def write_png(path, image):
     tf.io.write_file(str(path), tf.io.encode_png(image))
     return str(path)
+
+
+def assert_same_detections_any_order(out, expected, box_atol=1e-2, score_atol=1e-4):
+    """The same detections image by image — each label, box (within ``box_atol`` px) and
+    confidence (within ``score_atol``) found once — in any order: near-tied confidences may
+    swap ranks under another graph's rounding (XLA, a frozen graph's convolutions)."""
+    np.testing.assert_array_equal(out["num_detections"], expected["num_detections"])
+    for i, n in enumerate(expected["num_detections"]):
+        unmatched = list(range(n))
+        for j in range(n):
+            match = [k for k in unmatched if out["labels"][i, k] == expected["labels"][i, j]
+                     and np.abs(out["boxes"][i, k] - expected["boxes"][i, j]).max() <= box_atol
+                     and abs(out["confidence"][i, k] - expected["confidence"][i, j]) <= score_atol]
+            assert match, (i, j, expected["boxes"][i, j], expected["confidence"][i, j])
+            unmatched.remove(match[0])

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig
+from tests.model_helpers import assert_same_detections_any_order
 
 SIDE = 96
 
@@ -56,33 +57,18 @@ def test_the_convolutions_are_what_xla_compiles(steps):
     assert "CropAndResize" not in hlo and "NonMaxSuppression" not in hlo
 
 
-def assert_same_detections(out, expected):
-    """The same detections image by image — each label, box (within 1e-2 px) and confidence
-    (within 1e-4) found once — in any order: a one-step model's near-tied confidences may
-    swap ranks under XLA's rounding (seen once in six runs, at ranks 50/51)."""
-    np.testing.assert_array_equal(out["num_detections"], expected["num_detections"])
-    for i, n in enumerate(expected["num_detections"]):
-        unmatched = list(range(n))
-        for j in range(n):
-            match = [k for k in unmatched if out["labels"][i, k] == expected["labels"][i, j]
-                     and np.abs(out["boxes"][i, k] - expected["boxes"][i, j]).max() <= 1e-2
-                     and abs(out["confidence"][i, k] - expected["confidence"][i, j]) <= 1e-4]
-            assert match, (i, j, expected["boxes"][i, j], expected["confidence"][i, j])
-            unmatched.remove(match[0])
-
-
 def test_jit_detections_equal_the_plain_ones(steps):
     images, _ = batch()
     plain = steps[False][0].predict_on_batch(images)
     jit = steps[True][0].predict_on_batch(images)
     assert int(plain["num_detections"].sum()) > 0
-    assert_same_detections(jit, plain)
+    assert_same_detections_any_order(jit, plain)
     # A padded batch runs image by image, through the same compiled convolutions.
     padded = np.zeros((2, SIDE + 16, SIDE + 48, 3), np.float32)
     padded[:, :SIDE, :SIDE + 32] = images
     sizes = np.array([[SIDE, SIDE + 32]] * 2, np.int32)
     out = steps[True][0].predict_on_batch({"images": padded, "image_sizes": sizes})
-    assert_same_detections(out, plain)
+    assert_same_detections_any_order(out, plain)
 
 
 def test_jit_compile_survives_a_keras_round_trip(steps, tmp_path):
