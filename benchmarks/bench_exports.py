@@ -1,7 +1,8 @@
 """Inference ms/image of the exports: TF SavedModel, LiteRT (.tflite) and onnxruntime (.onnx),
 beside the Keras model's own ``predict_on_batch``.
 
-For each ``--backbone`` (random weights; small at its 192×320 scale, ResNets at 600×1000),
+For each ``--backbone`` (random weights with trained-like BatchNorm statistics and conv
+biases, ``timing.trained_like``; small at its 192×320 scale, ResNets at 600×1000),
 one image of the export's input size (``--runtimes``: which of LiteRT and onnxruntime),
 ``--threads`` threads in every runtime (TF's intra-
 and inter-op pools, LiteRT's ``num_threads`` with its default XNNPACK delegate, onnxruntime's
@@ -50,9 +51,9 @@ def latency(backbone, repeats, warmup, threads, work, runtimes=RUNTIMES):
     from rfcn_tf import portable
     from rfcn_tf.export import export_onnx, export_tflite
     from rfcn_tf.loading import runtime
-    from timing import interleaved_times
+    from timing import interleaved_times, trained_like
 
-    model = rfcn_tf.RFCN(config=config_for(backbone))
+    model = trained_like(rfcn_tf.RFCN(config=config_for(backbone)))
     size = portable.default_input_size(model.config)
     saved = tf.saved_model.load(rfcn_tf.export_saved_model(model, os.path.join(work, backbone)))
     serving = saved.signatures["serving_default"]

@@ -10,8 +10,10 @@ time. "all" is the whole convolutional graph in one call (what inference runs), 
 sum of the stages run separately.
 
 Each stage runs twice: as ``model.predict`` runs it (weights read from variables) and frozen
-(weights as graph constants, as ``rfcn_tf.freeze`` and the SavedModel export run it: oneDNN
-then keeps every filter in its blocked layout).
+as ``rfcn_tf.freeze_for_inference`` and the SavedModel export run it (weights as graph constants, so oneDNN
+keeps every filter in its blocked layout; BatchNorms folded into the convolutions). The
+BatchNorm statistics and conv biases are made trained-like (``timing.trained_like``): with
+random-init ones grappler would drop most of each BatchNorm in both.
 
 The peak is the best of a large float32 matmul (``--matmul`` n×n×n) and a conv4-sized 3×3
 convolution (256 → 256 channels at 1/16 of the image), each a ``tf.function`` timed like the
@@ -28,11 +30,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# The converter rfcn_tf.freeze uses (TF 2 has no public one).
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
 import rfcn_tf
-from timing import environment, interleaved_times
+from rfcn_tf.frozen import folded_values
+from timing import environment, interleaved_times, trained_like
 
 # The last layer of each trunk stage (keras.applications ResNet names).
 TRUNK_STAGES = {
@@ -105,11 +105,14 @@ def measure_peak(calls, repeats):
     return {k: calls[k][2] / (min(t) / 1e3) / 1e9 for k, t in times.items()}
 
 
-def freeze(fn, inputs):
-    """``fn`` (a ``tf.function``) for inputs like ``inputs``, its variables as constants."""
-    concrete = fn.get_concrete_function(*inputs)
-    frozen = convert_variables_to_constants_v2(concrete)
-    return lambda *args: frozen(*args)
+def frozen_call(fn, values):
+    """``fn`` as ``rfcn_tf.freeze_for_inference`` runs the model: every variable a constant of the graph,
+    the BatchNorms folded (``values``: ``rfcn_tf.frozen.folded_values``)."""
+    @tf.function
+    def run(*args):
+        with keras.StatelessScope(state_mapping=[(v, tf.constant(x)) for v, x in values]):
+            return fn(*args)
+    return run
 
 
 def main(argv=None):
@@ -120,7 +123,7 @@ def main(argv=None):
     parser.add_argument("--matmul", type=int, default=2048, help="n of the peak's n×n matmul")
     args = parser.parse_args(argv)
 
-    model = rfcn_tf.RFCN(num_classes=20, backbone=args.backbone)
+    model = trained_like(rfcn_tf.RFCN(num_classes=20, backbone=args.backbone))
     height, width = args.size
     image = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
     x = model._front_model({"images": tf.constant(image), "image_sizes": None})["x"]
@@ -138,12 +141,14 @@ def main(argv=None):
     macs["head"] = head_macs(conv4, conv5)
     macs["all"] = sum(macs.values())
 
-    calls = {name: (tf.function(lambda t, s=stage: s(t, training=False)), (inputs[name],))
+    plain = {name: (lambda t, s=stage: s(t, training=False), (inputs[name],))
              for name, stage, _ in stages}
-    calls["conv5"] = (tf.function(lambda t: model.conv5(t, training=False)), (conv4,))
-    calls["head"] = (tf.function(run_head), (conv4, conv5))
-    calls["all"] = (tf.function(lambda t: model._conv_model(t, training=False)), (x,))
-    frozen = {name: (freeze(fn, inputs), inputs) for name, (fn, inputs) in calls.items()}
+    plain["conv5"] = (lambda t: model.conv5(t, training=False), (conv4,))
+    plain["head"] = (run_head, (conv4, conv5))
+    plain["all"] = (lambda t: model._conv_model(t, training=False), (x,))
+    calls = {name: (tf.function(fn), args) for name, (fn, args) in plain.items()}
+    values = folded_values(model)
+    frozen = {name: (frozen_call(fn, values), args) for name, (fn, args) in plain.items()}
     peaks = peak_calls(args.matmul, [1, conv4.shape[1], conv4.shape[2], 256])
 
     before = measure_peak(peaks, args.repeats)

@@ -5,8 +5,10 @@
   after the RPN's NMS, score threshold 0.05, at most 100 detections. torchvision runs
   ``model.eval()`` under ``torch.inference_mode()``; rfcn_tf twice: ``detector`` is the
   graph ``model.predict`` runs (a ``tf.function`` of ``model(x, training=False)``, weights
-  read from variables), ``detector_frozen`` is ``rfcn_tf.freeze(model)`` (what the SavedModel
-  export serves).
+  read from variables), ``detector_frozen`` is ``rfcn_tf.freeze_for_inference(model)`` (what the SavedModel
+  export serves). rfcn_tf's BatchNorm statistics and conv biases are made trained-like
+  (``timing.trained_like``); torchvision's detection models run BatchNorm as a frozen affine
+  layer, whose cost does not depend on its values.
 - psroi: ``PSRoIPool(mode="align", samples_per_bin=2)`` forward + backward vs torchvision's C++
   ``ps_roi_align(..., sampling_ratio=2)`` forward + backward: maps 1×38×63×1029 (k = 7, 21
   classes), 300 random RoIs, the same weights on the output. Each round a side runs
@@ -146,11 +148,13 @@ def tf_cases(threads, inter_op, backbone):
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     import rfcn_tf
     from rfcn_tf.layers.psroi_pool import PSRoIPool
+    from timing import trained_like
 
     image, maps, rois, weights = inputs()
-    model = rfcn_tf.RFCN(num_classes=CLASSES - 1, backbone=backbone, rpn_post_nms_test=ROIS)
+    model = trained_like(rfcn_tf.RFCN(num_classes=CLASSES - 1, backbone=backbone,
+                                      rpn_post_nms_test=ROIS))
     full = tf.function(lambda x: model(x, training=False))
-    frozen = rfcn_tf.freeze(model)
+    frozen = rfcn_tf.freeze_for_inference(model)
     image = tf.constant(image)
     pixels = tf.cast(image, tf.float32)
 

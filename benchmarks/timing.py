@@ -17,6 +17,25 @@ def random_rois(rng, count, height, width):
     return np.concatenate([lo, hi], -1)[None].astype(np.float32)
 
 
+def trained_like(model, seed=0):
+    """Give every BatchNorm of ``model`` (nested models included) statistics and an affine
+    part like a trained network's, and every conv bias small random values. Random-init
+    ones (γ 1, β 0, μ 0, σ² 1, biases 0) let grappler drop most of an inference BatchNorm
+    and every zero bias, which a trained model never allows: timings would flatter the
+    unfrozen graph."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n),
+                               rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n)])
+        elif isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
+            layer.bias.assign(rng.normal(0, 0.01, layer.bias.shape))
+    return model
+
+
 def block(outputs):
     """Wait for every tensor of a (nested) result (numpy values and the like are ready)."""
     for t in tf.nest.flatten(outputs):

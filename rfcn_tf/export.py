@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from rfcn_tf import portable
 from rfcn_tf.model import RFCN
-from rfcn_tf.frozen import freeze
+from rfcn_tf.frozen import freeze_for_inference
 from rfcn_tf.signatures import build_signatures
 
 EXTRA_DIR = "assets.extra"
@@ -71,7 +71,7 @@ def export_saved_model(model, export_dir, version=None, name=None, class_names=N
 def write_saved_model(model, directory):
     """The frozen detector of ``model`` (``rfcn_tf.frozen``) as a SavedModel in ``directory``,
     with the signatures of ``rfcn_tf.signatures``."""
-    detector = freeze(model)
+    detector = freeze_for_inference(model)
     tf.saved_model.save(detector, directory, signatures=build_signatures(detector))
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from rfcn_tf import RFCN, RFCNConfig, pack_images
 from rfcn_tf import export as export_module
 from rfcn_tf.export import export_saved_model
-from rfcn_tf.frozen import freeze
+from rfcn_tf.frozen import freeze_for_inference
 from rfcn_tf.loading import load_detector
 from tests.model_helpers import random_image, sharpen, write_png
 
@@ -280,7 +280,7 @@ def test_one_pixel_image(model, loaded):
     image = random_image(1, 1, 6)
     from_uint8 = serve(loaded, "serving_default", images=tf.constant(image[None]))
     from_bytes = serve(loaded, "serving_bytes", encoded_images=tf.constant([png_bytes(image)]))
-    frozen = {k: v.numpy() for k, v in freeze(model)(image[None]).items()}
+    frozen = {k: v.numpy() for k, v in freeze_for_inference(model)(image[None]).items()}
     assert frozen["num_detections"][0] > 0
     for served in (from_uint8, from_bytes):
         assert served["detection_boxes"].shape == (1, model.config.max_detections, 4)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig, pack_images
-from rfcn_tf.frozen import freeze
+from rfcn_tf.frozen import freeze_for_inference
 from tests.model_helpers import assert_same_detections_any_order, random_image, sharpen
 
 
@@ -20,7 +20,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def frozen(model):
-    return freeze(model)
+    return freeze_for_inference(model)
 
 
 def numpy(out):
@@ -62,7 +62,7 @@ def test_weights_are_constants_of_the_graph(frozen):
 
 def test_a_frozen_detector_is_a_snapshot(model):
     image = random_image(96, 160, 6)[None]
-    detector = freeze(model)
+    detector = freeze_for_inference(model)
     before = numpy(detector(image))
     layer = model.get_layer("class_maps")
     kernel, bias = layer.get_weights()
@@ -70,15 +70,15 @@ def test_a_frozen_detector_is_a_snapshot(model):
         layer.set_weights([kernel[..., ::-1].copy(), bias])  # the model now scores differently
         assert not np.allclose(model.predict(image, verbose=0)["confidence"], before["confidence"])
         np.testing.assert_array_equal(numpy(detector(image))["confidence"], before["confidence"])
-        refrozen = numpy(freeze(model)(image))
+        refrozen = numpy(freeze_for_inference(model)(image))
         assert not np.allclose(refrozen["confidence"], before["confidence"])
     finally:
         layer.set_weights([kernel, bias])
 
 
-def test_freeze_needs_an_rfcn():
-    with pytest.raises(TypeError, match="freeze needs an RFCN model; got Sequential"):
-        freeze(keras.Sequential([keras.layers.Dense(1)]))
+def test_freeze_for_inference_needs_an_rfcn():
+    with pytest.raises(TypeError, match="freeze_for_inference needs an RFCN model; got Sequential"):
+        freeze_for_inference(keras.Sequential([keras.layers.Dense(1)]))
 
 
 def test_bad_input_is_refused(frozen):
@@ -86,3 +86,48 @@ def test_bad_input_is_refused(frozen):
         frozen(np.zeros((2, 32, 32), np.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least 1x1"):
         frozen(tf.zeros((1, 0, 32, 3)))
+
+
+def _trained_like():
+    """benchmarks/timing.py's trained_like (benchmarks/ is not a package: load the file)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "benchmarks", "timing.py")
+    spec = importlib.util.spec_from_file_location("bench_timing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.trained_like
+
+
+@pytest.mark.parametrize("backbone", ["small", "resnet50"])
+def test_batchnorms_fold_into_their_convolutions(backbone):
+    """With trained-like BatchNorm statistics and conv biases (the ResNet's convs have biases,
+    the small backbone's none): every BatchNorm is folded, the folded values follow the
+    definition (frozen module doc), and the detections stay the model's."""
+    from rfcn_tf.frozen import conv_batchnorm_pairs, folded_values
+    keras.utils.set_random_seed(4)
+    config = (RFCNConfig.small(num_classes=3) if backbone == "small" else
+              RFCNConfig(num_classes=3, backbone="resnet50", min_side=128, max_side=160))
+    m = _trained_like()(RFCN(config=config), seed=1)
+    sharpen(m)
+    pairs = conv_batchnorm_pairs(m)
+    batchnorms = [l for l in m._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(pairs) == len(batchnorms) == (9 if backbone == "small" else 53)
+
+    values = {id(v): value for v, value in folded_values(m)}
+    conv, bn = pairs[len(pairs) // 2]
+    gamma, beta, mean, variance = (w.numpy().astype(np.float64) for w in
+                                   (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+    scale = gamma / np.sqrt(variance + bn.epsilon)
+    bias = conv.bias.numpy() if conv.use_bias else 0.0
+    np.testing.assert_allclose(values[id(conv.kernel)], conv.kernel.numpy() * scale, rtol=1e-6)
+    np.testing.assert_allclose(values[id(bn.beta)], (bias - mean) * scale + beta, atol=1e-6)
+    assert np.float32(values[id(bn.moving_variance)][0]) + np.float32(bn.epsilon) == 1.0
+    assert np.all(values[id(bn.gamma)] == 1) and np.all(values[id(bn.moving_mean)] == 0)
+
+    image = random_image(*((96, 160) if backbone == "small" else (128, 160)), 7)[None]
+    expected = m.predict(image, verbose=0)
+    assert expected["num_detections"][0] > 0
+    assert_same_detections_any_order(numpy(freeze_for_inference(m)(image)), expected, box_atol=1e-2,
+                                     score_atol=1e-4)
