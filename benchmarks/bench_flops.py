@@ -9,18 +9,19 @@ and adds are not counted: they are memory-bound and tiny in FLOPs); GFLOP/s = 2 
 time. "all" is the whole convolutional graph in one call (what inference runs), beside the
 sum of the stages run separately.
 
-Each stage runs twice: as ``model.predict`` runs it (weights read from variables) and frozen
-as ``rfcn_tf.freeze_for_inference`` and the SavedModel export run it (weights as graph constants, so oneDNN
-keeps every filter in its blocked layout; BatchNorms folded into the convolutions). The
-BatchNorm statistics and conv biases are made trained-like (``timing.trained_like``): with
-random-init ones grappler would drop most of each BatchNorm in both.
+``--weights``: the stages as ``model.predict`` runs them (``variables``) or as
+``rfcn_tf.freeze_for_inference`` and the SavedModel export do (``frozen``: weights as graph
+constants, BatchNorms folded into the convolutions). One per run: TF's oneDNN primitive cache
+is keyed by a convolution's shapes, so whichever graph runs first would set the filter layout
+for both. The BatchNorm statistics and conv biases are made trained-like
+(``timing.trained_like``): with random-init ones grappler drops most of each BatchNorm.
 
 The peak is the best of a large float32 matmul (``--matmul`` n×n×n) and a conv4-sized 3×3
 convolution (256 → 256 channels at 1/16 of the image), each a ``tf.function`` timed like the
 stages; measured before and after the stages, so a change in the machine's load shows.
 
-    python benchmarks/bench_flops.py --backbone resnet50 --repeats 5
-    python benchmarks/bench_flops.py --backbone resnet101 --repeats 3
+    python benchmarks/bench_flops.py --backbone resnet50 --repeats 5 --weights variables
+    python benchmarks/bench_flops.py --backbone resnet50 --repeats 5 --weights frozen
 """
 
 import argparse
@@ -31,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 import rfcn_tf
-from rfcn_tf.frozen import folded_values
+from rfcn_tf.frozen import batchnorms_replaced, fold_batchnorms
 from timing import environment, interleaved_times, trained_like
 
 # The last layer of each trunk stage (keras.applications ResNet names).
@@ -105,12 +106,15 @@ def measure_peak(calls, repeats):
     return {k: calls[k][2] / (min(t) / 1e3) / 1e9 for k, t in times.items()}
 
 
-def frozen_call(fn, values):
-    """``fn`` as ``rfcn_tf.freeze_for_inference`` runs the model: every variable a constant of the graph,
-    the BatchNorms folded (``values``: ``rfcn_tf.frozen.folded_values``)."""
+def frozen_call(fn, folded):
+    """``fn`` as ``rfcn_tf.freeze_for_inference`` runs the model: every variable a constant of
+    the graph, the BatchNorms folded (``folded``: ``rfcn_tf.frozen.fold_batchnorms``)."""
+    values, offsets = folded
+
     @tf.function
     def run(*args):
-        with keras.StatelessScope(state_mapping=[(v, tf.constant(x)) for v, x in values]):
+        mapping = [(v, tf.constant(x)) for v, x in values]
+        with keras.StatelessScope(state_mapping=mapping), batchnorms_replaced(offsets):
             return fn(*args)
     return run
 
@@ -121,7 +125,14 @@ def main(argv=None):
     parser.add_argument("--size", type=int, nargs=2, default=[600, 1000], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--matmul", type=int, default=2048, help="n of the peak's n×n matmul")
+    parser.add_argument("--weights", choices=["variables", "frozen"], default="frozen",
+                        help="time the graph as model.predict runs it or as freeze_for_inference "
+                             "does (one per run: module doc)")
+    parser.add_argument("--inter-op", type=int, default=1,
+                        help="TF inter-op threads (TF's default, one per core, runs the head's "
+                             "independent convolutions at once and oversubscribes the cores)")
     args = parser.parse_args(argv)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
 
     model = trained_like(rfcn_tf.RFCN(num_classes=20, backbone=args.backbone))
     height, width = args.size
@@ -146,35 +157,30 @@ def main(argv=None):
     plain["conv5"] = (lambda t: model.conv5(t, training=False), (conv4,))
     plain["head"] = (run_head, (conv4, conv5))
     plain["all"] = (lambda t: model._conv_model(t, training=False), (x,))
-    calls = {name: (tf.function(fn), args) for name, (fn, args) in plain.items()}
-    values = folded_values(model)
-    frozen = {name: (frozen_call(fn, values), args) for name, (fn, args) in plain.items()}
+    if args.weights == "variables":
+        calls = {name: (tf.function(fn), args) for name, (fn, args) in plain.items()}
+    else:
+        folded = fold_batchnorms(model)
+        calls = {name: (frozen_call(fn, folded), args) for name, (fn, args) in plain.items()}
     peaks = peak_calls(args.matmul, [1, conv4.shape[1], conv4.shape[2], 256])
 
     before = measure_peak(peaks, args.repeats)
-    times = interleaved_times({**calls, **{f"{n} frozen": c for n, c in frozen.items()}},
-                              args.repeats, 1)
+    times = interleaved_times(calls, args.repeats, 1)
     after = measure_peak(peaks, args.repeats)
     peak = max(*before.values(), *after.values())
 
     print(f"convolutions of R-FCN {args.backbone} at {height}x{width} (input "
-          f"{x.shape[1]}x{x.shape[2]}), median of {args.repeats}  {environment()}")
+          f"{x.shape[1]}x{x.shape[2]}), weights {args.weights}, median of {args.repeats}, "
+          f"{args.inter_op} inter-op thread(s)  {environment()}")
     print("peak GFLOP/s (best of the runs), before / after the stages: " + ", ".join(
         f"{k} {before[k]:.0f} / {after[k]:.0f}" for k in before) + f"; peak = {peak:.0f}")
-    print(f"{'':<15} {'weights read from variables':>27}   {'frozen (weights as constants)':>29}")
-    print(f"{'stage':<7} {'GMACs':>7} {'ms':>8} {'GFLOP/s':>8} {'of peak':>8}   "
-          f"{'ms':>8} {'GFLOP/s':>8} {'of peak':>8} {'frozen/var':>10}")
-    for name in [*calls]:
-        line = f"{name:<7} {macs[name] / 1e9:>7.2f}"
-        for key in (name, f"{name} frozen"):
-            ms = statistics.median(times[key])
-            rate = 2 * macs[name] / (ms / 1e3) / 1e9
-            line += f" {ms:>8.1f} {rate:>8.0f} {rate / peak:>8.0%}  "
-        ratio = statistics.median(times[f"{name} frozen"]) / statistics.median(times[name])
-        print(line + f" {ratio:>9.2f}")
-    for suffix in ("", " frozen"):
-        stage_sum = sum(statistics.median(times[name + suffix]) for name in calls if name != "all")
-        print(f"sum of the stages run one by one{suffix}: {stage_sum:.1f} ms")
+    print(f"{'stage':<7} {'GMACs':>7} {'ms':>8} {'GFLOP/s':>8} {'of peak':>8}")
+    for name in calls:
+        ms = statistics.median(times[name])
+        rate = 2 * macs[name] / (ms / 1e3) / 1e9
+        print(f"{name:<7} {macs[name] / 1e9:>7.2f} {ms:>8.1f} {rate:>8.0f} {rate / peak:>8.0%}")
+    stage_sum = sum(statistics.median(times[name]) for name in calls if name != "all")
+    print(f"sum of the stages run one by one: {stage_sum:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -6,17 +6,20 @@ Two things make TensorFlow's CPU convolutions (oneDNN) run at their best on one 
 in its blocked layout; read from a variable, a batch of one runs on the plain layout, 1.6×
 slower at conv4/conv5's shapes), and a convolution followed by nothing but a bias, a residual
 add and a ReLU (grappler then fuses them into it; an inference BatchNorm in between is a
-multiply and an add over the whole activation, which stop the fusion). ``freeze_for_inference(model)``
-traces the unpadded detection graph once with every variable replaced by a constant, each
-conv → BatchNorm pair rewritten so that the BatchNorm is the identity:
+multiply and an add over the whole activation, which stop the fusion, even when its values
+make it the identity). ``freeze_for_inference(model)`` traces the unpadded detection graph
+once with every variable replaced by a constant and every conv → BatchNorm pair folded:
 
     kernel' = kernel · s,  s = γ / √(σ² + ε)         (per output channel)
-    β'      = (b − μ) · s + β,  conv bias' = 0,  μ' = 0,  γ' = 1,  σ²' with σ²' + ε = 1
+    bias'   = (b − μ) · s + β                        (b = 0 for a conv without a bias)
 
-The result equals the model's to float rounding. It is a snapshot: weights changed later
+the BatchNorm left out of the trace (for a conv without a bias of its own, replaced by
+``+ bias'``). The result equals the model's to float rounding. It is a snapshot: weights changed later
 (more training, ``load_weights``) do not reach it; freeze again. The SavedModel export
 serves it.
 """
+
+import contextlib
 
 import keras
 import numpy as np
@@ -39,7 +42,7 @@ class FrozenDetector(tf.Module):
     def __init__(self, model):
         super().__init__(name="rfcn_frozen")
         self.config = model.config
-        values = folded_values(model)
+        values, offsets = fold_batchnorms(model)
 
         # The unpadded path only: traced inside the model's padded-batch tf.cond, the
         # constants would reach the convolutions as branch inputs, not as constants.
@@ -47,7 +50,7 @@ class FrozenDetector(tf.Module):
                                                     name="images")])
         def detect(images):
             mapping = [(variable, tf.constant(value)) for variable, value in values]
-            with keras.StatelessScope(state_mapping=mapping):
+            with keras.StatelessScope(state_mapping=mapping), batchnorms_replaced(offsets):
                 return model._detect(images)
 
         self.frozen = detect.get_concrete_function()
@@ -82,55 +85,62 @@ def freeze_for_inference(model):
 
 def conv_batchnorm_pairs(model):
     """``[(Conv2D, BatchNormalization)]`` of ``model`` and its nested models: each BatchNorm
-    normalises (over channels, with a β to hold the folded offset) the output of a
-    convolution that nothing else reads."""
+    normalises (over channels) the output of one convolution that nothing else reads (in
+    every graph the two layers were called in: sub-models of a model add calls)."""
     pairs = []
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if (not isinstance(layer, keras.layers.BatchNormalization) or layer.renorm
-                or not layer.center or len(layer._inbound_nodes) != 1):
+        if not isinstance(layer, keras.layers.BatchNormalization) or layer.renorm:
             continue
-        parents = layer._inbound_nodes[0].parent_nodes
-        if len(parents) != 1:
+        parents = {id(p.operation): p.operation
+                   for node in layer._inbound_nodes for p in node.parent_nodes}
+        if len(parents) != 1 or any(len(node.parent_nodes) != 1 for node in layer._inbound_nodes):
             continue
-        conv = parents[0].operation
+        conv = next(iter(parents.values()))
         rank = len(layer._inbound_nodes[0].input_tensors[0].shape)
-        if (isinstance(conv, keras.layers.Conv2D) and len(conv._outbound_nodes) == 1
-                and conv.data_format == "channels_last" and layer.axis in (-1, rank - 1)):
+        if (isinstance(conv, keras.layers.Conv2D) and conv.data_format == "channels_last"
+                and layer.axis in (-1, rank - 1)
+                and all(node.operation is layer for node in conv._outbound_nodes)):
             pairs.append((conv, layer))
     return pairs
 
 
-def folded_values(model):
-    """``[(variable, value)]`` for every variable of ``model``: its own value, or for the
-    convolutions and BatchNorms of ``conv_batchnorm_pairs`` the folded one (module doc)."""
+def fold_batchnorms(model):
+    """→ ``([(variable, value)]`` for every variable of ``model`` the trace reads, its own
+    value or, for the convolutions of ``conv_batchnorm_pairs``, the folded one; ``{BatchNorm: bias' or None}``:
+    what each folded BatchNorm becomes in the trace, ``+ bias'`` or nothing``)`` (module doc)."""
     values = {id(v): v.numpy() for v in model.variables}
+    offsets = {}
     for conv, bn in conv_batchnorm_pairs(model):
         mean = bn.moving_mean.numpy().astype(np.float64)
         variance = bn.moving_variance.numpy().astype(np.float64)
         gamma = bn.gamma.numpy().astype(np.float64) if bn.scale else 1.0
-        beta = bn.beta.numpy().astype(np.float64)
+        beta = bn.beta.numpy().astype(np.float64) if bn.center else 0.0
         scale = gamma / np.sqrt(variance + bn.epsilon)
         bias = conv.bias.numpy().astype(np.float64) if conv.use_bias else 0.0
+        folded = ((bias - mean) * scale + beta).astype(np.float32)
         values[id(conv.kernel)] = (conv.kernel.numpy() * scale).astype(np.float32)
-        if conv.use_bias:
-            values[id(conv.bias)] = np.zeros_like(values[id(conv.bias)])
-        values[id(bn.beta)] = ((bias - mean) * scale + beta).astype(np.float32)
-        values[id(bn.moving_mean)] = np.zeros_like(values[id(bn.moving_mean)])
-        values[id(bn.moving_variance)] = np.full_like(values[id(bn.moving_variance)],
-                                                      _unit_variance(bn.epsilon))
-        if bn.scale:
-            values[id(bn.gamma)] = np.ones_like(values[id(bn.gamma)])
-    return [(v, values[id(v)]) for v in model.variables]
+        if conv.use_bias:  # a BiasAdd, which grappler fuses into the convolution
+            values[id(conv.bias)] = folded
+            offsets[bn] = None
+        else:
+            offsets[bn] = folded
+    unread = {id(v) for bn in offsets for v in bn.variables}  # left out of the trace
+    return [(v, values[id(v)]) for v in model.variables if id(v) not in unread], offsets
 
 
-def _unit_variance(epsilon):
-    """The float32 σ² with σ² + ε == 1 exactly in float32 (so 1/√(σ² + ε) is 1, and grappler
-    drops the BatchNorm's multiply), or the nearest to it."""
-    epsilon = np.float32(epsilon)
-    variance = np.float32(1) - epsilon
-    for _ in range(4):
-        total = variance + epsilon
-        if total == np.float32(1):
-            break
-        variance = np.nextafter(variance, np.float32(2) if total < 1 else np.float32(0))
-    return variance
+@contextlib.contextmanager
+def batchnorms_replaced(offsets):
+    """Within: each BatchNorm of ``offsets`` passes its input through (``None``) or adds its
+    offset. Tracing only; the instances' own ``call`` comes back on exit."""
+    def passthrough(offset):
+        if offset is None:
+            return lambda inputs, training=None, mask=None: inputs
+        return lambda inputs, training=None, mask=None: inputs + tf.constant(offset, inputs.dtype)
+
+    try:
+        for bn, offset in offsets.items():
+            bn.call = passthrough(offset)
+        yield
+    finally:
+        for bn in offsets:
+            bn.__dict__.pop("call", None)
