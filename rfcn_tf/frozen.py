@@ -14,7 +14,9 @@ once with every variable replaced by a constant and every conv → BatchNorm pai
     bias'   = (b − μ) · s + β                        (b = 0 for a conv without a bias)
 
 the BatchNorm left out of the trace (for a conv without a bias of its own, replaced by
-``+ bias'``). The result equals the model's to float rounding. It is a snapshot: weights changed later
+``+ bias'``). Under a mixed precision policy the BatchNorms are kept (Keras computes them in
+float32 on purpose; folded, their scale would go into float16 kernels). The result equals
+the model's to float rounding. It is a snapshot: weights changed later
 (more training, ``load_weights``) do not reach it; freeze again. The SavedModel export
 serves it.
 """
@@ -111,6 +113,8 @@ def fold_batchnorms(model):
     values = {id(v): v.numpy() for v in model.variables}
     offsets = {}
     for conv, bn in conv_batchnorm_pairs(model):
+        if conv.compute_dtype != "float32":
+            continue  # a mixed policy: the BatchNorm computes in float32 by design; kept
         mean = bn.moving_mean.numpy().astype(np.float64)
         variance = bn.moving_variance.numpy().astype(np.float64)
         gamma = bn.gamma.numpy().astype(np.float64) if bn.scale else 1.0

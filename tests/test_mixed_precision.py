@@ -9,6 +9,7 @@ import tensorflow as tf
 from rfcn_tf import RFCN, RFCNConfig
 from rfcn_tf.distribution import POLICIES, set_policy
 from rfcn_tf.export import export_saved_model, export_tflite
+from rfcn_tf.frozen import fold_batchnorms
 
 SIDE = 64
 
@@ -86,6 +87,7 @@ def test_a_mixed_model_saves_and_exports(policy, tmp_path):
     loaded = keras.models.load_model(tmp_path / "mixed.keras")
     again = loaded(images)
     np.testing.assert_allclose(again["boxes"].numpy(), out["boxes"].numpy(), atol=1e-3)
+    assert fold_batchnorms(model)[1] == {}  # BatchNorms stay (float32 by design) in the export
     export = export_saved_model(model, tmp_path / "saved")
     served = tf.saved_model.load(export).signatures["predict_padded"](
         images=tf.constant(images), image_sizes=tf.constant([[SIDE, SIDE]]))
