@@ -1,4 +1,5 @@
-"""Run the speed benchmarks (PSRoIPool, heads, whole model, image scale, XLA, FLOPs) one after the other and print
+"""Run the speed benchmarks (PSRoIPool, heads, whole model, image scale, XLA, FLOPs, against
+torchvision: set ``RFCN_TORCH_PYTHON`` to a Python with torch) one after the other and print
 their outputs.
 
 Each runs in its own Python process (``sys.executable``), so one's memory and TF state do
@@ -25,6 +26,7 @@ FULL = {
     "scale": ["--repeats", "5"],
     "xla": ["--backbone", "resnet101", "--repeats", "3"],
     "flops": ["--backbone", "resnet101", "--repeats", "3"],
+    "torchvision": ["--repeats", "5"],  # the rfcn_tf side only, unless torch is importable
 }
 QUICK = {
     "psroi_pool": ["--repeats", "3", "--rois", "300", "2000", "--modes", "align"],
@@ -33,6 +35,7 @@ QUICK = {
     "scale": ["--repeats", "2"],
     "xla": ["--backbone", "small", "--size", "192", "320", "--batch", "4", "--repeats", "3"],
     "flops": ["--backbone", "resnet50", "--repeats", "1", "--matmul", "1024"],
+    "torchvision": ["--repeats", "1", "--warmup", "1", "--psroi-repeats", "2"],
 }
 
 

@@ -107,9 +107,10 @@ def conv_batchnorm_pairs(model):
 
 
 def fold_batchnorms(model):
-    """→ ``([(variable, value)]`` for every variable of ``model`` the trace reads, its own
-    value or, for the convolutions of ``conv_batchnorm_pairs``, the folded one; ``{BatchNorm: bias' or None}``:
-    what each folded BatchNorm becomes in the trace, ``+ bias'`` or nothing``)`` (module doc)."""
+    """→ ``(values, offsets)`` (module doc). values: ``[(variable, value)]`` for every variable
+    the trace reads — its own value, or the folded kernel and bias of a convolution of
+    ``conv_batchnorm_pairs``; offsets: ``{BatchNorm: bias' or None}``, what each folded
+    BatchNorm becomes in the trace (``+ bias'``, or nothing when its conv took the bias)."""
     values = {id(v): v.numpy() for v in model.variables}
     offsets = {}
     for conv, bn in conv_batchnorm_pairs(model):
