@@ -48,7 +48,8 @@ MAP_SHAPE = (1, -(-HEIGHT // STRIDE), -(-WIDTH // STRIDE), K * K * CLASSES)
 
 
 def inputs():
-    """The image, score maps, RoIs and output weights both sides use (numpy, seeded)."""
+    """The image, score maps, RoIs (``timing.random_rois``'s rule, here in numpy alone: the
+    worker's Python may have no TensorFlow) and output weights both sides use (seeded)."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (1, HEIGHT, WIDTH, 3), dtype=np.uint8)
     maps = rng.normal(size=MAP_SHAPE).astype(np.float32)

@@ -72,7 +72,13 @@ def write_saved_model(model, directory):
     """The frozen detector of ``model`` (``rfcn_tf.frozen``) as a SavedModel in ``directory``,
     with the signatures of ``rfcn_tf.signatures``."""
     detector = freeze_for_inference(model)
-    tf.saved_model.save(detector, directory, signatures=build_signatures(detector))
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")  # not "Assets written to: <the temporary directory>"
+    try:
+        tf.saved_model.save(detector, directory, signatures=build_signatures(detector))
+    finally:
+        logger.setLevel(level)
 
 
 def export_tflite(model, export_dir=DEFAULT_DIRS["tflite"], version=None, name=None,
