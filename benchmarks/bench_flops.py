@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 import rfcn_tf
-from rfcn_tf.frozen import batchnorms_replaced, fold_batchnorms
+from rfcn_tf.frozen import fold_batchnorms, folded_trace
 from timing import environment, interleaved_times, trained_like
 
 # The last layer of each trunk stage (keras.applications ResNet names).
@@ -109,12 +109,9 @@ def measure_peak(calls, repeats):
 def frozen_call(fn, folded):
     """``fn`` as ``rfcn_tf.freeze_for_inference`` runs the model: every variable a constant of
     the graph, the BatchNorms folded (``folded``: ``rfcn_tf.frozen.fold_batchnorms``)."""
-    values, offsets = folded
-
     @tf.function
     def run(*args):
-        mapping = [(v, tf.constant(x)) for v, x in values]
-        with keras.StatelessScope(state_mapping=mapping), batchnorms_replaced(offsets):
+        with folded_trace(folded):
             return fn(*args)
     return run
 

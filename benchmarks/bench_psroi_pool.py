@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from rfcn_tf.layers.psroi_pool import PSRoIPool
 from rfcn_tf.layers.sampling import IMPLEMENTATIONS
-from timing import environment, median_ms, random_rois
+from timing import environment, median_ms, pooled_gradient, random_rois
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 600, 1000
 STRIDE = 16
@@ -35,13 +35,7 @@ def bench(mode, num_rois, repeats, samples_per_bin, rng, implementation="crop_an
 
     forward = tf.function(layer)
 
-    @tf.function
-    def forward_backward(maps, rois):
-        with tf.GradientTape() as tape:
-            tape.watch(maps)
-            loss = tf.reduce_sum(layer(maps, rois) * weights)
-        return tape.gradient(loss, maps)
-
+    forward_backward = pooled_gradient(layer, weights)
     return (
         median_ms(forward, (maps, rois), repeats),
         median_ms(forward_backward, (maps, rois), repeats),

@@ -152,7 +152,7 @@ def tf_cases(threads, inter_op, backbone):
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     import rfcn_tf
     from rfcn_tf.layers.psroi_pool import PSRoIPool
-    from timing import trained_like
+    from timing import pooled_gradient, trained_like
 
     image, maps, rois, weights = inputs()
     model = trained_like(rfcn_tf.RFCN(num_classes=CLASSES - 1, backbone=backbone,
@@ -171,12 +171,7 @@ def tf_cases(threads, inter_op, backbone):
     layer = PSRoIPool(k=K, spatial_scale=1.0 / STRIDE, samples_per_bin=SAMPLES, mode="align")
     tmaps, trois, tweights = tf.constant(maps), tf.constant(rois[None]), tf.constant(weights[None])
 
-    @tf.function
-    def pool_grad(maps, rois):
-        with tf.GradientTape() as tape:
-            tape.watch(maps)
-            loss = tf.reduce_sum(layer(maps, rois) * tweights)
-        return tape.gradient(loss, maps)
+    pool_grad = pooled_gradient(layer, tweights)
 
     def psroi():
         return int(pool_grad(tmaps, trois).shape[-1])

@@ -36,6 +36,18 @@ def trained_like(model, seed=0):
     return model
 
 
+def pooled_gradient(layer, weights):
+    """A ``tf.function`` ``(maps, rois) → d Σ(layer(maps, rois) · weights) / d maps``: a
+    PSRoIPool-like layer's forward and backward pass."""
+    @tf.function
+    def forward_backward(maps, rois):
+        with tf.GradientTape() as tape:
+            tape.watch(maps)
+            loss = tf.reduce_sum(layer(maps, rois) * weights)
+        return tape.gradient(loss, maps)
+    return forward_backward
+
+
 def block(outputs):
     """Wait for every tensor of a (nested) result (numpy values and the like are ready)."""
     for t in tf.nest.flatten(outputs):

@@ -44,15 +44,14 @@ class FrozenDetector(tf.Module):
     def __init__(self, model):
         super().__init__(name="rfcn_frozen")
         self.config = model.config
-        values, offsets = fold_batchnorms(model)
+        folded = fold_batchnorms(model)
 
         # The unpadded path only: traced inside the model's padded-batch tf.cond, the
         # constants would reach the convolutions as branch inputs, not as constants.
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
                                                     name="images")])
         def detect(images):
-            mapping = [(variable, tf.constant(value)) for variable, value in values]
-            with keras.StatelessScope(state_mapping=mapping), batchnorms_replaced(offsets):
+            with folded_trace(folded):
                 return model._detect(images)
 
         self.frozen = detect.get_concrete_function()
@@ -134,9 +133,13 @@ def fold_batchnorms(model):
 
 
 @contextlib.contextmanager
-def batchnorms_replaced(offsets):
-    """Within: each BatchNorm of ``offsets`` passes its input through (``None``) or adds its
-    offset. Tracing only; the instances' own ``call`` comes back on exit."""
+def folded_trace(folded):
+    """Within (while tracing): every variable of ``folded = fold_batchnorms(model)`` reads as a
+    constant of the graph, and each folded BatchNorm passes its input through or adds its
+    offset; the instances' own ``call`` comes back on exit."""
+    values, offsets = folded
+    mapping = [(variable, tf.constant(value)) for variable, value in values]
+
     def passthrough(offset):
         if offset is None:
             return lambda inputs, training=None, mask=None: inputs
@@ -145,7 +148,8 @@ def batchnorms_replaced(offsets):
     try:
         for bn, offset in offsets.items():
             bn.call = passthrough(offset)
-        yield
+        with keras.StatelessScope(state_mapping=mapping):
+            yield
     finally:
         for bn in offsets:
             bn.__dict__.pop("call", None)
