@@ -193,9 +193,16 @@ def test_zero_area_roi_samples_one_point(mode):
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("mode", ["align", "crop"])
-def test_gradient_matches_numpy_adjoint(mode, implementation):
-    rng = np.random.default_rng(11)
-    k, n, depth, height, width, scale = 3, 2, 2, 5, 6, 1 / 16
+@pytest.mark.parametrize("k,n,height,width", [
+    (3, 2, 5, 6),
+    (2, 1, 4, 5),
+    (2, 3, 4, 5),  # align: interior samples, the padded-map path
+    (3, 2, 1, 6),  # align: the one-pixel axis gets a zero row
+    (3, 1, 6, 1),
+])
+def test_gradient_matches_numpy_adjoint(mode, implementation, k, n, height, width):
+    rng = np.random.default_rng([11, k, n, height, width])
+    depth, scale = 2, 1 / 16
     maps = tf.constant(rng.normal(size=(2, height, width, k * k * depth)), tf.float32)
     rois = tf.constant(_rois(rng, height, width, scale, 2))
     weights = rng.normal(size=(2, rois.shape[1], k, k, depth)).astype(np.float32)

@@ -171,16 +171,25 @@ class PSRoIPool(keras.layers.Layer):
         y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # each [B, R]
         h = tf.cast(height, tf.float32)
         w = tf.cast(width, tf.float32)
-        if self.mode == "align":
-            # Replicate one row/column on each side: crop_and_resize then reads the
-            # edge value for samples in [-1, 0) and (H-1, H], and 0 beyond, which is
-            # torchvision's border rule; it also keeps H = 1 or W = 1 maps valid.
+        if self.mode == "crop":
+            first_y, last_y = self._crop_axis(y1, y2, h)
+            first_x, last_x = self._crop_axis(x1, x2, w)
+        elif n <= 2:
+            # Every sample is a crop corner (n = 2) or the crop's centre (n = 1), so
+            # torchvision's border rule goes into the coordinates themselves and the maps
+            # are read as they are. A map one pixel high (or wide) gets a zero row (or
+            # column): crop_and_resize cannot place a sample outside a one-pixel axis.
+            pad_h, pad_w = tf.cast(height < 2, tf.int32), tf.cast(width < 2, tf.int32)
+            maps = tf.pad(maps, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+            first_y, last_y = self._align_samples(y1, y2, h, h + tf.cast(pad_h, tf.float32))
+            first_x, last_x = self._align_samples(x1, x2, w, w + tf.cast(pad_w, tf.float32))
+        else:
+            # Interior samples are interpolated between the corners, so the rule is kept by
+            # replicating one row/column on each side: crop_and_resize then reads the edge
+            # value for samples in [-1, 0) and (H-1, H], and 0 beyond.
             maps = tf.pad(maps, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
             first_y, last_y = self._align_axis(y1, y2, h)
             first_x, last_x = self._align_axis(x1, x2, w)
-        else:
-            first_y, last_y = self._crop_axis(y1, y2, h)
-            first_x, last_x = self._crop_axis(x1, x2, w)
 
         grid = tf.stack([batch, rois_shape[1], k, k])
         boxes = tf.stack(
@@ -210,6 +219,19 @@ class PSRoIPool(keras.layers.Layer):
             [score_maps.shape[0] or rois.shape[0], rois.shape[1], k, k, static_depth]
         )
         return tf.cast(values, self.compute_dtype)
+
+    def _align_samples(self, lo, hi, size, padded_size):
+        """torchvision's samples for n ≤ 2 as crop corners normalised to the (padded) map:
+        clamped into [0, size − 1], or outside the map where they count as 0: 2×[B, R, k]."""
+        k, n = self.k, self.samples_per_bin
+        bin_size = (hi - lo) * (self.spatial_scale / k)
+        start = lo * self.spatial_scale - 0.5
+        offsets = (tf.range(n, dtype=tf.float32) + 0.5) / n  # within a bin, in bins
+        at = (start[..., None, None]
+              + (tf.range(k, dtype=tf.float32)[:, None] + offsets) * bin_size[..., None, None])
+        inside = (at >= -1.0) & (at <= size)
+        at = tf.where(inside, tf.clip_by_value(at, 0.0, size - 1.0) / (padded_size - 1.0), -1.0)
+        return at[..., 0], at[..., n - 1]
 
     def _align_axis(self, lo, hi, size):
         """torchvision's sample span per bin, normalised for the padded map: 2×[B, R, k]."""
