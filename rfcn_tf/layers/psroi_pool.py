@@ -220,30 +220,28 @@ class PSRoIPool(keras.layers.Layer):
         )
         return tf.cast(values, self.compute_dtype)
 
-    def _align_samples(self, lo, hi, size, padded_size):
-        """torchvision's samples for n ≤ 2 as crop corners normalised to the (padded) map:
-        clamped into [0, size − 1], or outside the map where they count as 0: 2×[B, R, k]."""
+    def _align_positions(self, lo, hi):
+        """torchvision's sample positions in map pixels: [B, R, k, n] (bin, sample)."""
         k, n = self.k, self.samples_per_bin
         bin_size = (hi - lo) * (self.spatial_scale / k)
         start = lo * self.spatial_scale - 0.5
         offsets = (tf.range(n, dtype=tf.float32) + 0.5) / n  # within a bin, in bins
-        at = (start[..., None, None]
-              + (tf.range(k, dtype=tf.float32)[:, None] + offsets) * bin_size[..., None, None])
+        return (start[..., None, None]
+                + (tf.range(k, dtype=tf.float32)[:, None] + offsets) * bin_size[..., None, None])
+
+    def _align_samples(self, lo, hi, size, padded_size):
+        """For n ≤ 2, the samples themselves as crop corners normalised to the (padded) map:
+        clamped into [0, size − 1], or outside the map where they count as 0: 2×[B, R, k]."""
+        at = self._align_positions(lo, hi)
         inside = (at >= -1.0) & (at <= size)
         at = tf.where(inside, tf.clip_by_value(at, 0.0, size - 1.0) / (padded_size - 1.0), -1.0)
-        return at[..., 0], at[..., n - 1]
+        return at[..., 0], at[..., -1]
 
     def _align_axis(self, lo, hi, size):
-        """torchvision's sample span per bin, normalised for the padded map: 2×[B, R, k]."""
-        k, n = self.k, self.samples_per_bin
-        bin_size = (hi - lo) * (self.spatial_scale / k)
-        # +1 for the padding row/column.
-        start = lo * self.spatial_scale + 0.5
-        base = start[..., None] + tf.range(k, dtype=tf.float32) * bin_size[..., None]
-        first = base + (0.5 / n) * bin_size[..., None]
-        last = base + ((n - 0.5) / n) * bin_size[..., None]
-        # crop_and_resize maps normalised coordinates to pixels by (padded size − 1).
-        return first / (size + 1.0), last / (size + 1.0)
+        """The first and last sample of each bin, normalised for the map padded by one
+        row/column each side (+1; crop_and_resize scales by padded size − 1): 2×[B, R, k]."""
+        at = (self._align_positions(lo, hi) + 1.0) / (size + 1.0)
+        return at[..., 0], at[..., -1]
 
     def _crop_axis(self, lo, hi, size):
         """Bin edges in coordinates normalised to the map extent: 2×[B, R, k]."""
