@@ -45,7 +45,7 @@ $(DOCS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev,docs]"
 	touch $(DOCS_STAMP)
 
-# The API pages import rfcn_tf (TensorFlow); the notebooks are rendered, not run.
+# The API pages are read from the source (griffe: nothing imported); the notebooks are rendered, not run.
 docs: $(DOCS_STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/mkdocs build --strict --site-dir site
 

@@ -24,7 +24,7 @@ def setup_cfg_version():
     value = parser["metadata"]["version"].strip()
     if not value.startswith("attr:"):
         return value
-    module, _, name = value[len("attr:"):].strip().rpartition(".")
+    module, _, name = value[len("attr:") :].strip().rpartition(".")
     return getattr(importlib.import_module(module), name)
 
 

@@ -18,6 +18,12 @@ def on_files(files, config):
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     for name in names:
         if name.endswith(".ipynb"):
-            files.append(File(f"notebooks/{name}", src_dir=root, dest_dir=config.site_dir,
-                              use_directory_urls=config.use_directory_urls))
+            files.append(
+                File(
+                    f"notebooks/{name}",
+                    src_dir=root,
+                    dest_dir=config.site_dir,
+                    use_directory_urls=config.use_directory_urls,
+                )
+            )
     return files
