@@ -30,8 +30,9 @@ has seen (and, in parallel maps, in which order). Here every random parameter is
 ``tf.random.stateless_*`` from ``[rand, step]`` and handed to the layer's public
 ``transform_images`` / ``transform_bounding_boxes`` as an explicit transformation: the
 augmented example is a function of the pipeline's seed and the example only, so an epoch built
-again (a resumed run) is augmented exactly as before. 90° rotations are ``tf.image.rot90``
-(Keras's ``RandomRotation`` keeps the canvas, cutting corners off a non-square image).
+again (a resumed run) is augmented exactly as before. Flips and 90° rotations are plain ops
+with exact box arithmetic (``tf.reverse``, ``tf.image.rot90``; Keras's ``RandomRotation`` keeps
+the canvas, cutting the corners off a non-square image).
 
 ``augment`` may also be a Keras layer or a callable: see :func:`make_augmentation`.
 """
@@ -89,14 +90,23 @@ class _KerasStep:
         return images, boxes, area_scale
 
 
-def _flip(mode, stream):
-    layer = keras.layers.RandomFlip(mode, bounding_box_format="yxyx", dtype="float32")
+class _Flip:
+    """Mirror along ``axis`` (2: left–right, 1: up–down) with probability ½; boxes exactly
+    (x → W − x). Plain ops rather than ``RandomFlip``, whose boxes go through relative
+    coordinates (x/W, 1 − ·, ×W: off by up to 8e-6 px) — the default preset so stays
+    bit-identical to 0.5.1's pipeline."""
 
-    def draw(images, rand):
-        flips = tf.reshape(_uniform(rand, stream, []) < 0.5, [1, 1, 1, 1])
-        return {"flips": flips, "input_shape": tf.shape(images)}, 1.0
+    def __init__(self, axis, stream):
+        self.axis, self.stream = axis, stream
 
-    return _KerasStep(layer, draw, moves_boxes=True)
+    def __call__(self, images, boxes, rand):
+        flip = _uniform(rand, self.stream, []) < 0.5
+        length = tf.cast(tf.shape(images)[self.axis], tf.float32)
+        lo, hi = (1, 3) if self.axis == 2 else (0, 2)  # the flipped axis's columns in yxyx
+        columns = tf.unstack(boxes, 4, axis=-1)
+        columns[lo], columns[hi] = length - columns[hi], length - columns[lo]
+        images = tf.cond(flip, lambda: tf.reverse(images, [self.axis]), lambda: images)
+        return images, tf.where(flip, tf.stack(columns, -1), boxes), 1.0
 
 
 def _float_shape(images):
@@ -207,7 +217,7 @@ def _photometric(p):
 
 
 def _geometric(p):
-    return [_zoom(p["scale"], p["aspect"]), _translate(p["translate"]), _flip("horizontal", _HFLIP)]
+    return [_zoom(p["scale"], p["aspect"]), _translate(p["translate"]), _Flip(2, _HFLIP)]
 
 
 def preset_steps(name):
@@ -215,14 +225,14 @@ def preset_steps(name):
     if name == "none":
         return []
     if name == "flip":
-        return [_flip("horizontal", _HFLIP)]
+        return [_Flip(2, _HFLIP)]
     if name == "standard":
         return _photometric(_STANDARD) + _geometric(_STANDARD)
     if name == "strong":
         return _photometric(_STRONG) + _geometric(_STRONG)
     if name == "overhead":
         return (_photometric(_STANDARD) + _geometric(_STANDARD)
-                + [_flip("vertical", _VFLIP), _Rot90()])
+                + [_Flip(1, _VFLIP), _Rot90()])
     raise ValueError(f"augment (--augment) must be one of {AUGMENT_PRESETS}, a Keras layer or a "
                      f"callable; got {name!r}")
 
