@@ -62,12 +62,12 @@ def _tiles(count, side, rng):
     """``count`` decoded ``side`` × ``side`` images of shape drawings (cached in memory, so the
     figure is the augmentation's cost, not decoding's)."""
     drawn = [render_example(rng, side, num_objects=6) for _ in range(count)]
-    return tf.data.Dataset.from_tensor_slices({
-        "image": np.stack([d["image"] for d in drawn]),
-        "boxes": tf.ragged.constant([d["boxes"].tolist() for d in drawn], ragged_rank=1, dtype=tf.float32),
-        "labels": tf.ragged.constant([d["labels"].tolist() for d in drawn], dtype=tf.int32),
-    }).map(lambda ex: {"image": ex["image"], "boxes": ex["boxes"].to_tensor(shape=[None, 4]),
-                       "labels": ex["labels"], "difficult": tf.zeros_like(ex["labels"], tf.bool)}).cache()
+    spec = {"image": tf.TensorSpec([side, side, 3], tf.uint8), "boxes": tf.TensorSpec([None, 4], tf.float32),
+            "labels": tf.TensorSpec([None], tf.int32), "difficult": tf.TensorSpec([None], tf.bool)}
+    return tf.data.Dataset.from_generator(
+        lambda: ({"image": d["image"], "boxes": d["boxes"], "labels": d["labels"],
+                  "difficult": np.zeros(len(d["labels"]), bool)} for d in drawn),
+        output_signature=spec).cache()
 
 
 def _augment_cases(runs):
