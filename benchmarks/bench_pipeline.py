@@ -19,7 +19,6 @@ import tempfile
 import time
 
 import numpy as np
-
 import tensorflow as tf
 
 from rfcn_tf.data import AUGMENT_PRESETS, load_examples, make_pipeline

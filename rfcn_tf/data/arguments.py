@@ -67,7 +67,7 @@ def batches_from_args(args, examples, config, training=False, seed=None, replica
     """Examples → batches of ``--batch-size × replicas`` at ``config``'s scale (``min_side`` /
     ``max_side``; the model resizes to it as well, so this only saves work) with boxes in its
     box format; in training with ``--augment`` and ``--crop``."""
-    augment = dict(augment=args.augment, crop=args.crop) if training else {}
+    augment = {"augment": args.augment, "crop": args.crop} if training else {}
     return make_pipeline(examples, args.batch_size * replicas, min_side=config.min_side,
                          max_side=config.max_side, training=training, seed=seed,
                          drop_remainder=drop_remainder,

@@ -46,10 +46,10 @@ from rfcn_tf.inputs import from_model_format, to_model_format
 
 AUGMENT_PRESETS = ("none", "flip", "standard", "strong", "overhead")
 
-_STANDARD = dict(brightness=0.1, contrast=0.2, saturation=1.3, hue=0.02, blur=(0.2, 1.0),
-                 scale=(0.75, 1 / 0.75), aspect=1.0, translate=0.1)
-_STRONG = dict(brightness=0.2, contrast=0.4, saturation=1.6, hue=0.05, blur=(0.4, 1.5),
-               scale=(0.6, 1 / 0.6), aspect=1.2, translate=0.2)
+_STANDARD = {"brightness": 0.1, "contrast": 0.2, "saturation": 1.3, "hue": 0.02, "blur": (0.2, 1.0),
+             "scale": (0.75, 1 / 0.75), "aspect": 1.0, "translate": 0.1}
+_STRONG = {"brightness": 0.2, "contrast": 0.4, "saturation": 1.6, "hue": 0.05, "blur": (0.4, 1.5),
+           "scale": (0.6, 1 / 0.6), "aspect": 1.2, "translate": 0.2}
 
 # Stream ids of the stateless draws: [rand, id]. 0 (the multi-scale side) and 1 (the
 # horizontal flip, as in 0.5.1) are the pipeline's; 2 is the crop window (``crops.py``).
