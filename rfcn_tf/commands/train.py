@@ -9,7 +9,8 @@ import sys
 import zipfile
 
 from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
-from rfcn_tf.data.arguments import add_dataset_arguments, batches_from_args, examples_from_args
+from rfcn_tf.data.arguments import (add_augment_arguments, add_dataset_arguments, batches_from_args,
+                                    examples_from_args)
 from rfcn_tf.distribution import POLICIES, STRATEGIES
 from rfcn_tf.evaluation.metrics import METRICS
 from rfcn_tf.training import OPTIMIZERS, SCHEDULES
@@ -17,6 +18,7 @@ from rfcn_tf.training import OPTIMIZERS, SCHEDULES
 
 def add_arguments(parser):
     add_dataset_arguments(parser, default_split="train")
+    add_augment_arguments(parser)
     parser.add_argument("--val-split", default=None,
                         help="split for val_mAP after each --eval-every epochs (default: none)")
     model = parser.add_argument_group("model")
@@ -142,6 +144,7 @@ def run(args):
           f"{args.batch_size * replicas} × {args.epochs} epochs on {devices}, "
           f"{args.mixed_precision}{xla}, at min_side {config.min_side}, max_side {config.max_side}: "
           f"{optimizer} lr {args.lr}, {args.schedule} schedule")
+    print(f"augmentation {args.augment}, crops {args.crop}")
     if multi_worker:
         from rfcn_tf.multi_worker import train_multi_worker, worker_info
 
