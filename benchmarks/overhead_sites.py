@@ -30,18 +30,21 @@ pixels in a tile is marked difficult there (ignored by the evaluation).
 
 Deterministic: photo ``i`` of site ``s`` comes from ``numpy.random.default_rng([seed, s, i])``.
 
-``--run DIR`` trains on site A with the ``rfcn-tf`` CLI next to this interpreter, for each
-``--augment`` preset and each ``--seeds`` seed (``rfcn-tf train --small``, its default
-flags plus ``--augment X``, omitted for ``default``; images at the tile size), then
-measures: ``rfcn-tf evaluate`` mAP on ``val`` (site A tiles) and ``test`` (site B tiles),
-and on site B's whole photos AP and recall (IoU 0.5, detections scoring ≥ 0.05, from
-``rfcn-tf predict``) without and with ``--tile``. One table: per preset, min–max over seeds,
-and the site gap (val − test mAP). Run::
+``--run DIR`` trains on site A with the ``rfcn-tf`` CLI next to this interpreter, once per
+row and ``--seeds`` seed: a row per ``--augments`` preset (``rfcn-tf train --small``, its
+default flags plus ``--augment X``, omitted for ``default``; images at the tile size) and
+per ``--variant 'NAME=FLAGS'`` (other train flags). It then measures the val mAP (site A
+tiles, after the last epoch, from the training's output), ``rfcn-tf evaluate``'s mAP on
+``test`` (site B tiles), and on site B's whole photos AP and recall (IoU 0.5, detections
+scoring ≥ 0.05, from ``rfcn-tf predict --max-detections``) without and with ``--tile``.
+One table: per row, min–max over seeds, with the site gap (val − test mAP). Run::
 
     python benchmarks/overhead_sites.py --make /tmp/sites --cpu         # CPU-sized set
     python benchmarks/overhead_sites.py --run /tmp/sites --cpu          # ~25 min on 2 cores
-    python benchmarks/overhead_sites.py --make /tmp/big --run /tmp/big --augments default \\
-        standard strong overhead --seeds 0 1 2 --epochs 30                # the full-size run
+    python benchmarks/overhead_sites.py --run /tmp/sites --cpu --augments default \
+        --variant 'auto anchors=--anchors auto' --variant 'stride 16=--feature-stride 16'
+    python benchmarks/overhead_sites.py --make /tmp/big --run /tmp/big --augments default \
+        standard strong overhead --seeds 0 1 2                           # the full-size run
 """
 
 import argparse
@@ -57,7 +60,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling benchmark module
-from own_voc_folder import _stream, voc_xml  # noqa: E402
+from own_voc_folder import _stream, parse_val_map, voc_xml  # noqa: E402
 
 from rfcn_tf.data.shapes import mask_box  # noqa: E402
 
@@ -415,22 +418,23 @@ def _evaluate_map(cli, model, root, split, out_json, env, extra=()):
         return json.load(f)["mAP"]
 
 
-def run_one(root, cli, augment, seed, size, epochs, decoding, tile_args, env, train_args=()):
-    """Train once on site A and measure → dict of figures (None where a step failed)."""
-    out = os.path.join(root, "runs", f"{augment}_seed{seed}")
+def run_one(root, cli, variant, flags, seed, size, epochs, decoding, tile_args, env):
+    """Train once on site A with extra train ``flags`` and measure → dict of figures (absent
+    where a step failed)."""
+    out = os.path.join(root, "runs", f"{variant.replace(' ', '_')}_seed{seed}")
     shutil.rmtree(out, ignore_errors=True)  # never resume an older run
-    train = [cli, "train", "--small", "--dataset", root, "--split", "train", "--val-split", "val",
-             "--min-side", str(size), "--max-side", str(size), "--batch-size", "4",
-             "--epochs", str(epochs), "--seed", str(seed), "--output-dir", out, *train_args]
-    if augment != "default":
-        train += ["--augment", augment]
+    # val_mAP once, after the last epoch: the final model's, from the training's own output.
+    model_flags = [] if "--backbone" in flags else ["--small"]  # a ResNet row drops --small
+    train = [cli, "train", *model_flags, "--dataset", root, "--split", "train", "--val-split", "val",
+             "--eval-every", str(epochs), "--min-side", str(size), "--max-side", str(size),
+             "--batch-size", "4", "--epochs", str(epochs), "--seed", str(seed), "--output-dir", out]
     start = time.monotonic()
-    code, _ = _stream(train, env)
-    result = {"augment": augment, "seed": seed, "train_min": (time.monotonic() - start) / 60}
+    code, output = _stream([*train, *flags], env)
+    result = {"variant": variant, "seed": seed, "train_min": (time.monotonic() - start) / 60}
     model = os.path.join(out, "final.keras")
     if code != 0 or not os.path.isfile(model):
         return result
-    result["val_mAP"] = _evaluate_map(cli, model, root, "val", os.path.join(out, "val.json"), env)
+    result["val_mAP"] = parse_val_map(output).get(epochs)
     result["test_mAP"] = _evaluate_map(cli, model, root, "test", os.path.join(out, "test.json"), env)
     photos = os.path.join(root, "JPEGImages")
     with open(os.path.join(root, "ImageSets", "Main", "photos_B.txt")) as f:
@@ -449,13 +453,13 @@ COLUMNS = ("val_mAP", "test_mAP", "gap", "whole_AP", "whole_recall", "tiled_AP",
 
 
 def format_table(results):
-    """One row per --augment preset: each figure as min–max over its seeds."""
-    rows = [("augment", "seeds") + COLUMNS]
-    for augment in dict.fromkeys(r["augment"] for r in results):
+    """One row per variant (--augment preset or --variant): each figure as min–max over seeds."""
+    rows = [("variant", "seeds") + COLUMNS]
+    for variant in dict.fromkeys(r["variant"] for r in results):
         group = [dict(r, gap=(r["val_mAP"] - r["test_mAP"]) if r.get("val_mAP") is not None
                       and r.get("test_mAP") is not None else None)
-                 for r in results if r["augment"] == augment]
-        cells = [augment, ",".join(str(r["seed"]) for r in group)]
+                 for r in results if r["variant"] == variant]
+        cells = [variant, ",".join(str(r["seed"]) for r in group)]
         for column in COLUMNS:
             values = [r[column] for r in group if r.get(column) is not None]
             digits = 1 if column == "train_min" else 3
@@ -466,7 +470,7 @@ def format_table(results):
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
 
 
-CPU = dict(photo_size=(1000, 1400), tile=256, photos={"A": 4, "B": 2, "C": 2}, epochs=6)
+CPU = dict(photo_size=(1000, 1400), tile=256, photos={"A": 4, "B": 2, "C": 2}, epochs=8)
 FULL = dict(photo_size=(2000, 4000), tile=400, photos={"A": 4, "B": 3, "C": 3}, epochs=20)
 
 
@@ -485,15 +489,20 @@ def main(argv=None):
     parser.add_argument("--tile", type=int, default=None, help="tile side of the splits and the model's scale")
     for site in SITE_KEYS:
         parser.add_argument(f"--photos-{site.lower()}", type=int, default=None, help=f"photos of site {site}")
-    parser.add_argument("--augments", nargs="+", default=["default", "standard", "overhead"],
-                        help="rfcn-tf train --augment presets ('default': the flag omitted)")
+    parser.add_argument("--augments", nargs="*", default=["default", "standard", "overhead"],
+                        help="rfcn-tf train --augment presets, one row each ('default': the flag "
+                             "omitted; default: default standard overhead)")
+    parser.add_argument("--variant", action="append", default=[], metavar="'NAME=FLAGS'",
+                        help="a further row: rfcn-tf train with these extra flags, e.g. "
+                             "'auto anchors=--anchors auto' (repeatable; flags naming --backbone "
+                             "replace --small)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--overlap", type=float, default=0.2, help="--overlap of the tiled predictions")
     parser.add_argument("--max-detections", type=int, default=2000,
                         help="rfcn-tf predict --max-detections on the photos, whole and tiled "
                              "(dense scenes; 0: leave the flag out, the model's cap of 100)")
-    parser.add_argument("--train-args", default="", help="extra rfcn-tf train flags (they win)")
+    parser.add_argument("--train-args", default="", help="extra rfcn-tf train flags for every row (they win)")
     args = parser.parse_args(argv)
     preset = CPU if args.cpu else FULL
     tile = args.tile or preset["tile"]
@@ -517,11 +526,17 @@ def main(argv=None):
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     decoding = ["--max-detections", str(args.max_detections)] if args.max_detections else []
     tile_args = ["--tile", str(tile), "--overlap", str(args.overlap)]
+    variants = [(a, [] if a == "default" else ["--augment", a]) for a in args.augments]
+    for text in args.variant:
+        name, sep, flags = text.partition("=")
+        if not sep or not name.strip():
+            parser.error(f"--variant {text!r}: expected 'NAME=FLAGS'")
+        variants.append((name.strip(), shlex.split(flags)))
     results = []
-    for augment in args.augments:
+    for name, flags in variants:
         for seed in args.seeds:
-            results.append(run_one(root, cli, augment, seed, tile, args.epochs or preset["epochs"],
-                                   decoding, tile_args, env, shlex.split(args.train_args)))
+            results.append(run_one(root, cli, name, [*flags, *shlex.split(args.train_args)], seed, tile,
+                                   args.epochs or preset["epochs"], decoding, tile_args, env))
             print("\n" + format_table(results), flush=True)
     with open(os.path.join(root, "runs", "summary.json"), "w") as f:
         json.dump({"tile": tile, "results": results}, f, indent=2)
