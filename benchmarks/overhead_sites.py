@@ -40,7 +40,7 @@ scoring ≥ 0.05, from ``rfcn-tf predict --max-detections``) without and with ``
 One table: per row, min–max over seeds, with the site gap (val − test mAP). Run::
 
     python benchmarks/overhead_sites.py --make /tmp/sites --cpu         # CPU-sized set
-    python benchmarks/overhead_sites.py --run /tmp/sites --cpu          # ~25 min on 2 cores
+    python benchmarks/overhead_sites.py --run /tmp/sites --cpu          # 6 runs of 4–8 min each
     python benchmarks/overhead_sites.py --run /tmp/sites --cpu --augments default \
         --variant 'auto anchors=--anchors auto' --variant 'stride 16=--feature-stride 16'
     python benchmarks/overhead_sites.py --make /tmp/big --run /tmp/big --augments default \
@@ -333,7 +333,10 @@ def make_sites(root, photos=None, tile=400, photo_size=(2000, 4000), object_size
     photos: ``{site: number of photos}`` (default A 4, B 2, C 2).
     """
     photos = photos or {"A": 4, "B": 2, "C": 2}
-    if os.path.exists(root):
+    if os.path.exists(root):  # replace an earlier folder of this benchmark, nothing else
+        if os.listdir(root) and not os.path.isfile(os.path.join(root, "ImageSets", "Main", "photos_A.txt")):
+            raise FileExistsError(f"{root} exists and is not a folder this benchmark wrote; "
+                                  "choose another --make folder")
         shutil.rmtree(root)
     for folder in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(root, folder))
@@ -477,7 +480,7 @@ FULL = dict(photo_size=(2000, 4000), tile=400, photos={"A": 4, "B": 3, "C": 3}, 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--make", metavar="DIR", help="write the VOC folder here (replacing it)")
+    parser.add_argument("--make", metavar="DIR", help="write the VOC folder here (replacing one it wrote before)")
     parser.add_argument("--run", metavar="DIR", help="train and evaluate on the folder here")
     parser.add_argument("--cpu", action="store_true",
                         help=f"the CPU-sized experiment: photos {CPU['photo_size']} px, tiles "

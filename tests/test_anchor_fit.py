@@ -201,4 +201,28 @@ def test_train_anchors_default_warns_when_recall_is_low(tmp_path, capsys):
     recall = anchor_recall(shapes, config.anchor_scales, config.anchor_ratios)
     assert recall < LOW_RECALL
     assert f"warning: anchor recall {recall:.3f} is below {LOW_RECALL}" in err and "--anchors auto" in err
-    assert f"8 training boxes at the model's scale" in out
+    assert "8 training boxes at the model's scale" in out
+
+
+def test_init_with_other_anchors_keeps_the_weights(tmp_path):
+    """``--init`` with ``--anchors auto``: the fitted anchors (as many as the model's) replace
+    the model's and every weight carries over."""
+    from rfcn_tf.commands.train import _build_model
+    from rfcn_tf.model import RFCN
+
+    source = RFCN(config=RFCNConfig.small(num_classes=1, class_names=("rail",), min_side=64, max_side=64))
+    source.save(tmp_path / "init.keras")
+    args = argparse.Namespace(init=str(tmp_path / "init.keras"), freeze_stages=None)
+    fitted = {"anchor_scales": (5.0, 9.0, 20.0, 40.0), "anchor_ratios": (0.2, 1.0, 5.0)}
+    seen = []
+
+    def anchors(config):
+        seen.append(config)
+        return fitted
+
+    model, config = _build_model(args, ["rail"], {}, anchors)
+    assert seen[0].anchor_scales == source.config.anchor_scales  # asked with the model's config
+    assert (config.anchor_scales, config.anchor_ratios) == (fitted["anchor_scales"], fitted["anchor_ratios"])
+    assert len(model.weights) == len(source.weights)
+    for new, old in zip(model.weights, source.weights):
+        np.testing.assert_array_equal(new.numpy(), old.numpy())

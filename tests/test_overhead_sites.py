@@ -105,7 +105,7 @@ def test_the_folder_loads_with_every_split(folder):
 
 
 def test_tiles_hold_the_photo_objects_they_cut(folder):
-    root, splits = folder
+    root, _ = folder
     scene = sites.render_scene(0, "B", 0, photo_size=(260, 300), object_size=(10, 30))
     boxes = scene["boxes"]
     examples, _ = load_examples(root, "test")
@@ -132,3 +132,35 @@ def test_a_tile_keeps_the_visible_part_and_marks_mostly_hidden_objects_difficult
     below = sites.tile_objects(boxes, masks, 128, 0, 128)  # the tile under it: the other parts
     assert [o["box"] for o in below] == [(0, 10, 2, 20), (0, 40, 6, 50), (12, 60, 22, 70)]
     assert [o["difficult"] for o in below] == [True, False, False]
+
+
+def test_photo_scores_from_a_predict_json(folder, tmp_path):
+    """The runner's AP / recall of ``rfcn-tf predict`` output: the ground truth itself scores
+    1 and 1; every other non-difficult object found, plus a false positive ranked first,
+    gives recall ≈ 1/2."""
+    import json
+
+    from rfcn_tf.data.voc_folder import read_voc_folder
+
+    root, _ = folder
+    records, _ = read_voc_folder(root, "photos_B")
+    perfect = [{"file": p, "detections": [{"box": b.tolist(), "score": 1.0, "label": 0} for b in boxes]}
+               for p, boxes in zip(records.paths, records.boxes)]
+    (tmp_path / "perfect.json").write_text(json.dumps(perfect))
+    assert sites.photo_scores(root, "photos_B", tmp_path / "perfect.json") == (1.0, 1.0)
+
+    half = [{"file": p, "detections": [{"box": [0, 0, 3, 3], "score": 0.9, "label": 0}]
+             + [{"box": b.tolist(), "score": 0.5, "label": 0} for b in boxes[::2]]}
+            for p, boxes in zip(records.paths, records.boxes)]
+    (tmp_path / "half.json").write_text(json.dumps(half))
+    ap, recall = sites.photo_scores(root, "photos_B", tmp_path / "half.json")
+    positives = sum(len(b) for b in records.boxes)
+    assert recall == sum(len(b[::2]) for b in records.boxes) / positives
+    assert 0.0 < ap < recall
+
+
+def test_make_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a folder this benchmark wrote"):
+        sites.make_sites(str(tmp_path), photos={"A": 1}, tile=64, photo_size=(70, 70))
+    assert (tmp_path / "mine.txt").read_text() == "keep"

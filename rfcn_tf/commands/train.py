@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from rfcn_tf.anchor_fit import ANCHOR_MODES, LOW_RECALL
+from rfcn_tf.anchor_fit import ANCHOR_MODES, LOW_RECALL, MAX_IMAGES
 from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
 from rfcn_tf.data.arguments import add_dataset_arguments, batches_from_args, examples_from_args
 from rfcn_tf.distribution import POLICIES, STRATEGIES
@@ -33,8 +33,9 @@ def add_arguments(parser):
     model.add_argument("--anchors", default="default", choices=ANCHOR_MODES,
                        help="default: the configuration's anchor scales × ratios; auto: chosen "
                             "from the training boxes at the model's scale (as many scales and "
-                            "ratios, rfcn_tf.anchor_fit). Both print the anchor recall and warn "
-                            f"below {LOW_RECALL}")
+                            "ratios, rfcn_tf.anchor_fit). Both read the boxes of up to "
+                            f"{MAX_IMAGES} training images first, print the anchor recall and "
+                            f"warn below {LOW_RECALL}")
     model.add_argument("--init", default=None,
                        help="start from this .keras model (fine-tuning; the class head is replaced "
                             "when the dataset has a different number of classes)")
