@@ -8,6 +8,7 @@ import os
 import sys
 import zipfile
 
+from rfcn_tf.anchor_fit import ANCHOR_MODES, LOW_RECALL, MAX_IMAGES
 from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
 from rfcn_tf.data.arguments import (add_augment_arguments, add_dataset_arguments, batches_from_args,
                                     examples_from_args)
@@ -33,6 +34,12 @@ def add_arguments(parser):
                        default=None,
                        help=f"output stride of the backbone: 16 (the ResNets'), or {SMALL_TRAIN_STRIDE} "
                             "(the default with --small), for objects of only one or two stride-16 cells")
+    model.add_argument("--anchors", default="default", choices=ANCHOR_MODES,
+                       help="default: the configuration's anchor scales × ratios; auto: chosen "
+                            "from the training boxes at the model's scale (as many scales and "
+                            "ratios, rfcn_tf.anchor_fit). Both read the boxes of up to "
+                            f"{MAX_IMAGES} training images first, print the anchor recall and "
+                            f"warn below {LOW_RECALL}")
     model.add_argument("--init", default=None,
                        help="start from this .keras model (fine-tuning; the class head is replaced "
                             "when the dataset has a different number of classes)")
@@ -110,7 +117,8 @@ def run(args):
     if args.max_side is not None:
         scale["max_side"] = args.max_side
     with strategy.scope():
-        model, config = _build_model(args, class_names, scale)
+        model, config = _build_model(args, class_names, scale, lambda config: _check_anchors(
+            args, config, examples_from_args(args, args.split, training=True, seed=args.seed)[0]))
     multi_worker = args.strategy == "multi_worker"
 
     def epoch_batches(epoch):  # a function of the seed and the epoch: the same on every
@@ -180,9 +188,26 @@ def _deterministic(args):
     return backbone == "small"
 
 
-def _build_model(args, class_names, scale):
+def _check_anchors(args, config, examples):
+    """Print the anchors' recall on the training boxes (warnings to stderr) → the config
+    changes ``--anchors`` asks for (``{}`` for default)."""
+    from rfcn_tf.anchor_fit import report_anchors, training_box_shapes
+
+    boxes = training_box_shapes(examples, config.min_side, config.max_side)
+    report = report_anchors(boxes, config, fit=args.anchors == "auto", seed=args.seed)
+    info, warnings = report.lines()
+    print("\n".join(info))
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if report.fitted is None:
+        return {}
+    return {"anchor_scales": report.fitted[0], "anchor_ratios": report.fitted[1]}
+
+
+def _build_model(args, class_names, scale, anchors):
     """The model to train: ``--init``'s (its class head replaced when the classes differ) or a
-    new one from the options → ``(model, config)``."""
+    new one from the options → ``(model, config)``. anchors: config → the anchor fields to
+    change (``_check_anchors``)."""
     import keras
 
     from rfcn_tf.config import RFCNConfig
@@ -192,6 +217,7 @@ def _build_model(args, class_names, scale):
     if args.init:
         model = keras.models.load_model(args.init)
         config = model.config
+        scale = {**scale, **anchors(config.replace(**scale))}  # as many anchors: same weights
         if (config.num_classes != len(class_names) or config.class_names != tuple(class_names)
                 or config != config.replace(**scale)):
             model = with_num_classes(model, len(class_names), class_names, **scale)
@@ -203,6 +229,7 @@ def _build_model(args, class_names, scale):
         params.update(scale)
         config = (RFCNConfig.small(**params) if args.small
                   else RFCNConfig(backbone=args.backbone, **params))
+        config = config.replace(**anchors(config))
         model = RFCN(config=config)
     if args.freeze_stages is not None:
         freeze_stages(model, args.freeze_stages)
