@@ -268,6 +268,27 @@ def test_bad_images_raise_clear_errors(bad, message):
         model.predict(bad, verbose=0)
 
 
+def test_predict_names_the_shape_passed_and_a_nan_before_the_graph():
+    """Keras's predict cuts arrays into batches of 32 rows (a [200, 240, 3] image would be
+    reported as (32, 240, 3)) and runs the graph (a NaN would end a long trace): both are
+    refused first, the exception's first line saying what was wrong."""
+    model = small_model()
+    with pytest.raises(ValueError) as error:
+        model.predict(random_image(200, 240, 1), verbose=0)
+    assert str(error.value).splitlines()[0] == (
+        "RFCN expects RGB images of shape [batch, height, width, 3]; got shape (200, 240, 3); "
+        "one image needs a batch axis: images[None]")
+    image = random_image(40, 48, 2)
+    image[5, 7, 1] = np.inf
+    batch = np.stack([random_image(40, 48, 3), image])
+    for x in (batch, {"images": batch, "image_sizes": np.array([[40, 48], [40, 48]])},
+              [batch[0], image]):
+        with pytest.raises(ValueError) as error:
+            model.predict(x, verbose=0)
+        assert str(error.value).splitlines()[0] == (
+            "images contain NaN or Inf (first at [image, row, column, channel] = [1, 5, 7, 1])")
+
+
 def test_nan_image_and_oversized_image_sizes_raise():
     model = small_model()
     image = random_image(32, 32, 8)
