@@ -5,6 +5,7 @@ checkpoint."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,9 @@ if ports:
     os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
                                           "task": {"type": "worker", "index": task}})
 import tensorflow as tf
+# Op determinism: TensorFlow's CPU CropAndResize image gradient otherwise adds from several
+# threads without synchronisation (tensorflow/tensorflow#42033), which no tolerance bounds.
+tf.config.experimental.enable_op_determinism()
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 import keras, numpy as np
 from rfcn_tf import RFCN, RFCNConfig
@@ -51,6 +55,8 @@ print("steps", int(model.optimizer.iterations.numpy()), "replicas", strategy.num
 
 
 def free_ports(count):
+    """``count`` ports free at the moment of asking (another process may take one before the
+    workers bind it: ``run_cluster`` retries then)."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("localhost", 0))
@@ -58,6 +64,27 @@ def free_ports(count):
     for s in sockets:
         s.close()
     return ports
+
+
+def run_cluster(script, out, data_dir, attempts=3):
+    """Two worker processes of ``script`` on fresh localhost ports → [(returncode, stdout,
+    stderr)]; tried again on new ports when a worker could not bind its own."""
+    for attempt in range(attempts):
+        ports = json.dumps(free_ports(2))
+        workers = [subprocess.Popen([sys.executable, str(script), str(i), ports, str(out), data_dir],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=env())
+                   for i in range(2)]
+        try:
+            results = [w.communicate(timeout=600) for w in workers]
+        finally:
+            for w in workers:
+                w.kill()
+        results = [(w.returncode, stdout, stderr) for w, (stdout, stderr) in zip(workers, results)]
+        taken = any(code != 0 and "Could not start gRPC server" in stderr for code, _, stderr in results)
+        if not taken or attempt == attempts - 1:
+            return results
+        shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +106,11 @@ def weights(path):
 def test_two_workers_train_identically_and_as_one_process(tmp_path, data_dir):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    ports = json.dumps(free_ports(2))
     out = tmp_path / "cluster"
-    workers = [subprocess.Popen([sys.executable, str(script), str(i), ports, str(out), data_dir],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-               for i in range(2)]
-    try:
-        results = [w.communicate(timeout=600) for w in workers]
-    finally:
-        for w in workers:
-            w.kill()
-    for w, (stdout, stderr) in zip(workers, results):
-        assert w.returncode == 0, stderr[-3000:]
-    chief = results[0][0]
+    results = run_cluster(script, out, data_dir)
+    for code, _, stderr in results:
+        assert code == 0, stderr[-3000:]
+    chief = results[0][1]
     assert "steps 8 replicas 2" in chief and "epoch 2/2: 4 steps" in chief, chief
     assert "rpn_cls_loss" in chief and "cls_loss" in chief  # the named losses in the progress
     assert (out / "final.keras").is_file() and (out / "checkpoints").is_dir()
