@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -66,22 +67,38 @@ def free_ports(count):
     return ports
 
 
-def run_cluster(script, out, data_dir, attempts=3):
+def run_cluster(script, out, data_dir, attempts=3, timeout=600):
     """Two worker processes of ``script`` on fresh localhost ports → [(returncode, stdout,
-    stderr)]; tried again on new ports when a worker could not bind its own."""
+    stderr)]. When one fails the other is stopped (it would wait for its peer); when one
+    could not bind its port (taken since ``free_ports`` asked), both run again on new ports."""
+    logs = os.path.join(os.path.dirname(str(out)), "worker_logs")
+    os.makedirs(logs, exist_ok=True)
     for attempt in range(attempts):
         ports = json.dumps(free_ports(2))
+        files = [[open(os.path.join(logs, f"{i}.{name}"), "w+") for name in ("out", "err")]
+                 for i in range(2)]
         workers = [subprocess.Popen([sys.executable, str(script), str(i), ports, str(out), data_dir],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=env())
+                                    stdout=files[i][0], stderr=files[i][1], text=True, env=env())
                    for i in range(2)]
+        deadline = time.monotonic() + timeout
         try:
-            results = [w.communicate(timeout=600) for w in workers]
+            while any(w.poll() is None for w in workers):
+                if any(w.poll() not in (None, 0) for w in workers) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
         finally:
             for w in workers:
                 w.kill()
-        results = [(w.returncode, stdout, stderr) for w, (stdout, stderr) in zip(workers, results)]
-        taken = any(code != 0 and "Could not start gRPC server" in stderr for code, _, stderr in results)
+                w.wait()
+        results = []
+        for w, pair in zip(workers, files):
+            texts = []
+            for f in pair:
+                f.seek(0)
+                texts.append(f.read())
+                f.close()
+            results.append((w.returncode, *texts))
+        taken = any("Could not start gRPC server" in stderr for _, _, stderr in results)
         if not taken or attempt == attempts - 1:
             return results
         shutil.rmtree(out, ignore_errors=True)
