@@ -19,7 +19,7 @@ from rfcn_tf.export import export_saved_model
 from rfcn_tf.frozen import freeze_for_inference
 from rfcn_tf.loading import load_detector
 from tests.image_headers import BOMBS
-from tests.model_helpers import random_image, sharpen, write_png
+from tests.model_helpers import random_image, sharpen, trained_like, write_png
 
 NAMES = ["circle", "square", "triangle", "star"]
 OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
@@ -34,9 +34,11 @@ def xywh_to_yxyx(boxes):
 @pytest.fixture(scope="module")
 def model():
     """A small model in xywh format (so the exports' yxyx conversion is exercised), with
-    sharpened class maps so detections are well ordered."""
+    trained-like BatchNorm statistics and sharpened class maps so detections are well
+    ordered."""
     keras.utils.set_random_seed(7)
     m = RFCN(config=RFCNConfig.small(num_classes=4, class_names=NAMES, bounding_box_format="xywh"))
+    trained_like(m, seed=7)  # BatchNorm statistics a wrong fold would show in
     sharpen(m)
     return m
 
