@@ -119,6 +119,7 @@ def test_console_script_is_installed():
         assert name in done.stdout
 
 
+@pytest.mark.slow
 def test_without_tensorflow_the_import_names_the_extras(tmp_path):
     """A bare ``pip install rfcn_tf`` has no TensorFlow (it comes from [cpu] or [gpu])."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,6 +148,7 @@ def test_train_writes_final_best_and_logs(trained):
         assert list(model.config.class_names) == SHAPES
 
 
+@pytest.mark.slow
 def test_the_same_command_trains_bit_identical_weights_whether_or_not_it_built_the_data(
         tmp_path):
     """Two processes run the same ``rfcn-tf train --deterministic``: the first builds
@@ -340,6 +342,7 @@ def test_predict_writes_json_and_pictures_and_reports_unreadable_files(trained, 
 
 
 # ------------------------------------------------------------------------------ demo
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     saved = tmp_path / "saved"

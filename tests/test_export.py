@@ -183,6 +183,7 @@ def test_export_needs_an_rfcn(tmp_path):
 
 
 # ------------------------------------------------------------------------------ serving
+@pytest.mark.slow
 def test_clean_process_client_matches_predict(model, exported, tmp_path):
     """Both signatures, run by a process that never imports rfcn_tf, equal model.predict."""
     same = [random_image(96, 128, 1), random_image(96, 128, 2)]
@@ -214,6 +215,7 @@ def test_clean_process_client_matches_predict(model, exported, tmp_path):
     assert np.array(rows[0]["detection_boxes"]).shape == (model.config.max_detections, 4)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_signatures(model, exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     proc = subprocess.run([cli, "show", "--dir", exported, "--all"], capture_output=True,

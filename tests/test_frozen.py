@@ -115,6 +115,7 @@ def assert_every_pair_folded(model, pairs):
             np.testing.assert_allclose(offsets[bn], offset, atol=1e-6, err_msg=bn.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["small", "resnet50"])
 def test_batchnorms_fold_into_their_convolutions(backbone):
     """With trained-like BatchNorm statistics and conv biases (the ResNet's convs have biases,

@@ -12,6 +12,8 @@ import pytest
 from rfcn_tf import PSRoIPool
 from tests.model_helpers import ROOT, benchmark_module
 
+pytestmark = pytest.mark.slow  # worker processes / the script in a process
+
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.py")
 
 

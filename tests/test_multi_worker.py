@@ -18,6 +18,8 @@ from rfcn_tf.data import load_examples
 
 from tests.process_helpers import sigkill_at
 
+pytestmark = pytest.mark.slow  # worker processes / the script in a process
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKER = r'''

@@ -214,6 +214,7 @@ def run_onnx(directory, image):
     return dict(zip(names, session.run(names, {"images": image})))
 
 
+@pytest.mark.slow  # the exports fixture: eight conversions
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 @pytest.mark.parametrize("head, size", [("rfcn", None), ("rfcn", (240, 300)), ("faster_rcnn", None)])
 def test_export_detects_like_the_keras_model(fmt, head, size, models, exports):
@@ -228,6 +229,7 @@ def test_export_detects_like_the_keras_model(fmt, head, size, models, exports):
         assert_same_detections(run(directory, image), model(image))
 
 
+@pytest.mark.slow  # the exports fixture: eight conversions
 def test_tflite_uses_builtin_ops_only_and_records_them(exports):
     for key, directory in exports.items():
         if key[0] != "tflite":
@@ -244,6 +246,7 @@ def test_tflite_uses_builtin_ops_only_and_records_them(exports):
                                                  "rfcn_config.json"]
 
 
+@pytest.mark.slow  # the exports fixture: eight conversions
 def test_quantised_tflite_files_are_smaller_and_close(model, exports):
     sizes = {q: os.path.getsize(os.path.join(exports["tflite", q, None], "model.tflite"))
              for q in portable.QUANTIZATIONS}
@@ -258,6 +261,7 @@ def test_quantised_tflite_files_are_smaller_and_close(model, exports):
     assert int8["num_detections"][0] > 0 and np.all(np.isfinite(int8["boxes"]))
 
 
+@pytest.mark.slow  # the exports fixture: eight conversions
 def test_onnx_export_records_opset_and_ops(exports):
     directory = exports["onnx", "none", None]
     info = json.load(open(os.path.join(directory, "export.json")))
@@ -267,6 +271,7 @@ def test_onnx_export_records_opset_and_ops(exports):
     assert open(os.path.join(directory, "labels.txt")).read().split() == NAMES
 
 
+@pytest.mark.slow  # the exports fixture: eight conversions
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_loaded_export_detects_like_the_model_on_images_of_any_size(fmt, model, exports):
     detector, names = load_detector(os.path.dirname(exports[fmt, "none", (240, 300)]))
