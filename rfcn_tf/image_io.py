@@ -83,6 +83,40 @@ def _webp_size(head, length):
     )
 
 
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
+def _gif_largest_frame(data):
+    """(height, width) int32 [2] of the largest frame (by area) a GIF's image descriptors
+    declare; [0, 0] if none. giflib allocates every frame at its own size, which may exceed
+    the canvas. The walk follows the blocks (an extension or image descriptor, then a chain
+    of sub-blocks ended by a zero size byte) and stops at the trailer, an unknown block or
+    the end of the data; one step per block or sub-block, without branches."""
+    raw = tf.cast(tf.io.decode_raw(data, tf.uint8), tf.int64)
+    end = tf.size(raw, out_type=tf.int64)
+    raw = tf.concat([raw, tf.zeros([16], tf.int64)], 0)  # reads past the end see zeros
+
+    def table(packed):  # bytes of the colour table a packed field announces
+        entries = tf.bitwise.left_shift(tf.constant(2, tf.int64), tf.bitwise.bitwise_and(packed, 7))
+        return tf.where(packed >= 0x80, 3 * entries, 0)
+
+    def step(at, in_chain, best):
+        b = raw[at : at + 10]
+        frame = tf.stack([b[7] + 256 * b[8], b[5] + 256 * b[6]])
+        image = ~in_chain & tf.equal(b[0], 0x2C)
+        block_end = tf.where(image, at + 11 + table(b[9]),
+                             tf.where(tf.equal(b[0], 0x21), at + 2, end))
+        # Encoders write full 255-byte sub-blocks: skip a run of up to 64 of them at once.
+        full = tf.gather(raw, tf.minimum(at + 256 * tf.range(64, dtype=tf.int64), end)) == 255
+        run = tf.reduce_sum(tf.math.cumprod(tf.cast(full, tf.int64)))
+        chain_end = tf.where(run > 0, at + 256 * run, at + 1 + b[0])
+        larger = frame[0] * frame[1] > best[0] * best[1]
+        return (tf.where(in_chain, chain_end, block_end), ~in_chain | (b[0] > 0),
+                tf.where(image & larger, frame, best))
+
+    _, _, best = tf.while_loop(lambda at, in_chain, best: at < end, step,
+                               [13 + table(raw[10]), tf.constant(False), tf.zeros([2], tf.int64)])
+    return tf.cast(best, tf.int32)
+
+
 def _declared_size(data, kind, head, length):
     """(height, width) int32 [2] from the header; [-1, -1] if unknown or invalid."""
 
@@ -166,7 +200,8 @@ def decode_image(data, target_size=None, max_pixels=MAX_IMAGE_PIXELS, name="imag
         scalars giving the size the caller will resize to. A JPEG is then
         decoded at the largest scale 1/1, 1/2, 1/4 or 1/8 that is still at
         least that size on both axes; other formats decode at full size.
-      max_pixels: refuse images whose header declares more pixels than this.
+      max_pixels: refuse images whose header declares more pixels than this
+        (a GIF: its canvas or any of its frames, which are decoded at their own size).
       name: how the input is called in error messages.
 
     Returns:
@@ -180,7 +215,12 @@ def decode_image(data, target_size=None, max_pixels=MAX_IMAGE_PIXELS, name="imag
     data = tf.convert_to_tensor(data, tf.string)
     kind, head, length = _header(data)
     size = _declared_size(data, kind, head, length)
-    height, width = size[0], size[1]
+    # The larger of the canvas and (GIF) its largest frame: what the decoder allocates.
+    frame = tf.cond(tf.equal(kind, _GIF), lambda: _gif_largest_frame(data),
+                    lambda: tf.zeros([2], tf.int32))
+    allocated = tf.where(tf.reduce_prod(tf.cast(frame, tf.int64))
+                         > tf.reduce_prod(tf.cast(size, tf.int64)), frame, size)
+    height, width = allocated[0], allocated[1]
     pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
     # TF 2.21's WebP animation decoder writes RGBA frames into a buffer sized
     # for RGB when the header has no alpha flag: heap corruption, not an error.
@@ -193,7 +233,7 @@ def decode_image(data, target_size=None, max_pixels=MAX_IMAGE_PIXELS, name="imag
         [
             (tf.equal(length, 0), lambda: tf.constant(f"{name}: empty, no image to decode")),
             (
-                height < 0,
+                size[0] < 0,
                 lambda: tf.constant(
                     f"{name}: not {_FORMATS}, or its header is truncated or invalid"
                 ),

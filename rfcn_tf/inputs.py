@@ -23,14 +23,21 @@ def pack_images(images):
     return {"images": batch, "image_sizes": sizes}
 
 
-def check_predict_input(x):
-    """Reject an empty batch or non-numeric images before Keras's ``predict`` loop fails
-    on them with a message that does not name the problem."""
-    images = x.get("images") if isinstance(x, dict) else x
-    if hasattr(images, "shape") and len(images.shape) > 0 and images.shape[0] == 0:
-        raise ValueError("empty batch: RFCN needs at least one image")
-    if isinstance(images, np.ndarray) and images.dtype.kind not in "uif":
-        raise ValueError(f"images must be uint8 or float in 0..255; got dtype {images.dtype}")
+def check_predict_input(inputs):
+    """``inputs`` (``as_model_inputs``'s dict) before Keras's ``predict`` loop, which cuts
+    arrays into batches of 32 (a wrong shape would be reported as the slice's) and runs the
+    graph (NaN or Inf would surface at the end of a long trace): ValueError naming the shape
+    and dtype passed, or the first non-finite value. Datasets are checked in the graph."""
+    images = inputs["images"]
+    if not (hasattr(images, "shape") and hasattr(images, "dtype")):
+        return
+    check_image_spec(images.shape, images.dtype)
+    if tf.as_dtype(images.dtype).is_floating:
+        finite = np.isfinite(np.asarray(images))
+        if not finite.all():
+            index = tuple(int(i) for i in np.argwhere(~finite)[0])
+            raise ValueError(f"images contain NaN or Inf (first at [image, row, column, "
+                             f"channel] = {list(index)})")
 
 
 def check_image_spec(shape, dtype):
@@ -38,8 +45,9 @@ def check_image_spec(shape, dtype):
     ``dtype`` numeric."""
     shape = tf.TensorShape(shape)
     if shape.rank != 4 or shape[-1] not in (3, None):
-        raise ValueError(
-            f"RFCN expects RGB images of shape [batch, height, width, 3]; got shape {shape}")
+        hint = "; one image needs a batch axis: images[None]" if shape.rank == 3 else ""
+        raise ValueError(f"RFCN expects RGB images of shape [batch, height, width, 3]; got "
+                         f"shape {shape}{hint}")
     try:
         dtype = tf.as_dtype(dtype)
     except TypeError:

@@ -205,8 +205,8 @@ class RFCN(keras.Model):
         return after, convs
 
     def predict(self, x, *args, **kwargs):
-        check_predict_input(x)
         x = as_model_inputs(x)
+        check_predict_input(x)
         if x["image_sizes"] is None:
             x = {"images": x["images"]}
         return super().predict(x, *args, **kwargs)

@@ -1,7 +1,29 @@
 """Helpers shared by the model, export and predict tests."""
 
+import importlib.util
+import os
+
 import numpy as np
 import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def benchmark_module(name):
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is a folder of scripts, not a
+    package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}",
+                                                  os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def trained_like(model, seed=0):
+    """``benchmarks/timing.py``'s ``trained_like``: every BatchNorm of ``model`` gets random
+    γ, β, μ, σ² as a trained network has (not the identity statistics of a fresh one, which
+    would hide a wrong BatchNorm fold), every conv bias small random values."""
+    return benchmark_module("timing").trained_like(model, seed)
 
 
 def sharpen(model, seed=0):

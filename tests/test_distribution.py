@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r'''
 import json, os, sys
 import tensorflow as tf
@@ -53,6 +55,7 @@ print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "single_loss": sing
 '''
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_like_one_device(tmp_path):
     script = tmp_path / "mirrored.py"
     script.write_text(SCRIPT)
@@ -77,6 +80,7 @@ def test_mirrored_strategy_trains_like_one_device(tmp_path):
     assert result["frozen_relative_difference"] < 0.02, result
 
 
+@pytest.mark.slow
 def test_train_command_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
     """``rfcn-tf train --strategy mirrored --cpu-replicas 2`` (a fresh process: the logical
     devices are made before TensorFlow starts): a global batch of 2 × 2, a model that loads."""

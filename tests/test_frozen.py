@@ -6,14 +6,16 @@ import pytest
 import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig, pack_images
-from rfcn_tf.frozen import freeze_for_inference
-from tests.model_helpers import assert_same_detections_any_order, random_image, sharpen
+from rfcn_tf.frozen import conv_batchnorm_pairs, fold_batchnorms, freeze_for_inference
+from tests.model_helpers import (assert_same_detections_any_order, random_image, sharpen,
+                                 trained_like)
 
 
 @pytest.fixture(scope="module")
 def model():
     keras.utils.set_random_seed(3)
-    m = RFCN(config=RFCNConfig.small(num_classes=3, bounding_box_format="xywh"))
+    m = trained_like(RFCN(config=RFCNConfig.small(num_classes=3, bounding_box_format="xywh")),
+                     seed=3)
     sharpen(m)
     return m
 
@@ -89,48 +91,45 @@ def test_bad_input_is_refused(frozen):
         frozen(tf.zeros((1, 0, 32, 3)))
 
 
-def _trained_like():
-    """benchmarks/timing.py's trained_like (benchmarks/ is not a package: load the file)."""
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "benchmarks", "timing.py")
-    spec = importlib.util.spec_from_file_location("bench_timing", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.trained_like
+def assert_every_pair_folded(model, pairs):
+    """Every (conv, BatchNorm) pair folds as the definition says (frozen module doc), in
+    float64 from the layers' own weights: kernel' = W·s, bias' = (b − μ)·s + β, s = γ/√(σ²+ε);
+    in the conv's bias when it has one (the BatchNorm left out), else as the BatchNorm's
+    "+ offset"."""
+    folded, offsets = fold_batchnorms(model)
+    values = {id(v): value for v, value in folded}
+    assert set(offsets) == {bn for _, bn in pairs}
+    for conv, bn in pairs:
+        gamma, beta, mean, variance = (w.numpy().astype(np.float64) for w in
+                                       (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+        assert np.ptp(gamma) > 0.1 and np.ptp(variance) > 0.1  # trained-like, not identity
+        scale = gamma / np.sqrt(variance + bn.epsilon)
+        bias = conv.bias.numpy().astype(np.float64) if conv.use_bias else 0.0
+        np.testing.assert_allclose(values[id(conv.kernel)], conv.kernel.numpy() * scale,
+                                   rtol=1e-6, err_msg=conv.name)
+        offset = (bias - mean) * scale + beta
+        if conv.use_bias:
+            np.testing.assert_allclose(values[id(conv.bias)], offset, atol=1e-6, err_msg=conv.name)
+            assert offsets[bn] is None
+        else:
+            np.testing.assert_allclose(offsets[bn], offset, atol=1e-6, err_msg=bn.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["small", "resnet50"])
 def test_batchnorms_fold_into_their_convolutions(backbone):
     """With trained-like BatchNorm statistics and conv biases (the ResNet's convs have biases,
     the small backbone's none): every BatchNorm is folded, the folded values follow the
     definition (frozen module doc), and the detections stay the model's."""
-    from rfcn_tf.frozen import conv_batchnorm_pairs, fold_batchnorms
     keras.utils.set_random_seed(4)
     config = (RFCNConfig.small(num_classes=3) if backbone == "small" else
               RFCNConfig(num_classes=3, backbone="resnet50", min_side=128, max_side=160))
-    m = _trained_like()(RFCN(config=config), seed=1)
+    m = trained_like(RFCN(config=config), seed=1)
     sharpen(m)
     pairs = conv_batchnorm_pairs(m)
     batchnorms = [l for l in m._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
     assert len(pairs) == len(batchnorms) == (9 if backbone == "small" else 53)
-
-    folded, offsets = fold_batchnorms(m)
-    values = {id(v): value for v, value in folded}
-    conv, bn = pairs[len(pairs) // 2]
-    gamma, beta, mean, variance = (w.numpy().astype(np.float64) for w in
-                                   (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
-    scale = gamma / np.sqrt(variance + bn.epsilon)
-    bias = conv.bias.numpy() if conv.use_bias else 0.0
-    np.testing.assert_allclose(values[id(conv.kernel)], conv.kernel.numpy() * scale, rtol=1e-6)
-    offset = (bias - mean) * scale + beta
-    assert set(offsets) == set(batchnorms)
-    if conv.use_bias:  # the offset in the conv's bias; the BatchNorm left out
-        np.testing.assert_allclose(values[id(conv.bias)], offset, atol=1e-6)
-        assert offsets[bn] is None
-    else:  # the BatchNorm becomes "+ offset"
-        np.testing.assert_allclose(offsets[bn], offset, atol=1e-6)
+    assert_every_pair_folded(m, pairs)
 
     image = random_image(*((96, 160) if backbone == "small" else (128, 160)), 7)[None]
     expected = m.predict(image, verbose=0)

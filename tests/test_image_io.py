@@ -1,5 +1,6 @@
+import functools
+import io
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -7,6 +8,8 @@ import tensorflow as tf
 from PIL import Image
 
 from rfcn_tf.image_io import MAX_IMAGE_PIXELS, decode_image, encoded_size, read_image
+from tests.image_headers import BOMBS, gif
+from tests.image_headers import png as _png_declaring
 
 SPEC = [tf.TensorSpec([], tf.string)]
 graph_size = tf.function(encoded_size, input_signature=SPEC)
@@ -27,22 +30,6 @@ def _write(tmp_path, image, name, **save_args):
     path = tmp_path / name
     image.save(path, **save_args)
     return path, path.read_bytes()
-
-
-def _png_chunk(kind, payload):
-    crc = struct.pack(">I", zlib.crc32(kind + payload))
-    return struct.pack(">I", len(payload)) + kind + payload + crc
-
-
-def _png_declaring(width, height):
-    """A tiny PNG whose IHDR declares width x height RGB pixels."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 4))
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 def _animation(tmp_path, name, mode, **save_args):
@@ -144,19 +131,37 @@ def test_animated_webp_without_alpha_is_refused_before_decoding(tmp_path):
             decode(data)
 
 
-def test_oversized_png_is_refused_before_decoding():
-    data = _png_declaring(30000, 30000)
-    assert tuple(encoded_size(data).numpy()) == (30000, 30000)
-    message = (
-        "image declares 30000x30000 pixels (900000000), more than the limit of "
-        f"{MAX_IMAGE_PIXELS}; resize it before sending"
-    )
+@pytest.mark.parametrize("kind", sorted(BOMBS))
+def test_decompression_bombs_are_refused_from_the_header(kind):
+    """Headers declaring more than MAX_IMAGE_PIXELS (hand-written: tests/image_headers.py)
+    are refused before any decoder runs — none of them holds the pixels it declares."""
+    data, declared = BOMBS[kind]
+    width, height = (int(v) for v in declared.split("x"))
+    message = (f"image declares {declared} pixels ({width * height}), more than the limit of "
+               f"{MAX_IMAGE_PIXELS}; resize it before sending")
     for decode in (decode_image, graph_decode):
         with pytest.raises(tf.errors.InvalidArgumentError) as error:
             decode(data)
         assert message in error.value.message
-    with pytest.raises(ValueError, match=r"^image bytes: image declares 30000x30000"):
+    with pytest.raises(ValueError, match=rf"^image bytes: image declares {declared} pixels"):
         read_image(data)
+
+
+def test_a_gif_frame_larger_than_its_canvas_is_found_after_real_frames():
+    """giflib allocates every frame at its own size: the check walks the whole file (a
+    PIL-written frame of real image data and extensions, then the oversized one)."""
+    buffer = io.BytesIO()
+    Image.fromarray(_pixels(120, 160)).save(buffer, "GIF", comment=b"a comment")
+    real = buffer.getvalue()
+    assert real[-1:] == b";" and len(real) > 4 * 256  # several 255-byte sub-blocks
+    image, size = decode_image(real, max_pixels=120 * 160)  # its own frame: within the limit
+    assert image.shape == (120, 160, 3) and tuple(size.numpy()) == (120, 160)
+    oversized = real[:-1] + gif(16, 16, frame=(400, 300))[13 + 6:]  # a second frame, then ";"
+    assert tuple(encoded_size(oversized).numpy()) == (120, 160)  # the canvas, as declared
+    limited = functools.partial(decode_image, max_pixels=120 * 160)
+    for decode in (limited, tf.function(limited, input_signature=SPEC)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="declares 400x300 pixels"):
+            decode(oversized)
 
 
 def test_max_pixels_is_inclusive(tmp_path):

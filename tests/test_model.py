@@ -50,17 +50,40 @@ def test_resnet101_dilated_conv5_score_maps_at_paper_size(resnet101_model):
     assert {tuple(l.dilation_rate) for l in dilated if l.kernel_size == (3, 3)} == {(2, 2)}
 
 
-def test_functional_graph_lists_every_step(resnet101_model):
+def upstream(model, name):
+    """Names of the layers ``name``'s output is computed from (the model's graph, cut there);
+    None for a nested model (its ``output`` is the one of its own graph)."""
+    layer = model.get_layer(name)
+    if isinstance(layer, keras.Model):
+        return None
+    return {l.name for l in keras.Model(model.inputs, layer.output).layers} - {name}
+
+
+def test_functional_graph_runs_the_steps_in_the_papers_order(resnet101_model):
+    """image → resize → preprocess → trunk → RPN → proposals, and trunk → conv5 → score maps;
+    PSRoIPool reads the score maps and the proposals, the votes its bins, the decoder the
+    votes and the proposals: each arrow checked on the graph's connections, and conv5 is
+    not downstream of the RPN (R-FCN runs it once on the whole image)."""
+    model = resnet101_model
+    chains = [["images", "resize", "preprocess", "resnet101_trunk", "rpn_conv", "rpn_objectness",
+               "proposals", "class_pool", "class_vote", "detections"],
+              ["resnet101_trunk", "resnet101_conv5", "reduce", "class_maps", "class_pool"],
+              ["rpn_conv", "rpn_deltas", "proposals"], ["anchors", "proposals"],
+              ["reduce", "box_maps", "box_pool", "box_vote", "detections"],
+              ["proposals", "box_pool"], ["proposals", "detections"]]
+    for chain in chains:
+        for before, after in zip(chain, chain[1:]):  # (a nested model: by its neighbours)
+            assert upstream(model, after) is None or before in upstream(model, after), (before, after)
+            assert upstream(model, before) is None or after not in upstream(model, before)
+    assert "resnet101_trunk" in upstream(model, "rpn_conv")
+    assert {"resnet101_trunk", "resnet101_conv5"} <= upstream(model, "reduce")
+    assert "resnet101_conv5" not in upstream(model, "rpn_conv") | upstream(model, "proposals")
+    assert not {"box_maps", "box_pool"} & upstream(model, "class_vote")
+    # The summary lists the steps with their shapes.
     lines = []
-    resnet101_model.summary(expand_nested=True, line_length=150,
-                            print_fn=lambda line, **_: lines.append(line))
+    model.summary(expand_nested=True, line_length=150, print_fn=lambda line, **_: lines.append(line))
     text = "\n".join(lines)
-    steps = ["images", "image_sizes", "resize", "preprocess", "resnet101_trunk", "conv1_conv",
-             "conv4_block23_out", "rpn_conv", "rpn_objectness", "rpn_deltas", "anchors",
-             "proposals", "resnet101_conv5", "conv5_block3_out", "reduce", "class_maps",
-             "box_maps", "class_pool", "box_pool", "class_vote", "box_vote", "detections"]
-    positions = [text.index(f"{step} (") for step in steps]
-    assert positions[:3] == sorted(positions[:3]) and positions[-1] == max(positions)
+    assert "conv4_block23_out (" in text and "conv5_block3_out (" in text
     assert "(None, None, None, 1029)" in text  # k²(C+1) class maps: 7·7·21
     assert "(None, 300, 4)" in text  # the proposals
 
@@ -266,6 +289,27 @@ def test_bad_images_raise_clear_errors(bad, message):
     model = small_model()
     with pytest.raises(ValueError, match=message):
         model.predict(bad, verbose=0)
+
+
+def test_predict_names_the_shape_passed_and_a_nan_before_the_graph():
+    """Keras's predict cuts arrays into batches of 32 rows (a [200, 240, 3] image would be
+    reported as (32, 240, 3)) and runs the graph (a NaN would end a long trace): both are
+    refused first, the exception's first line saying what was wrong."""
+    model = small_model()
+    with pytest.raises(ValueError) as error:
+        model.predict(random_image(200, 240, 1), verbose=0)
+    assert str(error.value).splitlines()[0] == (
+        "RFCN expects RGB images of shape [batch, height, width, 3]; got shape (200, 240, 3); "
+        "one image needs a batch axis: images[None]")
+    image = random_image(40, 48, 2)
+    image[5, 7, 1] = np.inf
+    batch = np.stack([random_image(40, 48, 3), image])
+    for x in (batch, {"images": batch, "image_sizes": np.array([[40, 48], [40, 48]])},
+              [batch[0], image]):
+        with pytest.raises(ValueError) as error:
+            model.predict(x, verbose=0)
+        assert str(error.value).splitlines()[0] == (
+            "images contain NaN or Inf (first at [image, row, column, channel] = [1, 5, 7, 1])")
 
 
 def test_nan_image_and_oversized_image_sizes_raise():

@@ -63,6 +63,7 @@ def assert_same_run(model, reference):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data_dir, uninterrupted, tmp_path):
     out = tmp_path / "killed"
     status = sigkill_at([sys.executable, "-m", "rfcn_tf.cli", *train_args(data_dir, out)], env(),
@@ -94,6 +95,7 @@ main(sys.argv[1:])
 '''
 
 
+@pytest.mark.slow
 def test_a_kill_while_the_backup_is_written_leaves_the_last_one_loadable(
         data_dir, uninterrupted, tmp_path):
     out = tmp_path / "crashed"

@@ -288,6 +288,7 @@ def test_resume_from_backup_continues_identically(tiny_shapes, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_one_training_step_of_full_resnet101_at_600x1000():
     model = RFCN(num_classes=20, backbone="resnet101")
     model.compile(optimizer=make_optimizer())
