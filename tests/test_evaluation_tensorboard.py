@@ -127,7 +127,7 @@ def test_bad_num_images_is_refused():
 
 
 def test_precision_recall_curves_follow_the_definition():
-    from rfcn_tf.evaluation.metrics import precision_recall_curves
+    from rfcn_tf.evaluation import precision_recall_curves
 
     # Class 0: two objects; detections scored 0.9 (hit), 0.8 (miss), 0.7 (duplicate of the
     # first: false positive), 0.6 (hit). Class 1: no ground truth. Class 2: one object, no
@@ -143,3 +143,18 @@ def test_precision_recall_curves_follow_the_definition():
     np.testing.assert_allclose(curves["x"][1], np.cumsum(tp) / 2)
     assert curves["y"] is None
     assert curves["z"][0].size == curves["z"][1].size == 0
+
+
+def test_precision_recall_figure_puts_the_points_on_the_axes():
+    from rfcn_tf.visualize import _PR_LEFT, _PR_RIGHT, _PR_SIZE, _PR_TOP
+
+    height, width = _PR_SIZE
+    plot_w = width - _PR_LEFT - _PR_RIGHT
+    color = (200, 30, 30)
+    figure = precision_recall_figure([1.0, 0.5], [0.5, 1.0], "t", color=color)
+    assert figure.shape == (height, width, 3) and figure.dtype == np.uint8
+    # (recall 0.5, precision 1) is at the top edge, half-way across the plot.
+    assert tuple(figure[_PR_TOP, _PR_LEFT + plot_w // 2]) == color
+    assert not np.any(np.all(precision_recall_figure([], [], "t", color=color) == color, axis=-1))
+    with pytest.raises(ValueError, match="the same length; got 2 and 1"):
+        precision_recall_figure([1.0, 0.5], [0.5])
