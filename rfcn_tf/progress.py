@@ -17,7 +17,15 @@ import keras
 
 def is_interactive(stream):
     """True on a terminal or in a Jupyter kernel (where ``\\r`` redraws a line)."""
-    return bool(getattr(stream, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+    return bool(getattr(stream, "isatty", lambda: False)()) or _in_jupyter_kernel()
+
+
+def _in_jupyter_kernel():
+    # An IPython shell with a kernel: ipykernel merely being imported (nbclient looks up
+    # kernelspecs with it) is not enough.
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def format_duration(seconds):

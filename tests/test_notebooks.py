@@ -60,13 +60,15 @@ def test_committed_notebooks_have_no_outputs_and_a_first_parameters_cell(name):
     assert notebook.metadata.kernelspec.name == "python3"
 
 
-def test_the_python3_kernel_is_this_interpreter(tmp_path):
+def test_the_python3_kernel_is_this_interpreter_and_progress_redraws_there(tmp_path):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import sys; print(sys.executable)")])
+        "import sys\nfrom rfcn_tf.progress import is_interactive\n"
+        "print(sys.executable)\nprint(is_interactive(sys.stdout))")])
     NotebookClient(notebook, kernel_name="python3", timeout=120,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
-    printed = notebook.cells[0].outputs[0]["text"].strip()
-    assert os.path.realpath(printed) == os.path.realpath(sys.executable)
+    executable, interactive = notebook.cells[0].outputs[0]["text"].split()
+    assert os.path.realpath(executable) == os.path.realpath(sys.executable)
+    assert interactive == "True"  # rfcn_tf.progress draws the Keras bar in a notebook
 
 
 @pytest.mark.parametrize("name", NAMES)

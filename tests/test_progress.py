@@ -10,7 +10,7 @@ from PIL import Image
 
 from rfcn_tf import progress as progress_module
 from rfcn_tf.cli import main
-from rfcn_tf.progress import Progress, format_duration
+from rfcn_tf.progress import Progress, format_duration, is_interactive
 from tests.test_cli import write_voc_folder
 
 
@@ -57,6 +57,13 @@ def test_default_every_is_a_tenth_and_unknown_totals_count_without_time_left(clo
     progress.update(180)
     progress.finish()
     assert out.getvalue().splitlines() == ["x: 150 items, 75 items/s", "x: 180 items, 45 items/s"]
+
+
+def test_a_log_file_is_not_interactive_even_with_ipykernel_imported():
+    import ipykernel  # noqa: F401  (nbclient's kernelspec look-up imports it into a test run)
+
+    assert not is_interactive(io.StringIO())
+    assert Progress(4, "x", stream=io.StringIO()).interactive is False
 
 
 def test_verbose_0_prints_nothing_and_going_back_is_an_error(capsys):
