@@ -1,15 +1,17 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   train on the built-in synthetic dataset, evaluate, export, predict
 #   make test   run the test suite
+# and, for contributors: make lint (ruff), make docs (the MkDocs site, strict, into site/)
 PYTHON ?= python3
 VENV ?= .venv
 EXTRA ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: install graphviz test demo bench clean
+.PHONY: install graphviz test demo bench lint docs clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml rfcn_tf/_version.py
 	@command -v dot >/dev/null || $(MAKE) --no-print-directory graphviz
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -36,5 +38,16 @@ demo: $(STAMP)
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/run_all.py
 
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev,docs]"
+	touch $(DOCS_STAMP)
+
+# The API pages are read from the source (griffe: nothing imported); the notebooks are rendered, not run.
+docs: $(DOCS_STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build *.egg-info demo_output
+	rm -rf $(VENV) build *.egg-info demo_output site

@@ -6,11 +6,15 @@ Each case runs in its own process (logical devices must be made before TensorFlo
 random weights, random images with two boxes each, ``--warmup`` steps then ``--steps`` timed
 steps; the median step time. ``--xla on`` compiles the convolutions with XLA
 (``compile(jit_compile=True)``; the rest of the step stays in TensorFlow).
+``--determinism off on`` times the step with and without
+``tf.config.experimental.enable_op_determinism()`` (what ``rfcn-tf train`` does by default);
+``--rounds N`` repeats every case N times, interleaved, for a min–max.
 
     python benchmarks/bench_training.py --config small --steps 20
     python benchmarks/bench_training.py --config resnet101 --steps 3 --warmup 1 --replicas 1
     python benchmarks/bench_training.py --config small --heads rfcn faster_rcnn --rois 300 2000 --replicas 1
     python benchmarks/bench_training.py --config small --xla off on --replicas 1
+    python benchmarks/bench_training.py --config small --determinism off on --replicas 1 --rounds 3
 """
 
 import argparse
@@ -23,6 +27,8 @@ CASE = r'''
 import json, os, statistics, sys, time
 args = json.loads(sys.argv[1])
 import tensorflow as tf
+if args["determinism"]:
+    tf.config.experimental.enable_op_determinism()
 from rfcn_tf.distribution import make_strategy
 strategy = make_strategy("mirrored" if args["replicas"] > 1 else "none",
                          args["replicas"] if args["replicas"] > 1 else None)
@@ -82,25 +88,38 @@ def main(argv=None):
                         help="1 = one device; N > 1 = MirroredStrategy on N logical CPU devices")
     parser.add_argument("--xla", nargs="+", default=["off"], choices=("off", "on"),
                         help="XLA on the convolutions (compile(jit_compile=True)): off, on or both")
+    parser.add_argument("--determinism", nargs="+", default=["off"], choices=("off", "on"),
+                        help="tf.config.experimental.enable_op_determinism(): off, on or both")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every case this many times, interleaved (min–max)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
 
     print(f"training throughput, {args.config}, median of {args.steps} steps after "
           f"{args.warmup}; CPUs: {os.cpu_count()}; load avg: {os.getloadavg()[0]:.2f}")
-    print(f"{'head':<12} {'RoIs':>5} {'replicas':>8} {'XLA':>4} {'batch':>6} {'s/step':>8} "
-          f"{'s/image':>8} {'images/s':>9}")
-    for head in args.heads:
-        for rois in args.rois:
-            for replicas in args.replicas:
-                for xla in args.xla:
-                    r = run_case({"config": args.config, "head": head, "rois": rois,
-                                  "replicas": replicas, "xla": xla == "on", "steps": args.steps,
-                                  "warmup": args.warmup})
-                    print(f"{head:<12} {rois:>5} {replicas:>8} {xla:>4} {r['images']:>6} "
-                          f"{r['step_s']:>8.3f} {r['step_s'] / r['images']:>8.3f} "
-                          f"{r['images_per_s']:>9.2f}", flush=True)
-
+    print(f"{'head':<12} {'RoIs':>5} {'replicas':>8} {'XLA':>4} {'det':>4} {'batch':>6} "
+          f"{'s/step':>8} {'s/image':>8} {'images/s':>9}")
+    cases = [{"config": args.config, "head": head, "rois": rois, "replicas": replicas,
+              "xla": xla == "on", "determinism": det == "on", "steps": args.steps,
+              "warmup": args.warmup}
+             for head in args.heads for rois in args.rois for replicas in args.replicas
+             for xla in args.xla for det in args.determinism]
+    steps = {i: [] for i in range(len(cases))}
+    for round_ in range(args.rounds):
+        for i, case in enumerate(cases):
+            r = run_case(case)
+            steps[i].append(r["step_s"])
+            print(f"{case['head']:<12} {case['rois']:>5} {case['replicas']:>8} "
+                  f"{'on' if case['xla'] else 'off':>4} {'on' if case['determinism'] else 'off':>4} "
+                  f"{r['images']:>6} {r['step_s']:>8.3f} {r['step_s'] / r['images']:>8.3f} "
+                  f"{r['images_per_s']:>9.2f}", flush=True)
+    if args.rounds > 1:
+        print("min–max s/step over the rounds:")
+        for i, case in enumerate(cases):
+            print(f"  {case['head']} rois={case['rois']} replicas={case['replicas']} "
+                  f"xla={case['xla']} determinism={case['determinism']}: "
+                  f"{min(steps[i]):.3f}–{max(steps[i]):.3f}")
 
 if __name__ == "__main__":
     main()

@@ -295,11 +295,13 @@ def _try_place(name, height, width, image, placed, rng, gray):
 
 # --------------------------------------------------------------------------- the folder
 
-def _voc_xml(image_id, filename, height, width, depth, objects):
+def voc_xml(image_id, filename, height, width, depth, objects, folder="own_voc"):
+    """One image's VOC annotation; objects: dicts ``name``, ``box`` (edge-convention yxyx
+    integers), ``truncated``, ``difficult``."""
     parts = ["<annotation>",
-             "\t<folder>own_voc</folder>",
+             f"\t<folder>{folder}</folder>",
              f"\t<filename>{filename}</filename>",
-             "\t<source><database>own_voc synthetic</database></source>",
+             f"\t<source><database>{folder} synthetic</database></source>",
              f"\t<size><width>{width}</width><height>{height}</height><depth>{depth}</depth></size>",
              "\t<segmented>0</segmented>"]
     for obj in objects:
@@ -367,7 +369,7 @@ def make_voc_folder(root, num_train=1200, num_val=100, num_test=200, seed=0):
             with open(os.path.join(images, filename), "wb") as f:
                 f.write(_encode(pixels, fmt, quality))
             height, width = pixels.shape[:2]
-            xml = _voc_xml(image_id, filename, height, width, 1 if fmt == "gray" else 3, objects)
+            xml = voc_xml(image_id, filename, height, width, 1 if fmt == "gray" else 3, objects)
             with open(os.path.join(annotations, image_id + ".xml"), "w") as f:
                 f.write(xml)
             written.update((image_id + ".xml", filename))

@@ -1,6 +1,5 @@
 """rfcn_tf: R-FCN object detection (Dai et al., NIPS 2016) for Keras 3 / TensorFlow 2."""
 
-import importlib.metadata
 import importlib.util
 
 if importlib.util.find_spec("tensorflow") is None:
@@ -11,6 +10,7 @@ if importlib.util.find_spec("tensorflow") is None:
 
 from rfcn_tf import data  # noqa: E402  (registers the rfcn_shapes TFDS dataset)
 from rfcn_tf import distribution  # noqa: E402
+from rfcn_tf._version import __version__  # noqa: E402
 from rfcn_tf.config import RFCNConfig  # noqa: E402
 from rfcn_tf.export import export_onnx, export_saved_model, export_tflite  # noqa: E402
 from rfcn_tf.frozen import freeze_for_inference  # noqa: E402
@@ -19,7 +19,5 @@ from rfcn_tf.layers import PSRoIPool  # noqa: E402
 from rfcn_tf.loading import load_detector  # noqa: E402
 from rfcn_tf.model import RFCN  # noqa: E402
 
-__version__ = importlib.metadata.version("rfcn_tf")
-
-__all__ = ["PSRoIPool", "RFCN", "RFCNConfig", "data", "distribution", "export_onnx",
+__all__ = ["PSRoIPool", "RFCN", "RFCNConfig", "__version__", "data", "distribution", "export_onnx",
            "export_saved_model", "export_tflite", "freeze_for_inference", "load_detector", "pack_images"]

@@ -5,9 +5,12 @@ this file only wires them together.
 """
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
+
+from rfcn_tf._version import __version__
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,8 +26,18 @@ def _commands():
     }
 
 
+def package_version():
+    """The installed distribution's version; the source tree's ``rfcn_tf.__version__`` when the
+    package runs uninstalled (from a checkout on ``PYTHONPATH``)."""
+    try:
+        return importlib.metadata.version("rfcn_tf")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="rfcn-tf", description="R-FCN object detection for Keras 3 / TF 2.")
+    parser.add_argument("--version", action="version", version=f"rfcn-tf {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in _commands().items():
         command = sub.add_parser(name, help=help_text, description=help_text)

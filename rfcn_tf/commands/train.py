@@ -3,11 +3,15 @@
 backbone weights)."""
 
 import argparse
+import json
 import os
 import sys
+import zipfile
 
+from rfcn_tf.anchor_fit import ANCHOR_MODES, LOW_RECALL, MAX_IMAGES
 from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
-from rfcn_tf.data.arguments import add_dataset_arguments, batches_from_args, examples_from_args
+from rfcn_tf.data.arguments import (add_augment_arguments, add_dataset_arguments, batches_from_args,
+                                    examples_from_args)
 from rfcn_tf.distribution import POLICIES, STRATEGIES
 from rfcn_tf.evaluation.metrics import METRICS
 from rfcn_tf.training import OPTIMIZERS, SCHEDULES
@@ -15,6 +19,7 @@ from rfcn_tf.training import OPTIMIZERS, SCHEDULES
 
 def add_arguments(parser):
     add_dataset_arguments(parser, default_split="train")
+    add_augment_arguments(parser)
     parser.add_argument("--val-split", default=None,
                         help="split for val_mAP after each --eval-every epochs (default: none)")
     model = parser.add_argument_group("model")
@@ -29,6 +34,12 @@ def add_arguments(parser):
                        default=None,
                        help=f"output stride of the backbone: 16 (the ResNets'), or {SMALL_TRAIN_STRIDE} "
                             "(the default with --small), for objects of only one or two stride-16 cells")
+    model.add_argument("--anchors", default="default", choices=ANCHOR_MODES,
+                       help="default: the configuration's anchor scales × ratios; auto: chosen "
+                            "from the training boxes at the model's scale (as many scales and "
+                            "ratios, rfcn_tf.anchor_fit). Both read the boxes of up to "
+                            f"{MAX_IMAGES} training images first, print the anchor recall and "
+                            f"warn below {LOW_RECALL}")
     model.add_argument("--init", default=None,
                        help="start from this .keras model (fine-tuning; the class head is replaced "
                             "when the dataset has a different number of classes)")
@@ -59,9 +70,11 @@ def add_arguments(parser):
                      help="a progress line every this many steps (losses, ms/step, time left); "
                           "default: Keras's progress bar on a terminal, a line per epoch otherwise")
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--deterministic", action="store_true",
-                     help="tf.config.experimental.enable_op_determinism(): the same seed and data "
-                          "give bit-identical weights (some ops run slower)")
+    fit.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                     help="tf.config.experimental.enable_op_determinism(): the same command, seed "
+                          "and data give bit-identical weights on the same kind of machine. "
+                          "Default: on for the small backbone (free there), off for the ResNets "
+                          "(a ResNet-50 training step is ~3x slower with it on a CPU)")
     where = parser.add_argument_group("devices")
     where.add_argument("--strategy", default="none", choices=STRATEGIES,
                        help="mirrored: tf.distribute.MirroredStrategy on every visible GPU (or on "
@@ -92,12 +105,12 @@ def run(args):
 
     if args.tensorboard_images < 0:
         raise ValueError(f"--tensorboard-images must be >= 0, got {args.tensorboard_images}")
-    if args.deterministic:
+    strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow op
+    set_policy(args.mixed_precision)
+    if _deterministic(args):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow op
-    set_policy(args.mixed_precision)
     replicas = strategy.num_replicas_in_sync
     examples, class_names = examples_from_args(args, args.split, training=True, seed=args.seed)
     # Seeded after the data is found: building a dataset (TFDS, rfcn_shapes) draws from the
@@ -110,7 +123,8 @@ def run(args):
     if args.max_side is not None:
         scale["max_side"] = args.max_side
     with strategy.scope():
-        model, config = _build_model(args, class_names, scale)
+        model, config = _build_model(args, class_names, scale, lambda config: _check_anchors(
+            args, config, examples_from_args(args, args.split, training=True, seed=args.seed)[0]))
     multi_worker = args.strategy == "multi_worker"
 
     def epoch_batches(epoch):  # a function of the seed and the epoch: the same on every
@@ -144,6 +158,7 @@ def run(args):
           f"{args.batch_size * replicas} × {args.epochs} epochs on {devices}, "
           f"{args.mixed_precision}{xla}, at min_side {config.min_side}, max_side {config.max_side}: "
           f"{optimizer} lr {args.lr}, {args.schedule} schedule")
+    print(f"augmentation {args.augment}, crops {args.crop}")
     if multi_worker:
         from rfcn_tf.multi_worker import train_multi_worker, worker_info
 
@@ -162,9 +177,43 @@ def run(args):
     print(f"saved {os.path.join(args.output_dir, 'final.keras')}")
 
 
-def _build_model(args, class_names, scale):
+def _deterministic(args):
+    """``--deterministic`` / ``--no-deterministic``, else on exactly when the model to train has
+    the small backbone. Measured on a 2-core AMD EPYC (benchmarks/bench_training.py
+    --determinism off on): small-model step 0.14–0.17 s with op determinism against
+    0.13–0.23 s without; ResNet-50 at 600×1000 13.3–15.4 s against 4.5 s."""
+    if args.deterministic is not None:
+        return args.deterministic
+    backbone = args.backbone if not args.small else "small"
+    if args.init:  # the backbone of the file to fine-tune, read without TensorFlow
+        try:
+            with zipfile.ZipFile(args.init) as archive:
+                backbone = json.loads(archive.read("config.json"))["config"]["config"]["backbone"]
+        except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+            return False  # loading the file reports what is wrong with it
+    return backbone == "small"
+
+
+def _check_anchors(args, config, examples):
+    """Print the anchors' recall on the training boxes (warnings to stderr) → the config
+    changes ``--anchors`` asks for (``{}`` for default)."""
+    from rfcn_tf.anchor_fit import report_anchors, training_box_shapes
+
+    boxes = training_box_shapes(examples, config.min_side, config.max_side)
+    report = report_anchors(boxes, config, fit=args.anchors == "auto", seed=args.seed)
+    info, warnings = report.lines()
+    print("\n".join(info))
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if report.fitted is None:
+        return {}
+    return {"anchor_scales": report.fitted[0], "anchor_ratios": report.fitted[1]}
+
+
+def _build_model(args, class_names, scale, anchors):
     """The model to train: ``--init``'s (its class head replaced when the classes differ) or a
-    new one from the options → ``(model, config)``."""
+    new one from the options → ``(model, config)``. anchors: config → the anchor fields to
+    change (``_check_anchors``)."""
     import keras
 
     from rfcn_tf.config import RFCNConfig
@@ -174,6 +223,7 @@ def _build_model(args, class_names, scale):
     if args.init:
         model = keras.models.load_model(args.init)
         config = model.config
+        scale = {**scale, **anchors(config.replace(**scale))}  # as many anchors: same weights
         if (config.num_classes != len(class_names) or config.class_names != tuple(class_names)
                 or config != config.replace(**scale)):
             model = with_num_classes(model, len(class_names), class_names, **scale)
@@ -185,6 +235,7 @@ def _build_model(args, class_names, scale):
         params.update(scale)
         config = (RFCNConfig.small(**params) if args.small
                   else RFCNConfig(backbone=args.backbone, **params))
+        config = config.replace(**anchors(config))
         model = RFCN(config=config)
     if args.freeze_stages is not None:
         freeze_stages(model, args.freeze_stages)

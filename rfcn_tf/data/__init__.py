@@ -9,6 +9,7 @@ columns c0..c1 is ``[r0, c0, r1 + 1, c1 + 1]``.
 Importing this package registers the ``rfcn_shapes`` TFDS dataset.
 """
 
+from rfcn_tf.data.augment import AUGMENT_PRESETS
 from rfcn_tf.data.pipeline import make_pipeline
 from rfcn_tf.data.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
 from rfcn_tf.data.shapes_builder import RfcnShapes, RfcnShapesConfig
@@ -16,6 +17,7 @@ from rfcn_tf.data.sources import load_examples
 from rfcn_tf.data.validation import dropped_boxes, log_dropped_boxes, validate_examples
 
 __all__ = [
+    "AUGMENT_PRESETS",
     "SHAPES_CLASS_NAMES",
     "RfcnShapes",
     "RfcnShapesConfig",

@@ -1,7 +1,10 @@
 """Command-line dataset options shared by ``rfcn-tf train`` and ``rfcn-tf evaluate``."""
 
+import argparse
 import os
 
+from rfcn_tf.data.augment import AUGMENT_PRESETS
+from rfcn_tf.data.crops import AUTO_FACTOR
 from rfcn_tf.data.pipeline import make_pipeline
 from rfcn_tf.data.sources import load_examples
 
@@ -26,6 +29,33 @@ def add_dataset_arguments(parser, default_split):
                             "per replica")
 
 
+def add_augment_arguments(parser):
+    """``--augment`` and ``--crop`` (training only; ``docs/augmentation.md``)."""
+    group = parser.add_argument_group("augmentation")
+    group.add_argument("--augment", default="flip", choices=AUGMENT_PRESETS,
+                       help="training augmentation: none; flip (default: horizontal flips); "
+                            "standard (colour, blur, scale jitter, translation, flips); strong "
+                            "(more of it); overhead (standard + vertical flips and 90° rotations, "
+                            "for top-down images)")
+    group.add_argument("--crop", default="auto", type=_crop_value, metavar="SIZE|auto|none",
+                       help="train on random crops at native resolution: auto (default) cuts "
+                            f"images longer than {AUTO_FACTOR} × max-side into min-side × max-side "
+                            "windows; SIZE: SIZE × SIZE windows of every larger image, then the "
+                            "usual resize; none")
+
+
+def _crop_value(text):
+    if text in ("auto", "none"):
+        return text
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a positive size in pixels, got {text!r}")
+    return size
+
+
 def examples_from_args(args, split, training=False, seed=None):
     """→ ``(examples, class_names)`` following the options above."""
     return load_examples(args.dataset, _source_split(args.dataset, split), data_dir=args.data_dir,
@@ -36,11 +66,12 @@ def batches_from_args(args, examples, config, training=False, seed=None, replica
                       drop_remainder=False):
     """Examples → batches of ``--batch-size × replicas`` at ``config``'s scale (``min_side`` /
     ``max_side``; the model resizes to it as well, so this only saves work) with boxes in its
-    box format."""
+    box format; in training with ``--augment`` and ``--crop``."""
+    augment = {"augment": args.augment, "crop": args.crop} if training else {}
     return make_pipeline(examples, args.batch_size * replicas, min_side=config.min_side,
                          max_side=config.max_side, training=training, seed=seed,
                          drop_remainder=drop_remainder,
-                         bounding_box_format=config.bounding_box_format)
+                         bounding_box_format=config.bounding_box_format, **augment)
 
 
 def _source_split(dataset, split):

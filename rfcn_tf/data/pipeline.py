@@ -17,6 +17,11 @@ Resizing follows the model's rule (``rfcn_tf.image_scale``): the shorter side be
 ``config.min_side`` / ``max_side``: its own resize is then the identity (other values
 still work, the model resizes again). Boxes are scaled by the exact per-axis ratio of
 the rounded output size, so they keep enclosing the same pixels.
+
+In training, each example is first cropped (``crops.py``: large images only, by default),
+then resized, then augmented (``augment.py``); boxes cut by either follow one rule
+(``augment.mark_cut_boxes``): emptied → removed, less than ``min_visible`` of the area left →
+difficult.
 """
 
 import numbers
@@ -24,6 +29,8 @@ import numbers
 import tensorflow as tf
 
 from rfcn_tf.config import BOX_FORMATS
+from rfcn_tf.data.augment import make_augmentation, mark_cut_boxes
+from rfcn_tf.data.crops import check_crop, crop_window, random_crop
 from rfcn_tf.data.validation import check_example_spec, to_rgb
 from rfcn_tf.image_scale import resize_image, resized_size
 from rfcn_tf.inputs import to_model_format
@@ -48,28 +55,27 @@ def _resize(image, min_side, max_side):
     return resize_image(image, new_size), new_size, ratios, tf.reduce_min(ratios)
 
 
-def _flip(image, boxes, flip):
-    """Mirror left–right when ``flip`` (bool scalar); x → W − x for the boxes."""
-    width = tf.cast(tf.shape(image)[1], tf.float32)
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, 4, axis=-1)
-    flipped = tf.stack([ymin, width - xmax, ymax, width - xmin], axis=-1)
-    return (tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image),
-            tf.where(flip, flipped, boxes))
-
-
 def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=False, seed=None,
                   deterministic=None, max_boxes=None, shuffle_buffer=256, drop_remainder=False,
-                  bounding_box_format="yxyx"):
+                  bounding_box_format="yxyx", augment="flip", crop="auto", min_visible=0.5):
     """Common examples → prefetched ``(inputs, targets)`` batches (module doc).
 
     examples: a dataset from :func:`load_examples` (or any dataset of validated common
     examples). min_side: int, or a tuple to pick one at random per image in training
-    (multi-scale; without training the largest). training: shuffle (``shuffle_buffer`` decoded examples) and random
-    horizontal flips. seed: makes shuffling, flips and scale choice repeatable.
+    (multi-scale; without training the largest). training: shuffle (``shuffle_buffer``
+    decoded examples), crop and augment. seed: makes shuffling, scale choice, crops and
+    augmentation repeatable: each example's result is a function of the seed and the example.
     deterministic: keep element order under parallel maps; default True unless
     training without a seed. max_boxes: pad N to this instead of the batch maximum
     (an image with more boxes raises an error naming it). bounding_box_format: the
     targets' box format (absolute pixels; the model's ``config.bounding_box_format``).
+    augment (training only): a preset of ``AUGMENT_PRESETS`` — "none", "flip" (horizontal
+    flips, the default), "standard", "strong", "overhead" — or a Keras layer or callable
+    (``augment.make_augmentation``). crop (training only): "auto" (the default: images longer
+    than 2 × max_side become random min_side × max_side windows at native resolution), an int
+    size, or None (``crops.py``). min_visible: a box with less than this fraction of its area
+    left after cropping/augmenting is marked difficult (ignored by training); one with
+    nothing left is removed.
     """
     check_example_spec(examples)
     if bounding_box_format not in BOX_FORMATS:
@@ -82,9 +88,13 @@ def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=Fa
     if deterministic is None:
         deterministic = not training or seed is not None
     has_id = "image_id" in examples.element_spec
+    crop = check_crop(crop)
+    if not 0 <= min_visible <= 1:
+        raise ValueError(f"min_visible must be in 0..1, got {min_visible!r}")
+    augmentation = make_augmentation(augment, bounding_box_format) if training else None
 
     ds = examples
-    if training:  # one random int64 per element seeds its stateless flip and scale draws
+    if training:  # one random int64 per element seeds its stateless draws (scale, crop, augment)
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True))
 
@@ -98,12 +108,25 @@ def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=Fa
         if len(sides) > 1:
             pick = tf.random.stateless_uniform([], tf.stack([rand, 0]), 0, len(sides), tf.int32)
             side = tf.gather(tf.constant(sides), pick)
-        image, size, ratios, scale = _resize(to_rgb(ex["image"]), side, max_side)
+        image = to_rgb(ex["image"])
+        labels, difficult = tf.cast(ex["labels"], tf.int32), tf.cast(ex["difficult"], tf.int32)
+        full_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # before any cut
+        cut = False
+        if training and crop is not None:
+            image, boxes = random_crop(image, boxes, crop_window(tf.shape(image)[:2], crop, side, max_side), rand)
+            cut = True
+        image, size, ratios, scale = _resize(image, side, max_side)
         boxes = boxes * tf.tile(ratios, [2])
-        if training:
-            image, boxes = _flip(image, boxes, tf.random.stateless_uniform([], tf.stack([rand, 1])) < 0.5)
+        full_area = full_area * ratios[0] * ratios[1]
+        if augmentation is not None:
+            image, boxes, area_scale = augmentation(image, boxes, rand)
+            size = tf.shape(image)[:2]
+            full_area = None if area_scale is None else full_area * area_scale
+            cut = True
+        if cut:
+            boxes, labels, difficult = mark_cut_boxes(boxes, full_area, labels, difficult, min_visible)
         return {"image": image, "image_size": size, "scale": scale, "boxes": boxes,
-                "labels": tf.cast(ex["labels"], tf.int32), "difficult": tf.cast(ex["difficult"], tf.int32)}
+                "labels": labels, "difficult": difficult}
 
     ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
     n = max_boxes
