@@ -48,8 +48,7 @@ class Progress:
     Call ``update(done)`` with the running count, ``finish()`` once at the end.
     """
 
-    def __init__(self, total, label, unit="items", every=None, stream=None, interactive=None,
-                 verbose=1):
+    def __init__(self, total, label, unit="items", every=None, stream=None, interactive=None, verbose=1):
         if total is not None and total < 0:
             raise ValueError(f"total must be None or >= 0, got {total}")
         if every is None:
@@ -64,8 +63,9 @@ class Progress:
         self._start = time.perf_counter()
         self._bar = None
         if self.interactive and verbose:
-            self._bar = keras.utils.Progbar(total, unit_name=unit.rstrip("s") or unit,
-                                            stateful_metrics=[self._rate_name])
+            self._bar = keras.utils.Progbar(
+                total, unit_name=unit.rstrip("s") or unit, stateful_metrics=[self._rate_name]
+            )
 
     @property
     def _rate_name(self):

@@ -31,8 +31,12 @@ def dataset(scale=1.0, num_images=4, batch_size=2):
     images = rng.integers(0, 256, (num_images, SIZE, SIZE, 3)).astype(np.float32)
     inputs = {"images": images, "image_sizes": np.full((num_images, 2), SIZE, np.int32)}
     # Targets in batch pixels; original_scale divides them and the detections by the scale.
-    targets = {"boxes": boxes, "labels": labels, "difficult": difficult,
-               "scales": np.full(num_images, scale, np.float32)}
+    targets = {
+        "boxes": boxes,
+        "labels": labels,
+        "difficult": difficult,
+        "scales": np.full(num_images, scale, np.float32),
+    }
     return tf.data.Dataset.from_tensor_slices((inputs, targets)).batch(batch_size), images
 
 
@@ -57,35 +61,46 @@ def read_events(log_dir):
 def test_pictures_and_scalars_of_a_known_evaluation(tmp_path):
     data, images = dataset()
     log_dir = str(tmp_path / "logs")
-    callback = MeanAveragePrecisionCallback(data, class_names=["thing"], verbose=0,
-                                            log_dir=log_dir, num_images=3, score_threshold=0.6)
+    callback = MeanAveragePrecisionCallback(
+        data, class_names=["thing"], verbose=0, log_dir=log_dir, num_images=3, score_threshold=0.6
+    )
     callback.set_model(FixedBoxDetector())
     callback.on_epoch_end(0, {})
     callback.on_train_end()
     events = read_events(log_dir)
-    assert sorted(events) == ["val_AP/thing", "val_images/0", "val_images/1", "val_images/2",
-                              "val_mAP", "val_pr_curve/thing"]
+    assert sorted(events) == [
+        "val_AP/thing",
+        "val_images/0",
+        "val_images/1",
+        "val_images/2",
+        "val_mAP",
+        "val_pr_curve/thing",
+    ]
     # By score: ELSEWHERE (0.73) is a false positive in images 1–3 and ignored in image 0
     # (the difficult object); then OBJECT (0.5) is a true positive in all four.
     tp = np.array([0, 0, 0, 1, 1, 1, 1])
     precision, recall = np.cumsum(tp) / np.arange(1, 8), np.cumsum(tp) / 4
     assert events["val_mAP"] == {0: pytest.approx(4 / 7)}
     assert events["val_AP/thing"] == {0: pytest.approx(4 / 7)}
-    expected_curve = precision_recall_figure(precision, recall,
-                                             "thing: voc07 AP 0.571, 7 detections",
-                                             color=class_color(0))
+    expected_curve = precision_recall_figure(
+        precision, recall, "thing: voc07 AP 0.571, 7 detections", color=class_color(0)
+    )
     np.testing.assert_array_equal(events["val_pr_curve/thing"][0], expected_curve)
 
     for i in range(3):  # batches of 2: the third picture comes from the second batch
         picture = events[f"val_images/{i}"][0]
         assert picture.shape == (SIZE, 2 * SIZE + GAP, 3)
         truth = [OBJECT] + ([ELSEWHERE] if i == 0 else [])
-        np.testing.assert_array_equal(picture[:, :SIZE], draw_detections(
-            images[i], truth, None, [0] * len(truth), class_names=["thing"]))
+        np.testing.assert_array_equal(
+            picture[:, :SIZE],
+            draw_detections(images[i], truth, None, [0] * len(truth), class_names=["thing"]),
+        )
         # Score threshold 0.6: ELSEWHERE (0.73) is drawn, OBJECT (0.5) is not.
-        np.testing.assert_array_equal(picture[:, SIZE + GAP:], draw_detections(
-            images[i], [ELSEWHERE], [1 / (1 + np.exp(-1.0))], [0], class_names=["thing"]))
-        assert np.all(picture[:, SIZE:SIZE + GAP] == 255)
+        np.testing.assert_array_equal(
+            picture[:, SIZE + GAP :],
+            draw_detections(images[i], [ELSEWHERE], [1 / (1 + np.exp(-1.0))], [0], class_names=["thing"]),
+        )
+        assert np.all(picture[:, SIZE : SIZE + GAP] == 255)
 
 
 def test_pictures_are_drawn_in_the_batch_pixels_with_original_scale(tmp_path):
@@ -93,9 +108,9 @@ def test_pictures_are_drawn_in_the_batch_pixels_with_original_scale(tmp_path):
     for scale, original in ((1.0, False), (2.0, True)):
         data, _ = dataset(scale)
         log_dir = str(tmp_path / f"scale{scale}")
-        callback = MeanAveragePrecisionCallback(data, verbose=0, original_scale=original,
-                                                log_dir=log_dir, num_images=1,
-                                                score_threshold=0.0)
+        callback = MeanAveragePrecisionCallback(
+            data, verbose=0, original_scale=original, log_dir=log_dir, num_images=1, score_threshold=0.0
+        )
         callback.set_model(FixedBoxDetector())
         callback.on_epoch_end(0, {})
         callback.on_train_end()
@@ -108,8 +123,9 @@ def test_in_fit_the_scalars_are_the_values_the_callback_computed(tmp_path):
     model = FixedBoxDetector()
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
     log_dir = str(tmp_path / "logs")
-    callback = MeanAveragePrecisionCallback(data, class_names=["thing"], verbose=0,
-                                            log_dir=log_dir, num_images=2)
+    callback = MeanAveragePrecisionCallback(
+        data, class_names=["thing"], verbose=0, log_dir=log_dir, num_images=2
+    )
     model.fit(data, epochs=3, callbacks=[callback], verbose=0, shuffle=False)
     events = read_events(log_dir)
     assert sorted(callback.results) == [0, 1, 2]
@@ -133,11 +149,15 @@ def test_precision_recall_curves_follow_the_definition():
     # first: false positive), 0.6 (hit). Class 1: no ground truth. Class 2: one object, no
     # detection.
     a, b = [0, 0, 10, 10], [20, 20, 30, 30]
-    detections = [{"boxes": np.array([a, [40, 40, 50, 50], a, b], float),
-                   "scores": np.array([0.9, 0.8, 0.7, 0.6]), "labels": np.array([0, 0, 0, 0])}]
+    detections = [
+        {
+            "boxes": np.array([a, [40, 40, 50, 50], a, b], float),
+            "scores": np.array([0.9, 0.8, 0.7, 0.6]),
+            "labels": np.array([0, 0, 0, 0]),
+        }
+    ]
     ground_truth = [{"boxes": np.array([a, b, b], float), "labels": np.array([0, 0, 2])}]
-    curves = precision_recall_curves(detections, ground_truth, num_classes=3,
-                                     class_names=["x", "y", "z"])
+    curves = precision_recall_curves(detections, ground_truth, num_classes=3, class_names=["x", "y", "z"])
     tp = np.array([1, 0, 0, 1])
     np.testing.assert_allclose(curves["x"][0], np.cumsum(tp) / np.arange(1, 5))
     np.testing.assert_allclose(curves["x"][1], np.cumsum(tp) / 2)

@@ -16,8 +16,14 @@ NAMES = ("quickstart.ipynb", "fine_tune_your_data.ipynb")
 # CI-sized values for each notebook's parameters (the defaults are a real run's).
 SMALL = {
     "quickstart.ipynb": {"DATASET": "rfcn_shapes/tiny", "EPOCHS": 1},
-    "fine_tune_your_data.ipynb": {"BASE_DATASET": "rfcn_shapes/tiny", "BASE_EPOCHS": 1,
-                                  "NUM_TRAIN": 16, "NUM_VAL": 4, "NUM_TEST": 4, "EPOCHS": 1},
+    "fine_tune_your_data.ipynb": {
+        "BASE_DATASET": "rfcn_shapes/tiny",
+        "BASE_EPOCHS": 1,
+        "NUM_TRAIN": 16,
+        "NUM_VAL": 4,
+        "NUM_TEST": 4,
+        "EPOCHS": 1,
+    },
 }
 # Cells that draw inline (matplotlib): the executed notebook must hold that many PNGs.
 PICTURES = {"quickstart.ipynb": 4, "fine_tune_your_data.ipynb": 3}
@@ -28,8 +34,7 @@ def read(name):
 
 
 def parameters_index(notebook):
-    tagged = [i for i, cell in enumerate(notebook.cells)
-              if "parameters" in cell.metadata.get("tags", [])]
+    tagged = [i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
     return tagged[0]
 
@@ -37,8 +42,11 @@ def parameters_index(notebook):
 def inject(notebook, values):
     """Papermill's way: a cell tagged ``injected-parameters`` right after ``parameters``."""
     index = parameters_index(notebook)
-    assigned = {node.id for node in ast.walk(ast.parse(notebook.cells[index].source))
-                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+    assigned = {
+        node.id
+        for node in ast.walk(ast.parse(notebook.cells[index].source))
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+    }
     assert set(values) <= assigned, f"not parameters of the notebook: {set(values) - assigned}"
     cell = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in values.items()))
     cell.metadata["tags"] = ["injected-parameters"]
@@ -61,11 +69,17 @@ def test_committed_notebooks_have_no_outputs_and_a_first_parameters_cell(name):
 
 
 def test_the_python3_kernel_is_this_interpreter_and_progress_redraws_there(tmp_path):
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import sys\nfrom rfcn_tf.progress import is_interactive\n"
-        "print(sys.executable)\nprint(is_interactive(sys.stdout))")])
-    NotebookClient(notebook, kernel_name="python3", timeout=120,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import sys\nfrom rfcn_tf.progress import is_interactive\n"
+                "print(sys.executable)\nprint(is_interactive(sys.stdout))"
+            )
+        ]
+    )
+    NotebookClient(
+        notebook, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     executable, interactive = notebook.cells[0].outputs[0]["text"].split()
     assert os.path.realpath(executable) == os.path.realpath(sys.executable)
     assert interactive == "True"  # rfcn_tf.progress draws the Keras bar in a notebook
@@ -75,9 +89,15 @@ def test_the_python3_kernel_is_this_interpreter_and_progress_redraws_there(tmp_p
 def test_notebook_runs_with_small_parameters(name, tmp_path):
     notebook = inject(read(name), SMALL[name])
     # Any cell error raises CellExecutionError with the cell and its traceback.
-    NotebookClient(notebook, kernel_name="python3", timeout=600,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    pictures = [output for cell in notebook.cells if cell.cell_type == "code"
-                for output in cell.outputs if "image/png" in output.get("data", {})]
+    NotebookClient(
+        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    pictures = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
     assert len(pictures) == PICTURES[name]
     assert os.listdir(tmp_path)  # it wrote into its working directory, not the repository

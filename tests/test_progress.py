@@ -91,7 +91,12 @@ def test_on_a_terminal_the_keras_bar_is_drawn_with_the_rate(capsys):
 
 def test_format_duration():
     assert [format_duration(s) for s in (0, 59.6, 61, 3600, 3725)] == [
-        "0:00", "1:00", "1:01", "1:00:00", "1:02:05"]
+        "0:00",
+        "1:00",
+        "1:01",
+        "1:00:00",
+        "1:02:05",
+    ]
 
 
 # ------------------------------------------------------------------------------ the commands
@@ -112,28 +117,57 @@ def model_file(tmp_path_factory):
     from rfcn_tf import RFCN, RFCNConfig
 
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    RFCN(config=RFCNConfig.small(num_classes=2, class_names=("cat", "dog"), min_side=96,
-                                 max_side=128)).save(path)
+    RFCN(config=RFCNConfig.small(num_classes=2, class_names=("cat", "dog"), min_side=96, max_side=128)).save(
+        path
+    )
     return path
 
 
-def test_predict_evaluate_and_export_print_periodic_lines_off_a_terminal(model_file, tmp_path,
-                                                                         capsys, monkeypatch):
+def test_predict_evaluate_and_export_print_periodic_lines_off_a_terminal(
+    model_file, tmp_path, capsys, monkeypatch
+):
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(images / f"{i}.png")
     capsys.readouterr()
-    assert main(["predict", "--model", str(model_file), str(images), "--batch-size", "2",
-                 "--output-dir", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_file),
+                str(images),
+                "--batch-size",
+                "2",
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     lines = progress_lines(capsys.readouterr().out, "predict", "images")
     assert [(done, total) for done, total, _ in lines] == [(2, 4), (4, 4)]
     assert all(rate > 0 for _, _, rate in lines)
 
     voc = write_voc_folder(tmp_path / "voc")  # 4 images
-    assert main(["evaluate", "--model", str(model_file), "--dataset", str(voc), "--split", "all",
-                 "--batch-size", "1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model_file),
+                "--dataset",
+                str(voc),
+                "--split",
+                "all",
+                "--batch-size",
+                "1",
+            ]
+        )
+        == 0
+    )
     lines = progress_lines(capsys.readouterr().out, "evaluate", "batches")
     assert [(done, total) for done, total, _ in lines] == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
@@ -142,10 +176,12 @@ def test_predict_evaluate_and_export_print_periodic_lines_off_a_terminal(model_f
     from rfcn_tf.commands import export as export_command
 
     written = []
-    monkeypatch.setattr(export_command, "export_saved_model",
-                        lambda model, export_dir, **kwargs: written.append(model) or export_dir)
-    assert main(["export", "--model", str(model_file), "--export-dir",
-                 str(tmp_path / "export")]) == 0
+    monkeypatch.setattr(
+        export_command,
+        "export_saved_model",
+        lambda model, export_dir, **kwargs: written.append(model) or export_dir,
+    )
+    assert main(["export", "--model", str(model_file), "--export-dir", str(tmp_path / "export")]) == 0
     assert len(written) == 1 and isinstance(written[0], RFCN)
     out = capsys.readouterr().out
     lines = progress_lines(out, "export", "stages")

@@ -3,8 +3,7 @@ ONNX export."""
 
 import os
 
-from rfcn_tf.export import (DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite,
-                            load_keras)
+from rfcn_tf.export import DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite, load_keras
 from rfcn_tf.portable import ONNX_OPSET, QUANTIZATIONS
 from rfcn_tf.progress import Progress
 from rfcn_tf.signatures import PADDED_SIGNATURE

@@ -29,11 +29,17 @@ def side_by_side(image, ground_truth, detections, class_names=None, score_thresh
     detections with score ≥ ``score_threshold`` (right). image: ``[H, W, 3]`` 0..255;
     ground_truth ``{"boxes" [G, 4], "labels" [G]}`` and detections ``{"boxes" [N, 4],
     "scores" [N], "labels" [N]}`` in the image's yxyx pixels."""
-    left = draw_detections(image, ground_truth["boxes"], None, ground_truth["labels"],
-                           class_names=class_names)
-    right = draw_detections(image, detections["boxes"], detections["scores"],
-                            detections["labels"], class_names=class_names,
-                            score_threshold=score_threshold)
+    left = draw_detections(
+        image, ground_truth["boxes"], None, ground_truth["labels"], class_names=class_names
+    )
+    right = draw_detections(
+        image,
+        detections["boxes"],
+        detections["scores"],
+        detections["labels"],
+        class_names=class_names,
+        score_threshold=score_threshold,
+    )
     gap = np.full((left.shape[0], GAP, 3), 255, np.uint8)
     return np.concatenate([left, gap, right], axis=1)
 
@@ -57,6 +63,9 @@ def write_evaluation(writer, step, result, curves, pictures=()):
             figure = precision_recall_figure(precision, recall, title, color=class_color(index))
             tf.summary.image(f"val_pr_curve/{name}", figure[None])
         for i, picture in enumerate(pictures):
-            tf.summary.image(f"val_images/{i}", np.asarray(picture, np.uint8)[None],
-                             description="left: ground truth; right: detections")
+            tf.summary.image(
+                f"val_images/{i}",
+                np.asarray(picture, np.uint8)[None],
+                description="left: ground truth; right: detections",
+            )
     writer.flush()
