@@ -26,6 +26,7 @@ from rfcn_tf.image_io import read_image
 from rfcn_tf.image_scale import target_size
 from rfcn_tf.inputs import pack_images
 from rfcn_tf.loading import keras_detector, load_detector
+from rfcn_tf.progress import Progress
 from rfcn_tf.visualize import draw_detections, save_png
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
-                  class_names=None, batch_size=4):
+                  class_names=None, batch_size=4, verbose=0):
     """Detect objects in image files; write ``output_dir/detections.json`` and a PNG per
     image; return the list written to the JSON (module docstring).
 
@@ -43,6 +44,7 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
     extension (``IMAGE_EXTENSIONS``, sorted, not recursive), a file is always tried.
     class_names: overrides the model's names in the JSON and on the pictures.
     batch_size: images per model call (padded together with ``pack_images``).
+    verbose: 1 shows the progress in images (``rfcn_tf.progress``).
     """
     if isinstance(model_path_or_model, keras.Model):
         detector, model_names = keras_detector(model_path_or_model)
@@ -62,6 +64,7 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
     model_size = target_size(detector.config.min_side, detector.config.max_side)
 
     results, outputs = [], set()
+    progress = Progress(len(files), "predict", "images", verbose=verbose)
     for start in range(0, len(files), int(batch_size)):
         loaded = [(path, _read(path, model_size)) for path in files[start:start + int(batch_size)]]
         good = [(path, read) for path, read in loaded if not isinstance(read, str)]
@@ -87,6 +90,8 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
                      "label": int(label), "label_name": _name(names, label)}
                     for box, score, label in zip(boxes[keep], scores[keep], labels[keep])],
             })
+        progress.update(len(results))
+    progress.finish()
     with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     return results

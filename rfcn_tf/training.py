@@ -191,10 +191,12 @@ class ProgressLogger(keras.callbacks.Callback):
 
 def fit_detector(model, train_ds, val_ds=None, epochs=10, output_dir=None, class_names=None,
                  metric="voc07", eval_every=1, callbacks=(), verbose="auto", log_every=None,
-                 **fit_kwargs):
+                 tensorboard_images=4, **fit_kwargs):
     """``model.fit`` with: the ``val_mAP`` callback (when ``val_ds`` is given), and under
     ``output_dir`` the best model by val_mAP (``best.keras``), TensorBoard logs
-    (``logs/``), a crash-safe backup to resume from (``backup/``, one per epoch) and the
+    (``logs/``; with ``val_ds`` also ``logs/evaluation/``: per-class AP, precision–recall
+    curves and the first ``tensorboard_images`` validation images with ground truth and
+    detections), a crash-safe backup to resume from (``backup/``, one per epoch) and the
     final model (``final.keras``); every file written atomically. log_every: a
     ``ProgressLogger`` line every this many steps. Returns the History.
 
@@ -204,9 +206,11 @@ def fit_detector(model, train_ds, val_ds=None, epochs=10, output_dir=None, class
     instead starts its shuffling over in the new process."""
     all_callbacks = [] if log_every is None else [ProgressLogger(log_every)]
     if val_ds is not None:
+        log_dir = None if output_dir is None else os.path.join(output_dir, "logs", "evaluation")
         all_callbacks.append(MeanAveragePrecisionCallback(
             val_ds, every_n_epochs=eval_every, metric=metric, class_names=class_names,
-            num_classes=model.config.num_classes, verbose=0))
+            num_classes=model.config.num_classes, verbose=0, log_dir=log_dir,
+            num_images=tensorboard_images))
     start = 0
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)

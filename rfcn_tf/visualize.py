@@ -546,3 +546,65 @@ def save_score_map_figure(path, image, score_maps, roi, class_id, k, **kwargs):
     figure = score_map_figure(image, score_maps, roi, class_id, k, **kwargs)
     save_png(figure, path)
     return figure
+
+
+# Precision–recall figure layout, in pixels.
+_PR_SIZE = (280, 360)  # height, width
+_PR_LEFT, _PR_RIGHT, _PR_TOP, _PR_BOTTOM = 48, 14, 30, 34
+_PR_TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+_GRID_COLOR, _AXIS_COLOR = (225, 225, 225), (90, 90, 90)
+
+
+def precision_recall_figure(precision, recall, title="", color=(31, 119, 180)):
+    """A precision–recall curve → ``uint8 [280, 360, 3]``: the points ``(recall[i],
+    precision[i])`` joined in order (both ``[D]`` in 0..1, e.g. one class's detections in
+    descending score), on axes 0..1 with a grid at every 0.2; ``title`` above, "no
+    detections" when D = 0."""
+    precision = np.asarray(precision, dtype=np.float64).reshape(-1)
+    recall = np.asarray(recall, dtype=np.float64).reshape(-1)
+    if precision.shape != recall.shape:
+        raise ValueError(f"precision and recall must have the same length; got "
+                         f"{precision.shape[0]} and {recall.shape[0]}")
+    if not (np.all(np.isfinite(precision)) and np.all(np.isfinite(recall))):
+        raise ValueError("precision and recall must be finite")
+    height, width = _PR_SIZE
+    left, top = _PR_LEFT, _PR_TOP
+    plot_w, plot_h = width - _PR_LEFT - _PR_RIGHT, height - _PR_TOP - _PR_BOTTOM
+    fig = Image.new("RGB", (width, height), BACKGROUND_COLOR)
+    draw = ImageDraw.Draw(fig)
+    font, title_font = _font(11), _font(13)
+
+    def point(r, p):
+        return (left + float(np.clip(r, 0, 1)) * plot_w, top + (1 - float(np.clip(p, 0, 1))) * plot_h)
+
+    for tick in _PR_TICKS:
+        x, y = point(tick, tick)
+        draw.line((x, top, x, top + plot_h), fill=_GRID_COLOR)
+        draw.line((left, y, left + plot_w, y), fill=_GRID_COLOR)
+        label = f"{tick:g}"
+        text_w, text_h = _text_size(draw, label, font)
+        draw.text((x - text_w / 2, top + plot_h + 4), label, fill=TEXT_COLOR, font=font)
+        draw.text((left - text_w - 5, y - text_h / 2), label, fill=TEXT_COLOR, font=font)
+    draw.rectangle((left, top, left + plot_w, top + plot_h), outline=_AXIS_COLOR)
+    axis = "recall"
+    draw.text((left + (plot_w - _text_size(draw, axis, font)[0]) / 2, height - 15), axis,
+              fill=TEXT_COLOR, font=font)
+    draw.text((4, 4), _fit_text(draw, str(title), title_font, width - 8), fill=TEXT_COLOR,
+              font=title_font)
+    axis = "precision"  # written sideways, left of the tick labels
+    text_w, text_h = _text_size(draw, axis, font)
+    label = Image.new("RGB", (text_w, text_h + 2), BACKGROUND_COLOR)
+    ImageDraw.Draw(label).text((0, 0), axis, fill=TEXT_COLOR, font=font)
+    fig.paste(label.rotate(90, expand=True), (2, top + (plot_h - text_w) // 2))
+    if len(recall) == 0:
+        text = "no detections"
+        text_w, text_h = _text_size(draw, text, title_font)
+        draw.text((left + (plot_w - text_w) / 2, top + (plot_h - text_h) / 2), text,
+                  fill=TEXT_COLOR, font=title_font)
+    else:
+        points = [point(r, p) for r, p in zip(recall, precision)]
+        if len(points) > 1:
+            draw.line(points, fill=tuple(color), width=2, joint="curve")
+        for x, y in points[:1] + points[-1:]:  # the first and last detection
+            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=tuple(color))
+    return np.asarray(fig, dtype=np.uint8).copy()

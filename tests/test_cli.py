@@ -154,6 +154,19 @@ def test_train_writes_final_best_and_logs(trained):
         assert list(model.config.class_names) == SHAPES
 
 
+def test_train_draws_validation_images_and_ap_into_tensorboard(trained):
+    from tests.test_evaluation_tensorboard import read_events
+
+    events = read_events(str(trained / "logs" / "evaluation"))
+    assert sorted(k for k in events if k.startswith("val_images/")) == [
+        f"val_images/{i}" for i in range(4)]  # --tensorboard-images' default
+    for i in range(4):
+        picture = events[f"val_images/{i}"][0]  # epoch 0: ground truth | detections
+        assert picture.shape == (128, 2 * 128 + 4, 3)  # 128 px images (SIZE), a 4 px gap
+    assert {f"val_AP/{name}" for name in SHAPES} >= {k for k in events if k.startswith("val_AP/")}
+    assert "val_mAP" in events
+
+
 @pytest.mark.slow
 def test_the_same_command_trains_bit_identical_weights_whether_or_not_it_built_the_data(
         tmp_path):

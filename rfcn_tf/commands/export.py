@@ -3,8 +3,9 @@ ONNX export."""
 
 import os
 
-from rfcn_tf.export import DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite
+from rfcn_tf.export import DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite, load_keras
 from rfcn_tf.portable import ONNX_OPSET, QUANTIZATIONS
+from rfcn_tf.progress import Progress
 from rfcn_tf.signatures import PADDED_SIGNATURE
 
 CLASS_NAMES_HELP = "comma-separated names or a file with one per line (default: the model's)"
@@ -55,17 +56,24 @@ def run(args):
     common = dict(version=args.version, class_names=parse_class_names(args.class_names),
                   overwrite=args.overwrite)
     export_dir = args.export_dir or DEFAULT_DIRS[fmt]
+    # Two stages: loading the model, then converting and writing it (no items to count).
+    progress = Progress(2, "export", "stages", every=1)
+    model = load_keras(args.model)
+    progress.update(1)
     if fmt == "saved_model":
-        path = export_saved_model(args.model, export_dir, **common)
-        print(f"wrote {path} (signatures serving_default, serving_bytes, {PADDED_SIGNATURE})")
+        path = export_saved_model(model, export_dir, **common)
+        wrote = f"{path} (signatures serving_default, serving_bytes, {PADDED_SIGNATURE})"
     elif fmt == "tflite":
-        path = export_tflite(args.model, export_dir, input_size=args.input_size,
+        path = export_tflite(model, export_dir, input_size=args.input_size,
                              quantization=args.quantize, **common)
-        print(f"wrote {path}/model.tflite (TFLite built-in ops; input images [1, H, W, 3] "
-              "float32 RGB 0..255)")
+        wrote = (f"{path}/model.tflite (TFLite built-in ops; input images [1, H, W, 3] "
+                 "float32 RGB 0..255)")
     else:
-        path = export_onnx(args.model, export_dir, input_size=args.input_size,
+        path = export_onnx(model, export_dir, input_size=args.input_size,
                            opset=args.opset, **common)
-        print(f"wrote {path}/model.onnx (opset {args.opset}; input images [1, H, W, 3] "
-              "float32 RGB 0..255)")
+        wrote = (f"{path}/model.onnx (opset {args.opset}; input images [1, H, W, 3] "
+                 "float32 RGB 0..255)")
+    progress.update(2)
+    progress.finish()
+    print(f"wrote {wrote}")
     return None

@@ -22,7 +22,7 @@ def run(args):
     results = predict_files(args.model, args.inputs, args.output_dir,
                             score_threshold=args.score_threshold,
                             class_names=parse_class_names(args.class_names),
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, verbose=1)
     failed = [r["file"] for r in results if "error" in r]
     found = sum(len(r.get("detections", [])) for r in results)
     print(f"{len(results) - len(failed)} images, {found} detections → "

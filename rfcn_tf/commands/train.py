@@ -62,6 +62,10 @@ def add_arguments(parser):
     fit.add_argument("--clipnorm", type=float, default=None)
     fit.add_argument("--metric", default="voc07", choices=METRICS, help="the val_mAP metric")
     fit.add_argument("--eval-every", type=int, default=1)
+    fit.add_argument("--tensorboard-images", type=int, default=4,
+                     help="with --val-split: validation images drawn with ground truth and "
+                          "detections into OUTPUT_DIR/logs/evaluation/ at each evaluation, beside "
+                          "per-class AP and precision-recall curves (default 4; 0: none)")
     fit.add_argument("--log-every", type=int, default=None,
                      help="a progress line every this many steps (losses, ms/step, time left); "
                           "default: Keras's progress bar on a terminal, a line per epoch otherwise")
@@ -99,6 +103,8 @@ def run(args):
     from rfcn_tf.distribution import make_strategy, set_policy
     from rfcn_tf.training import choose_optimizer, fit_detector, make_optimizer
 
+    if args.tensorboard_images < 0:
+        raise ValueError(f"--tensorboard-images must be >= 0, got {args.tensorboard_images}")
     strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow op
     set_policy(args.mixed_precision)
     if _deterministic(args):
@@ -165,7 +171,7 @@ def run(args):
     else:
         fit_detector(model, epoch_batches, val_ds, epochs=args.epochs, output_dir=args.output_dir,
                      class_names=class_names, metric=args.metric, eval_every=args.eval_every,
-                     log_every=args.log_every,
+                     log_every=args.log_every, tensorboard_images=args.tensorboard_images,
                      # Keras's progress bar redraws each step: a log file gets one line per epoch
                      verbose="auto" if args.log_every is None and sys.stdout.isatty() else 2)
     print(f"saved {os.path.join(args.output_dir, 'final.keras')}")

@@ -3,11 +3,12 @@
 - ``evaluate_detections(detections, ground_truth, metric=…)``: per-image lists → result.
 - ``evaluate_model(model, dataset, metric=…)``: run a detector over a dataset, then score.
 - ``MeanAveragePrecisionCallback``: ``val_mAP`` and ``val_AP/<class>`` in ``fit``'s logs.
+- ``precision_recall_curves(detections, ground_truth, …)``: per-class curves behind the VOC AP.
 - ``format_table(result)`` / ``save_json(result, path)``: present a result.
 """
 
 from rfcn_tf.evaluation.callback import MeanAveragePrecisionCallback
-from rfcn_tf.evaluation.metrics import METRICS, evaluate_detections
+from rfcn_tf.evaluation.metrics import METRICS, evaluate_detections, precision_recall_curves
 from rfcn_tf.evaluation.model_evaluation import collect_detections, evaluate_model
 from rfcn_tf.evaluation.report import format_table, save_json
 
@@ -18,5 +19,6 @@ __all__ = [
     "evaluate_detections",
     "evaluate_model",
     "format_table",
+    "precision_recall_curves",
     "save_json",
 ]

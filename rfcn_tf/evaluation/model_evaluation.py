@@ -15,6 +15,7 @@ import numpy as np
 
 from rfcn_tf.evaluation.metrics import evaluate_detections
 from rfcn_tf.inputs import from_model_format
+from rfcn_tf.progress import Progress
 
 OUTPUT_KEYS = ("boxes", "confidence", "labels", "num_detections")
 
@@ -37,7 +38,8 @@ def evaluate_model(
     ``predict_step`` applies) or any callable ``fn(inputs) -> detection dict``, such as a
     loaded SavedModel's function. Boxes are compared in the model's input (resized)
     pixels; ``original_scale=True`` divides both sides by ``targets["scales"]``.
-    steps: evaluate at most this many batches. verbose: 1 shows a ``keras.utils.Progbar``.
+    steps: evaluate at most this many batches. verbose: 1 shows the progress
+    (``rfcn_tf.progress``: a bar on a terminal, a line per tenth of the batches otherwise).
     bounding_box_format: of targets and detections (module doc); None → the model's.
     """
     detections, ground_truth = collect_detections(
@@ -55,8 +57,11 @@ def evaluate_model(
 
 
 def collect_detections(model, dataset, original_scale=False, steps=None, verbose=0,
-                       bounding_box_format=None):
-    """Per-image ``(detections, ground_truth)`` lists for ``evaluate_detections``, boxes yxyx."""
+                       bounding_box_format=None, on_batch=None):
+    """Per-image ``(detections, ground_truth)`` lists for ``evaluate_detections``, boxes yxyx.
+
+    on_batch: called as ``on_batch(inputs, targets)`` with each batch evaluated (e.g. to
+    keep a few images for pictures, in the order of the lists)."""
     if bounding_box_format is None:
         config = getattr(model, "config", None)
         bounding_box_format = getattr(config, "bounding_box_format", "yxyx")
@@ -68,13 +73,15 @@ def collect_detections(model, dataset, original_scale=False, steps=None, verbose
         raise TypeError(
             f"model must be a keras.Model or a callable, got {type(model).__name__}"
         )
-    progbar = keras.utils.Progbar(_num_batches(dataset, steps), verbose=verbose)
+    progress = Progress(_num_batches(dataset, steps), "evaluate", "batches", verbose=verbose)
     detections, ground_truth = [], []
     step = 0
     for batch in dataset:
         if steps is not None and step >= steps:
             break
         inputs, targets = _split_batch(batch, step)
+        if on_batch is not None:
+            on_batch(inputs, targets)
         outputs = _numpy_dict(predict(inputs), OUTPUT_KEYS, "the model's output")
         targets = _numpy_dict(targets, ("boxes", "labels"), f"targets of batch {step}")
         for part in (outputs, targets):
@@ -85,8 +92,8 @@ def collect_detections(model, dataset, original_scale=False, steps=None, verbose
             detections.append(_image_detections(outputs, b, scales[b]))
             ground_truth.append(_image_ground_truth(targets, b, scales[b]))
         step += 1
-        progbar.update(step, finalize=False)
-    progbar.update(step, finalize=True)
+        progress.update(step)
+    progress.finish()
     return detections, ground_truth
 
 

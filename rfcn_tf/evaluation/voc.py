@@ -106,9 +106,19 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold, metric):
     metric: ``"voc07"`` or ``"voc"``. Returns ``(ap, num_positives, num_detections)``,
     lists of length num_classes; AP is NaN for a class without non-difficult ground truth.
     """
+    curves, num_positives, num_detections = class_curves(detections, ground_truth, num_classes,
+                                                         iou_threshold)
+    ap = [float("nan") if curve is None else AP_FUNCTIONS[metric](*curve) for curve in curves]
+    return ap, num_positives, num_detections
+
+
+def class_curves(detections, ground_truth, num_classes, iou_threshold):
+    """Per class the ``(precision [D], recall [D])`` of its detections in descending score
+    (``precision_recall``), None for a class without non-difficult ground truth →
+    ``(curves, num_positives, num_detections)``, lists of length num_classes."""
     dets = _concatenate(detections, ("boxes", "scores", "labels"))
     gts = _concatenate(ground_truth, ("boxes", "labels", "difficult"))
-    ap, num_positives, num_detections = [], [], []
+    curves, num_positives, num_detections = [], [], []
     for label in range(num_classes):
         class_dets = {k: v[dets["labels"] == label] for k, v in dets.items()}
         class_gts = {k: v[gts["labels"] == label] for k, v in gts.items()}
@@ -116,11 +126,11 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold, metric):
         num_positives.append(positives)
         num_detections.append(len(class_dets["scores"]))
         if positives == 0:
-            ap.append(float("nan"))
+            curves.append(None)
             continue
         tp, fp = match(class_dets, class_gts, iou_threshold)
-        ap.append(AP_FUNCTIONS[metric](*precision_recall(tp, fp, positives)))
-    return ap, num_positives, num_detections
+        curves.append(precision_recall(tp, fp, positives))
+    return curves, num_positives, num_detections
 
 
 def _concatenate(items, fields):
