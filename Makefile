@@ -47,7 +47,7 @@ $(DOCS_STAMP): $(STAMP)
 
 # The API pages are read from the source (griffe: nothing imported); the notebooks are rendered, not run.
 docs: $(DOCS_STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_output site
