@@ -3,7 +3,9 @@ ONNX export."""
 
 import os
 
-from rfcn_tf.export import DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite
+from rfcn_tf.decoding import add_decoding_arguments, decoding_args, with_decoding
+from rfcn_tf.export import (DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite,
+                            load_keras)
 from rfcn_tf.portable import ONNX_OPSET, QUANTIZATIONS
 from rfcn_tf.signatures import PADDED_SIGNATURE
 
@@ -42,6 +44,7 @@ def add_arguments(parser):
                              "quantised on the fly (dynamic_int8); default none (float32)")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET,
                         help=f"onnx: the ONNX opset (default {ONNX_OPSET})")
+    add_decoding_arguments(parser)
 
 
 def run(args):
@@ -55,16 +58,17 @@ def run(args):
     common = dict(version=args.version, class_names=parse_class_names(args.class_names),
                   overwrite=args.overwrite)
     export_dir = args.export_dir or DEFAULT_DIRS[fmt]
+    model = with_decoding(load_keras(args.model), **decoding_args(args))  # the export carries them
     if fmt == "saved_model":
-        path = export_saved_model(args.model, export_dir, **common)
+        path = export_saved_model(model, export_dir, **common)
         print(f"wrote {path} (signatures serving_default, serving_bytes, {PADDED_SIGNATURE})")
     elif fmt == "tflite":
-        path = export_tflite(args.model, export_dir, input_size=args.input_size,
+        path = export_tflite(model, export_dir, input_size=args.input_size,
                              quantization=args.quantize, **common)
         print(f"wrote {path}/model.tflite (TFLite built-in ops; input images [1, H, W, 3] "
               "float32 RGB 0..255)")
     else:
-        path = export_onnx(args.model, export_dir, input_size=args.input_size,
+        path = export_onnx(model, export_dir, input_size=args.input_size,
                            opset=args.opset, **common)
         print(f"wrote {path}/model.onnx (opset {args.opset}; input images [1, H, W, 3] "
               "float32 RGB 0..255)")

@@ -8,6 +8,7 @@ import sys
 
 from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
 from rfcn_tf.data.arguments import add_dataset_arguments, batches_from_args, examples_from_args
+from rfcn_tf.decoding import add_decoding_arguments, decoding_args, decoding_changes
 from rfcn_tf.distribution import POLICIES, STRATEGIES
 from rfcn_tf.evaluation.metrics import METRICS
 from rfcn_tf.training import OPTIMIZERS, SCHEDULES
@@ -34,6 +35,7 @@ def add_arguments(parser):
                             "when the dataset has a different number of classes)")
     model.add_argument("--freeze-stages", type=int, default=None,
                        help="freeze backbone stages 1..N (2 = conv1+res2, the paper's choice)")
+    add_decoding_arguments(parser)  # stored in the model: validation, saved models, exports
     fit = parser.add_argument_group("training recipe")
     fit.add_argument("--epochs", type=int, default=10)
     fit.add_argument("--optimizer", default="auto", choices=OPTIMIZERS,
@@ -168,9 +170,10 @@ def _build_model(args, class_names, scale):
     if args.init:
         model = keras.models.load_model(args.init)
         config = model.config
+        changes = {**scale, **decoding_changes(config, **decoding_args(args))}
         if (config.num_classes != len(class_names) or config.class_names != tuple(class_names)
-                or config != config.replace(**scale)):
-            model = with_num_classes(model, len(class_names), class_names, **scale)
+                or config != config.replace(**changes)):
+            model = with_num_classes(model, len(class_names), class_names, **changes)
     else:
         params = dict(num_classes=len(class_names), class_names=tuple(class_names),
                       head=args.head, backbone_weights=args.weights, seed=args.seed)
@@ -179,7 +182,7 @@ def _build_model(args, class_names, scale):
         params.update(scale)
         config = (RFCNConfig.small(**params) if args.small
                   else RFCNConfig(backbone=args.backbone, **params))
-        model = RFCN(config=config)
+        model = RFCN(config=config.replace(**decoding_changes(config, **decoding_args(args))))
     if args.freeze_stages is not None:
         freeze_stages(model, args.freeze_stages)
     return model, model.config
