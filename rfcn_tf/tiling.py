@@ -109,8 +109,9 @@ def predict_tiled(model, image, tile=None, overlap=0.2, batch_size=4, merge="edg
         raise ValueError(f"max_detections must be None or a positive int; got {max_detections!r}")
     image = _check_image(image)
     height, width = image.shape[:2]
-    windows = tile_grid(height, width,
-                        default_tile(detector) if tile in (None, "auto") else tile, overlap)
+    if tile is None or (isinstance(tile, str) and tile == "auto"):
+        tile = default_tile(detector)
+    windows = tile_grid(height, width, tile, overlap)
     cap = detector.config.max_detections
     boxes, scores, labels, owner, capped = [], [], [], [], 0
     for start in range(0, len(windows), batch_size):
