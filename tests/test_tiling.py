@@ -8,7 +8,6 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig, predict_tiled, tile_grid
 from rfcn_tf.cli import main
