@@ -193,27 +193,31 @@ def merge_detections(boxes, scores, labels, windows, owner, image_size, merge="e
     return order[alive[order]]
 
 
-def overlapping_pairs(boxes, labels, width):
+def overlapping_pairs(boxes, labels, width, block=4096):
     """Each pair of boxes of one class that intersect, once → ``(i, j, intersection area)``.
 
     A sweep along x: boxes sorted by ``xmin``, each paired with those starting before its
-    ``xmax`` (classes moved apart by ``width + 1`` so they never meet); the work grows with
-    the boxes sharing an x range, not with N².
+    ``xmax`` (classes moved apart by ``width + 1`` so they never meet), ``block`` boxes at
+    a time; the work and memory grow with the boxes sharing an x range, not with N².
     """
     shifted = boxes.copy()
     shifted[:, [1, 3]] += labels[:, None].astype(np.float64) * (width + 1.0)
     order = np.argsort(shifted[:, 1], kind="stable")
     x0 = shifted[order, 1]
     ends = np.searchsorted(x0, shifted[order, 3], side="left")
-    counts = np.maximum(ends - np.arange(len(order)) - 1, 0)
-    first = np.repeat(np.arange(len(order)), counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    i, j = order[first], order[first + 1 + offsets]
-    lo = np.maximum(shifted[i, :2], shifted[j, :2])
-    hi = np.minimum(shifted[i, 2:], shifted[j, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
-    meet = inter > 0
-    return i[meet], j[meet], inter[meet]
+    found = [(np.zeros(0, np.int64),) * 2 + (np.zeros(0),)]
+    for start in range(0, len(order), block):
+        rows = np.arange(start, min(start + block, len(order)))
+        counts = np.maximum(ends[rows] - rows - 1, 0)
+        first = np.repeat(rows, counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        i, j = order[first], order[first + 1 + offsets]
+        lo = np.maximum(shifted[i, :2], shifted[j, :2])
+        hi = np.minimum(shifted[i, 2:], shifted[j, 2:])
+        inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
+        meet = inter > 0
+        found.append((i[meet], j[meet], inter[meet]))
+    return tuple(np.concatenate(part) for part in zip(*found))
 
 
 def cut_by_tile(boxes, windows, image_size):

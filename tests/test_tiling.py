@@ -192,6 +192,9 @@ def test_overlapping_pairs_are_every_intersecting_pair_of_a_class_once():
             if labels[a] == labels[b] and area > 0:
                 expected[a, b] = area
     assert found.keys() == expected.keys() and len(expected) > 20
+    blocked = overlapping_pairs(boxes, labels, 250, block=16)  # the sweep in 10 blocks
+    for a, b in zip(blocked, (i, j, inter)):
+        np.testing.assert_array_equal(a, b)
     for key, area in expected.items():
         assert found[key] == pytest.approx(area)
     assert greedy_nms(np.arange(3), np.array([0, 1]), np.array([1, 2]), 3).tolist() == [True, False, True]
