@@ -10,6 +10,10 @@ model's ``bounding_box_format``.
 A TFLite or ONNX export takes one image of a fixed size: each image is scaled (aspect kept)
 to fit that size, zero padded at the bottom/right, and its boxes scaled back, so at the
 export's own size the detections are the model's, and close to them at other sizes.
+
+The decoding settings (``rfcn_tf.decoding``: ``max_detections``, ``proposals``,
+``score_threshold``) rebuild a ``.keras`` model; an export carries the values it was
+written with, so there they can only raise the score threshold (a filter on its output).
 """
 
 import json
@@ -19,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from rfcn_tf.config import RFCNConfig
+from rfcn_tf.decoding import FLAGS, decoding_changes, with_decoding
 from rfcn_tf.export import (CONFIG_FILE, EXPORT_FILE, EXTRA_DIR, LABELS_FILE, MODEL_FILES,
                             load_keras, numeric_versions)
 from rfcn_tf.image_scale import resize_image
@@ -27,27 +32,33 @@ from rfcn_tf.signatures import PADDED_SIGNATURE
 
 class Detector:
     """A callable detector (module doc) with the ``config`` (``RFCNConfig``) and
-    ``class_names`` (list or None) of the model behind it."""
+    ``class_names`` (list or None) of the model behind it, and the ``input_size``
+    ``(height, width)`` it takes (a TFLite/ONNX export's; None: any size)."""
 
-    def __init__(self, fn, config, class_names):
+    def __init__(self, fn, config, class_names, input_size=None):
         self._fn = fn
         self.config = config
         self.class_names = list(class_names) if class_names is not None else None
+        self.input_size = tuple(input_size) if input_size is not None else None
 
     def __call__(self, inputs):
         return self._fn(inputs)
 
 
-def load_detector(path):
+def load_detector(path, max_detections=None, proposals=None, score_threshold=None):
     """A ``.keras`` file, an export's version directory (SavedModel, TFLite or ONNX), or
     its parent (the highest version is taken) → ``(detector, class_names or None)`` (a
-    ``Detector``)."""
+    ``Detector``). The decoding settings (None = the model's; module doc): an export
+    refuses other ``max_detections`` / ``proposals`` than its own and a lower
+    ``score_threshold`` (ValueError naming the flag)."""
     path = os.fspath(path)
+    settings = dict(max_detections=max_detections, proposals=proposals,
+                    score_threshold=score_threshold)
     if os.path.isfile(path):
         if not path.endswith(".keras"):
             raise ValueError(f"{path}: expected a .keras file or an export directory "
                              "(rfcn-tf export)")
-        return keras_detector(load_keras(path))
+        return keras_detector(load_keras(path), **settings)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no model at {path}")
     if _export_kind(path) is None:
@@ -60,12 +71,17 @@ def load_detector(path):
         path = os.path.join(path, str(versions[-1]))
     kind = _export_kind(path)
     if kind == "saved_model":
-        return _saved_model_detector(path)
-    return _portable_detector(path, kind)
+        detector, names = _saved_model_detector(path)
+    else:
+        detector, names = _portable_detector(path, kind)
+    return _fixed_decoding(detector, path, **settings), names
 
 
-def keras_detector(model):
-    """An in-memory RFCN → ``(detector, class_names)`` as ``load_detector`` returns them."""
+def keras_detector(model, max_detections=None, proposals=None, score_threshold=None):
+    """An in-memory RFCN → ``(detector, class_names)`` as ``load_detector`` returns them;
+    rebuilt first with other decoding settings when given (``with_decoding``)."""
+    lower = score_threshold is not None and score_threshold < model.config.score_threshold
+    model = with_decoding(model, max_detections, proposals, score_threshold if lower else None)
     box_format = model.config.bounding_box_format
 
     def detect(inputs):
@@ -73,8 +89,50 @@ def keras_detector(model):
         out["boxes"] = np.asarray(from_model_format(out["boxes"], box_format))
         return out
 
-    detector = Detector(detect, model.config, model.config.class_names)
+    detector = _score_filter(Detector(detect, model.config, model.config.class_names),
+                             score_threshold)
     return detector, detector.class_names
+
+
+def _fixed_decoding(detector, path, **settings):
+    """An export's ``detector`` with the decoding ``settings`` it can honour: a higher
+    score threshold filters its output; anything else that differs is a ValueError."""
+    config = detector.config
+    changes = decoding_changes(config, **settings)
+    threshold = changes.pop("score_threshold", None)
+    if threshold is not None and threshold < config.score_threshold:
+        changes["score_threshold"] = threshold
+    if changes:
+        name = "proposals" if "rpn_post_nms_test" in changes else next(iter(changes))
+        field = "rpn_post_nms_test" if name == "proposals" else name
+        raise ValueError(
+            f"{FLAGS[name]}: the export at {path} was written with {field}="
+            f"{getattr(config, field)} and cannot change it; export the .keras model again "
+            f"with {FLAGS[name]} (rfcn-tf export {FLAGS[name]} ...)")
+    return _score_filter(detector, threshold)
+
+
+def _score_filter(detector, threshold):
+    """``detector`` reporting only detections scoring at least ``threshold`` (when above its
+    decoder's): the same as decoding at that threshold, since NMS keeps the best boxes first
+    and a box below it suppresses none above."""
+    if threshold is None or threshold <= detector.config.score_threshold:
+        return detector
+
+    def detect(inputs):
+        out = detector(inputs)
+        keep = (out["confidence"] >= threshold) & (out["labels"] >= 0)
+        order = np.argsort(~keep, axis=1, kind="stable")  # the kept rows first, in order
+        keep = np.take_along_axis(keep, order, 1)
+        pick = {k: np.take_along_axis(out[k], order[..., None] if k == "boxes" else order, 1)
+                for k in ("boxes", "confidence", "labels")}
+        return {"boxes": np.where(keep[..., None], pick["boxes"], 0).astype(np.float32),
+                "confidence": np.where(keep, pick["confidence"], 0).astype(np.float32),
+                "labels": np.where(keep, pick["labels"], -1).astype(np.int32),
+                "num_detections": keep.sum(axis=1).astype(np.int32)}
+
+    return Detector(detect, detector.config.replace(score_threshold=float(threshold)),
+                    detector.class_names, detector.input_size)
 
 
 def _export_kind(path):
@@ -137,7 +195,7 @@ def _portable_detector(path, kind, num_threads=None):
             results.append(out)
         return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
 
-    detector = Detector(detect, config, names)
+    detector = Detector(detect, config, names, input_size=(height, width))
     return detector, detector.class_names
 
 

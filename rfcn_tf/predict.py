@@ -9,9 +9,11 @@
 Boxes are pixels of the original file, whatever size the model ran at. A JPEG larger than
 the model's scale is decoded at a reduced size (1/2, 1/4 or 1/8, never below the model's
 input size), so a phone photo costs about what its downscaled copy does; its picture is
-drawn at that size. A file that cannot be read or decoded (or declares more than
-``image_io.MAX_IMAGE_PIXELS`` pixels) gets ``{"file": ..., "error": "why"}`` instead,
-and a logged warning; the other files are still processed.
+drawn at that size. With ``tile`` each image is decoded at full size and detected tile by
+tile (``rfcn_tf.tiling.predict_tiled``). A file that cannot be read or decoded (or
+declares more than ``max_pixels`` pixels) gets ``{"file": ..., "error": "why"}`` instead,
+and a logged warning; the other files are still processed. An image whose detections
+reach the model's ``max_detections`` gets a logged warning naming ``--max-detections``.
 """
 
 import json
@@ -21,35 +23,48 @@ import os
 import keras
 import numpy as np
 
+from rfcn_tf.decoding import warn_capped
 from rfcn_tf.export import check_class_names
-from rfcn_tf.image_io import read_image
+from rfcn_tf.image_io import MAX_IMAGE_PIXELS, read_image
 from rfcn_tf.image_scale import target_size
 from rfcn_tf.inputs import pack_images
 from rfcn_tf.loading import keras_detector, load_detector
 from rfcn_tf.progress import Progress
+from rfcn_tf.tiling import predict_tiled
 from rfcn_tf.visualize import draw_detections, save_png
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 RESULTS_FILE = "detections.json"
+# Tiled inference reads images at full size, a window at a time: a higher default limit
+# (2^29 pixels: 1.6 GB as RGB uint8, e.g. 23170 × 23170) than a whole-image pass (2^27).
+TILED_MAX_PIXELS = 2**29
 logger = logging.getLogger(__name__)
 
 
 def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
-                  class_names=None, batch_size=4, verbose=0):
+                  class_names=None, batch_size=4, tile=None, overlap=0.2, max_pixels=None,
+                  max_detections=None, proposals=None, verbose=0):
     """Detect objects in image files; write ``output_dir/detections.json`` and a PNG per
     image; return the list written to the JSON (module docstring).
 
-    model_path_or_model: an RFCN model, or a ``.keras`` / SavedModel path (``load_detector``).
+    model_path_or_model: an RFCN model, or a ``.keras`` / export path (``load_detector``).
     inputs: a path or a list of paths; a folder contributes its files with an image
     extension (``IMAGE_EXTENSIONS``, sorted, not recursive), a file is always tried.
+    score_threshold: detections scoring less are not reported.
     class_names: overrides the model's names in the JSON and on the pictures.
-    batch_size: images per model call (padded together with ``pack_images``).
+    batch_size: images (with ``tile``: tiles) per model call (padded together with
+    ``pack_images``).
+    tile, overlap: detect tile by tile (``predict_tiled``; tile an int or (height, width)).
+    max_pixels: refuse images declaring more pixels (default ``image_io.MAX_IMAGE_PIXELS``,
+    ``TILED_MAX_PIXELS`` with ``tile``). max_detections, proposals: ``rfcn_tf.decoding``.
     verbose: 1 shows the progress in images (``rfcn_tf.progress``).
     """
+    decoding = dict(max_detections=max_detections, proposals=proposals,
+                    score_threshold=score_threshold)
     if isinstance(model_path_or_model, keras.Model):
-        detector, model_names = keras_detector(model_path_or_model)
+        detector, model_names = keras_detector(model_path_or_model, **decoding)
     elif isinstance(model_path_or_model, (str, os.PathLike)):
-        detector, model_names = load_detector(model_path_or_model)
+        detector, model_names = load_detector(model_path_or_model, **decoding)
     else:
         raise TypeError("predict_files needs an RFCN model or a model path; "
                         f"got {type(model_path_or_model).__name__}")
@@ -62,13 +77,23 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
     files = list_images(inputs)
     os.makedirs(output_dir, exist_ok=True)
     model_size = target_size(detector.config.min_side, detector.config.max_side)
+    if max_pixels is None:
+        max_pixels = MAX_IMAGE_PIXELS if tile is None else TILED_MAX_PIXELS
+    # Tiled: one image at a time, at full size, its tiles batched; else images batched.
+    step = 1 if tile is not None else int(batch_size)
 
     results, outputs = [], set()
     progress = Progress(len(files), "predict", "images", verbose=verbose)
-    for start in range(0, len(files), int(batch_size)):
-        loaded = [(path, _read(path, model_size)) for path in files[start:start + int(batch_size)]]
+    for start in range(0, len(files), step):
+        loaded = [(path, _read(path, None if tile else model_size, max_pixels))
+                  for path in files[start:start + step]]
         good = [(path, read) for path, read in loaded if not isinstance(read, str)]
-        detections = _detect(detector, [image for _, (image, _) in good]) if good else []
+        images = [image for _, (image, _) in good]
+        if tile is not None:
+            detections = [_detect_tiled(detector, image, tile, overlap, batch_size)
+                          for image in images]
+        else:
+            detections = _detect(detector, images) if good else []
         by_path = dict(zip([path for path, _ in good], detections))
         for path, read in loaded:
             if isinstance(read, str):
@@ -77,6 +102,8 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
                 continue
             image, (height, width) = read
             boxes, scores, labels = by_path[path]
+            if tile is None and len(scores) >= detector.config.max_detections:
+                warn_capped(path, detector.config.max_detections)
             keep = scores >= score_threshold
             output = _unique_name(path, outputs)
             drawn = draw_detections(image, boxes[keep], scores[keep], labels[keep],
@@ -118,11 +145,11 @@ def list_images(inputs):
     return files
 
 
-def _read(path, size_fn):
+def _read(path, size_fn, max_pixels):
     """``(uint8 [h, w, 3] RGB, (height, width) of the file)``, or the reason it could not
     be read (a str)."""
     try:
-        return read_image(path, target_size=size_fn)
+        return read_image(path, target_size=size_fn, max_pixels=max_pixels)
     except (OSError, ValueError) as error:
         return f"cannot read image: {error}"
 
@@ -132,6 +159,12 @@ def _detect(detector, images):
     out = detector(pack_images(images))
     return [(out["boxes"][b, :n], out["confidence"][b, :n], out["labels"][b, :n])
             for b, n in enumerate(np.asarray(out["num_detections"]).astype(int))]
+
+
+def _detect_tiled(detector, image, tile, overlap, batch_size):
+    """One image tile by tile → ``(boxes [n, 4] yxyx px, scores [n], labels [n])``."""
+    out = predict_tiled(detector, image, tile=tile, overlap=overlap, batch_size=batch_size)
+    return out["boxes"][0], out["confidence"][0], out["labels"][0]
 
 
 def _unique_name(path, taken):

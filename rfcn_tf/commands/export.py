@@ -3,7 +3,9 @@ ONNX export."""
 
 import os
 
-from rfcn_tf.export import DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite, load_keras
+from rfcn_tf.decoding import add_decoding_arguments, decoding_args, with_decoding
+from rfcn_tf.export import (DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite,
+                            load_keras)
 from rfcn_tf.portable import ONNX_OPSET, QUANTIZATIONS
 from rfcn_tf.progress import Progress
 from rfcn_tf.signatures import PADDED_SIGNATURE
@@ -43,6 +45,7 @@ def add_arguments(parser):
                              "quantised on the fly (dynamic_int8); default none (float32)")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET,
                         help=f"onnx: the ONNX opset (default {ONNX_OPSET})")
+    add_decoding_arguments(parser)
 
 
 def run(args):
@@ -58,7 +61,7 @@ def run(args):
     export_dir = args.export_dir or DEFAULT_DIRS[fmt]
     # Two stages: loading the model, then converting and writing it (no items to count).
     progress = Progress(2, "export", "stages", every=1)
-    model = load_keras(args.model)
+    model = with_decoding(load_keras(args.model), **decoding_args(args))  # the export carries them
     progress.update(1)
     if fmt == "saved_model":
         path = export_saved_model(model, export_dir, **common)

@@ -12,6 +12,7 @@ from rfcn_tf.anchor_fit import ANCHOR_MODES, LOW_RECALL, MAX_IMAGES
 from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
 from rfcn_tf.data.arguments import (add_augment_arguments, add_dataset_arguments, batches_from_args,
                                     examples_from_args)
+from rfcn_tf.decoding import add_decoding_arguments, decoding_args, decoding_changes
 from rfcn_tf.distribution import POLICIES, STRATEGIES
 from rfcn_tf.evaluation.metrics import METRICS
 from rfcn_tf.training import OPTIMIZERS, SCHEDULES
@@ -45,6 +46,7 @@ def add_arguments(parser):
                             "when the dataset has a different number of classes)")
     model.add_argument("--freeze-stages", type=int, default=None,
                        help="freeze backbone stages 1..N (2 = conv1+res2, the paper's choice)")
+    add_decoding_arguments(parser)  # stored in the model: validation, saved models, exports
     fit = parser.add_argument_group("training recipe")
     fit.add_argument("--epochs", type=int, default=10)
     fit.add_argument("--optimizer", default="auto", choices=OPTIMIZERS,
@@ -223,10 +225,11 @@ def _build_model(args, class_names, scale, anchors):
     if args.init:
         model = keras.models.load_model(args.init)
         config = model.config
-        scale = {**scale, **anchors(config.replace(**scale))}  # as many anchors: same weights
+        changes = {**scale, **decoding_changes(config, **decoding_args(args))}
+        changes.update(anchors(config.replace(**changes)))  # as many anchors: same weights
         if (config.num_classes != len(class_names) or config.class_names != tuple(class_names)
-                or config != config.replace(**scale)):
-            model = with_num_classes(model, len(class_names), class_names, **scale)
+                or config != config.replace(**changes)):
+            model = with_num_classes(model, len(class_names), class_names, **changes)
     else:
         params = dict(num_classes=len(class_names), class_names=tuple(class_names),
                       head=args.head, backbone_weights=args.weights, seed=args.seed)
@@ -235,6 +238,7 @@ def _build_model(args, class_names, scale, anchors):
         params.update(scale)
         config = (RFCNConfig.small(**params) if args.small
                   else RFCNConfig(backbone=args.backbone, **params))
+        config = config.replace(**decoding_changes(config, **decoding_args(args)))
         config = config.replace(**anchors(config))
         model = RFCN(config=config)
     if args.freeze_stages is not None:
