@@ -46,12 +46,12 @@ RUNTIMES = ("Keras", "SavedModel", "LiteRT", "onnxruntime")
 
 def latency(backbone, repeats, warmup, threads, work, runtimes=RUNTIMES):
     import tensorflow as tf
+    from timing import interleaved_times, trained_like
 
     import rfcn_tf
     from rfcn_tf import portable
     from rfcn_tf.export import export_onnx, export_tflite
     from rfcn_tf.loading import runtime
-    from timing import interleaved_times, trained_like
 
     model = trained_like(rfcn_tf.RFCN(config=config_for(backbone)))
     size = portable.default_input_size(model.config)
@@ -65,12 +65,10 @@ def latency(backbone, repeats, warmup, threads, work, runtimes=RUNTIMES):
     }
     if "LiteRT" in runtimes:
         tflite = export_tflite(model, os.path.join(work, backbone + "_tflite"))
-        runs["LiteRT"] = lambda r=runtime(os.path.join(tflite, "model.tflite"), "tflite",
-                                          threads): r(image)
+        runs["LiteRT"] = lambda r=runtime(os.path.join(tflite, "model.tflite"), "tflite", threads): r(image)
     if "onnxruntime" in runtimes:
         onnx = export_onnx(model, os.path.join(work, backbone + "_onnx"))
-        runs["onnxruntime"] = lambda r=runtime(os.path.join(onnx, "model.onnx"), "onnx",
-                                               threads): r(image)
+        runs["onnxruntime"] = lambda r=runtime(os.path.join(onnx, "model.onnx"), "onnx", threads): r(image)
     served = runs["SavedModel"]()  # TF Serving's outputs: boxes normalised to the image
     n = int(served["num_detections"][0])
     boxes = served["detection_boxes"][0, :n] * np.tile(size, 2)
@@ -80,12 +78,16 @@ def latency(backbone, repeats, warmup, threads, work, runtimes=RUNTIMES):
         # the sorted scores, and count the boxes found within 1 px at the same rank.
         scores = np.abs(out["confidence"][0, :n] - served["detection_scores"][0, :n]).max()
         placed = np.all(np.abs(out["boxes"][0, :n] - boxes) <= 1.0, axis=-1).mean()
-        print(f"  {name}: {int(out['num_detections'][0])} detections (SavedModel {n}); scores "
-              f"within {scores:.1e}; {placed:.0%} of boxes within 1 px at the same rank")
+        print(
+            f"  {name}: {int(out['num_detections'][0])} detections (SavedModel {n}); scores "
+            f"within {scores:.1e}; {placed:.0%} of boxes within 1 px at the same rank"
+        )
     times = interleaved_times({name: (run, ()) for name, run in runs.items()}, repeats, warmup)
     for name, t in times.items():
-        print(f"{backbone:<10} {size[0]}x{size[1]:<5} {name:<12} {statistics.median(t):>9.1f} "
-              f"({min(t):.1f}–{max(t):.1f})")
+        print(
+            f"{backbone:<10} {size[0]}x{size[1]:<5} {name:<12} {statistics.median(t):>9.1f} "
+            f"({min(t):.1f}–{max(t):.1f})"
+        )
     ratio = statistics.median(times["SavedModel"]) / statistics.median(times["Keras"])
     print(f"{backbone:<10} SavedModel serving_default / Keras predict_on_batch: {ratio:.3f}")
 
@@ -104,8 +106,9 @@ def accuracy(model_path, data_dir, dataset, split, threads, work):
     first = next(iter(examples.take(1)))["image"].shape
     size = (int(first[0]), int(first[1]))
     config = model.config
-    data = make_pipeline(examples, 1, min_side=config.min_side, max_side=config.max_side,
-                         bounding_box_format="yxyx")
+    data = make_pipeline(
+        examples, 1, min_side=config.min_side, max_side=config.max_side, bounding_box_format="yxyx"
+    )
     detectors = {"Keras": keras_detector(model)[0]}
     for q in QUANTIZATIONS:
         path = export_tflite(model, os.path.join(work, f"tflite_{q}"), input_size=size, quantization=q)
@@ -115,22 +118,30 @@ def accuracy(model_path, data_dir, dataset, split, threads, work):
     print(f"{dataset} {split}, images {size[0]}x{size[1]}, model {model_path}")
     for name, detector in detectors.items():
         result = evaluate_model(detector, data, class_names=names, original_scale=True)
-        print(f"{name:<20} mAP@0.5 {result['mAP']:.4f}  detections "
-              f"{sum(result['num_detections'].values())}")
+        print(f"{name:<20} mAP@0.5 {result['mAP']:.4f}  detections {sum(result['num_detections'].values())}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", nargs="+", default=["small"],
-                        choices=("small", "resnet50", "resnet101"))
+    parser.add_argument(
+        "--backbone", nargs="+", default=["small"], choices=("small", "resnet50", "resnet101")
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--runtimes", nargs="*", default=list(RUNTIMES[2:]),
-                        choices=RUNTIMES[2:],
-                        help="the exports timed beside Keras and the SavedModel")
-    parser.add_argument("--map", metavar="MODEL", default=None,
-                        help="a trained .keras model: report mAP per export instead of speed")
+    parser.add_argument(
+        "--runtimes",
+        nargs="*",
+        default=list(RUNTIMES[2:]),
+        choices=RUNTIMES[2:],
+        help="the exports timed beside Keras and the SavedModel",
+    )
+    parser.add_argument(
+        "--map",
+        metavar="MODEL",
+        default=None,
+        help="a trained .keras model: report mAP per export instead of speed",
+    )
     parser.add_argument("--dataset", default="rfcn_shapes")
     parser.add_argument("--split", default="test")
     parser.add_argument("--data-dir", default=None)

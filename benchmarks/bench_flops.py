@@ -30,10 +30,10 @@ import statistics
 import keras
 import numpy as np
 import tensorflow as tf
+from timing import environment, interleaved_times, trained_like
 
 import rfcn_tf
 from rfcn_tf.frozen import fold_batchnorms, folded_trace
-from timing import environment, interleaved_times, trained_like
 
 # The last layer of each trunk stage (keras.applications ResNet names).
 TRUNK_STAGES = {
@@ -54,8 +54,10 @@ def trunk_stages(model, names):
     input through each stage's last layer."""
     trunk = model.trunk
     ends = [trunk.input] + [trunk.get_layer(name).output for name in names]
-    return [(f"conv{i + 1}", keras.Model(ends[i], ends[i + 1], name=f"stage{i + 1}"), ends[i])
-            for i in range(len(names))]
+    return [
+        (f"conv{i + 1}", keras.Model(ends[i], ends[i + 1], name=f"stage{i + 1}"), ends[i])
+        for i in range(len(names))
+    ]
 
 
 def stage_macs(stage, start, x):
@@ -76,15 +78,23 @@ def head(model):
     def run(conv4, conv5):
         rpn = layer["rpn_conv"](conv4)
         reduced = layer["reduce"](conv5)
-        return (layer["rpn_objectness"](rpn), layer["rpn_deltas"](rpn),
-                layer["class_maps"](reduced), layer["box_maps"](reduced))
+        return (
+            layer["rpn_objectness"](rpn),
+            layer["rpn_deltas"](rpn),
+            layer["class_maps"](reduced),
+            layer["box_maps"](reduced),
+        )
 
     def macs(conv4, conv5):
         rpn = layer["rpn_conv"](conv4)
         reduced = layer["reduce"](conv5)
         total = conv_macs(layer["rpn_conv"], rpn.shape) + conv_macs(layer["reduce"], reduced.shape)
-        for name, source in (("rpn_objectness", rpn), ("rpn_deltas", rpn),
-                             ("class_maps", reduced), ("box_maps", reduced)):
+        for name, source in (
+            ("rpn_objectness", rpn),
+            ("rpn_deltas", rpn),
+            ("class_maps", reduced),
+            ("box_maps", reduced),
+        ):
             total += conv_macs(layer[name], layer[name](source).shape)
         return total
 
@@ -98,7 +108,7 @@ def peak_calls(n, feature_shape):
     matmul = tf.function(lambda: tf.linalg.matmul(a, a))
     conv = tf.function(lambda: tf.nn.conv2d(features, kernel, 1, "SAME"))
     conv_flops = 2 * np.prod(feature_shape[:3]) * 9 * feature_shape[-1] ** 2
-    return {"matmul": (matmul, (), 2 * n ** 3), "conv3x3": (conv, (), conv_flops)}
+    return {"matmul": (matmul, (), 2 * n**3), "conv3x3": (conv, (), conv_flops)}
 
 
 def measure_peak(calls, repeats):
@@ -109,10 +119,12 @@ def measure_peak(calls, repeats):
 def frozen_call(fn, folded):
     """``fn`` as ``rfcn_tf.freeze_for_inference`` runs the model: every variable a constant of
     the graph, the BatchNorms folded (``folded``: ``rfcn_tf.frozen.fold_batchnorms``)."""
+
     @tf.function
     def run(*args):
         with folded_trace(folded):
             return fn(*args)
+
     return run
 
 
@@ -122,12 +134,20 @@ def main(argv=None):
     parser.add_argument("--size", type=int, nargs=2, default=[600, 1000], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--matmul", type=int, default=2048, help="n of the peak's n×n matmul")
-    parser.add_argument("--weights", choices=["variables", "frozen"], default="frozen",
-                        help="time the graph as model.predict runs it or as freeze_for_inference "
-                             "does (one per run: module doc)")
-    parser.add_argument("--inter-op", type=int, default=1,
-                        help="TF inter-op threads (TF's default, one per core, runs the head's "
-                             "independent convolutions at once and oversubscribes the cores)")
+    parser.add_argument(
+        "--weights",
+        choices=["variables", "frozen"],
+        default="frozen",
+        help="time the graph as model.predict runs it or as freeze_for_inference "
+        "does (one per run: module doc)",
+    )
+    parser.add_argument(
+        "--inter-op",
+        type=int,
+        default=1,
+        help="TF inter-op threads (TF's default, one per core, runs the head's "
+        "independent convolutions at once and oversubscribes the cores)",
+    )
     args = parser.parse_args(argv)
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
 
@@ -149,8 +169,7 @@ def main(argv=None):
     macs["head"] = head_macs(conv4, conv5)
     macs["all"] = sum(macs.values())
 
-    plain = {name: (lambda t, s=stage: s(t, training=False), (inputs[name],))
-             for name, stage, _ in stages}
+    plain = {name: (lambda t, s=stage: s(t, training=False), (inputs[name],)) for name, stage, _ in stages}
     plain["conv5"] = (lambda t: model.conv5(t, training=False), (conv4,))
     plain["head"] = (run_head, (conv4, conv5))
     plain["all"] = (lambda t: model._conv_model(t, training=False), (x,))
@@ -166,11 +185,16 @@ def main(argv=None):
     after = measure_peak(peaks, args.repeats)
     peak = max(*before.values(), *after.values())
 
-    print(f"convolutions of R-FCN {args.backbone} at {height}x{width} (input "
-          f"{x.shape[1]}x{x.shape[2]}), weights {args.weights}, median of {args.repeats}, "
-          f"{args.inter_op} inter-op thread(s)  {environment()}")
-    print("peak GFLOP/s (best of the runs), before / after the stages: " + ", ".join(
-        f"{k} {before[k]:.0f} / {after[k]:.0f}" for k in before) + f"; peak = {peak:.0f}")
+    print(
+        f"convolutions of R-FCN {args.backbone} at {height}x{width} (input "
+        f"{x.shape[1]}x{x.shape[2]}), weights {args.weights}, median of {args.repeats}, "
+        f"{args.inter_op} inter-op thread(s)  {environment()}"
+    )
+    print(
+        "peak GFLOP/s (best of the runs), before / after the stages: "
+        + ", ".join(f"{k} {before[k]:.0f} / {after[k]:.0f}" for k in before)
+        + f"; peak = {peak:.0f}"
+    )
     print(f"{'stage':<7} {'GMACs':>7} {'ms':>8} {'GFLOP/s':>8} {'of peak':>8}")
     for name in calls:
         ms = statistics.median(times[name])

@@ -17,7 +17,8 @@ that run each once in turn (so load changes hit all alike); medians:
 
 The overhead is printed both as (full − conv) / full and as after / full; under load the
 subtraction is noisy, the direct figure much less so. Medians, and minima beside them (on
-a shared machine the load only adds time, so the minimum is the steadier figure). With random weights every class scores
+a shared machine the load only adds time, so the minimum is the steadier figure). With
+random weights every class scores
 about 1/(C+1) ≈ 0.048, under the default 0.05 score threshold, so the decoder's NMS would
 see almost nothing; ``--score-threshold`` defaults to 0 here (every box enters per-class
 NMS: the worst case for decoding).
@@ -32,9 +33,9 @@ import statistics
 import keras
 import numpy as np
 import tensorflow as tf
+from timing import environment, interleaved_times
 
 import rfcn_tf
-from timing import environment, interleaved_times
 
 BACKBONES = ("resnet101", "resnet50", "small")
 HEADS = ("rfcn", "faster_rcnn")
@@ -58,7 +59,8 @@ def after_convolutions(model, conv):
     _, sizes, scales = conv["resize"]
     anchors = model.get_layer("anchors")(conv["rpn_objectness"])
     proposals, _, valid = model.get_layer("proposals")(
-        conv["rpn_objectness"], conv["rpn_deltas"], anchors, sizes)
+        conv["rpn_objectness"], conv["rpn_deltas"], anchors, sizes
+    )
     if model.config.head == "rfcn":
         maps = {"class_maps": conv["class_maps"], "box_maps": conv["box_maps"]}
     else:
@@ -69,8 +71,7 @@ def after_convolutions(model, conv):
 
 def bench(backbone, head, images, repeats, warmup, score_threshold):
     """Run times (ms) of full, conv, after and chained, and the mean detection count."""
-    model = rfcn_tf.RFCN(num_classes=20, backbone=backbone, head=head,
-                         score_threshold=score_threshold)
+    model = rfcn_tf.RFCN(num_classes=20, backbone=backbone, head=head, score_threshold=score_threshold)
     graph = convolutions(model)
     full = tf.function(lambda x: model(x, training=False))
     conv = tf.function(lambda x: graph({"images": x, "image_sizes": None}))
@@ -78,9 +79,16 @@ def bench(backbone, head, images, repeats, warmup, score_threshold):
     chained = tf.function(lambda x: after_convolutions(model, graph({"images": x, "image_sizes": None})))
 
     conv_out = conv(images)
-    times = interleaved_times({"full": (full, (images,)), "conv": (conv, (images,)),
-                              "after": (after, (conv_out,)), "chained": (chained, (images,))},
-                             repeats, warmup)
+    times = interleaved_times(
+        {
+            "full": (full, (images,)),
+            "conv": (conv, (images,)),
+            "after": (after, (conv_out,)),
+            "chained": (chained, (images,)),
+        },
+        repeats,
+        warmup,
+    )
     detections = float(tf.reduce_mean(tf.cast(full(images)["num_detections"], tf.float32)))
     return times, detections, model.config
 
@@ -88,15 +96,23 @@ def bench(backbone, head, images, repeats, warmup, score_threshold):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet101", choices=BACKBONES)
-    parser.add_argument("--head", nargs="+", default=["rfcn"], choices=HEADS,
-                        help="one or both heads (both: measured one after the other)")
+    parser.add_argument(
+        "--head",
+        nargs="+",
+        default=["rfcn"],
+        choices=HEADS,
+        help="one or both heads (both: measured one after the other)",
+    )
     parser.add_argument("--size", type=int, nargs=2, default=[600, 1000], metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (median)")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed runs first (the first one traces)")
-    parser.add_argument("--score-threshold", type=float, default=0.0,
-                        help="decoder threshold (default 0: every box enters per-class NMS)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (the first one traces)")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.0,
+        help="decoder threshold (default 0: every box enters per-class NMS)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.batch < 1:
         parser.error("--repeats and --batch must be >= 1, --warmup >= 0")
@@ -106,26 +122,31 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     height, width = args.size
     images = tf.constant(rng.integers(0, 256, size=(args.batch, height, width, 3), dtype=np.uint8))
-    print(f"Model  {args.backbone}  images {args.batch}x{height}x{width}  median of {args.repeats} "
-          f"after {args.warmup} warm-up  score threshold {args.score_threshold}  "
-          f"{environment()}")
-    print(f"{'head':<12} {'stat':<6} {'full ms':>9} {'conv ms':>9} {'after ms':>9} "
-          f"{'chained ms':>11} {'(full-conv)/full':>17} {'after/full':>11}")
+    print(
+        f"Model  {args.backbone}  images {args.batch}x{height}x{width}  median of {args.repeats} "
+        f"after {args.warmup} warm-up  score threshold {args.score_threshold}  "
+        f"{environment()}"
+    )
+    print(
+        f"{'head':<12} {'stat':<6} {'full ms':>9} {'conv ms':>9} {'after ms':>9} "
+        f"{'chained ms':>11} {'(full-conv)/full':>17} {'after/full':>11}"
+    )
     results = {}
     for head in args.head:
-        times, dets, cfg = bench(args.backbone, head, images, args.repeats, args.warmup,
-                                 args.score_threshold)
+        times, dets, cfg = bench(args.backbone, head, images, args.repeats, args.warmup, args.score_threshold)
         for stat, reduce in (("median", statistics.median), ("min", min)):
             ms = {name: reduce(t) for name, t in times.items()}
-            print(f"{head:<12} {stat:<6} {ms['full']:>9.1f} {ms['conv']:>9.1f} {ms['after']:>9.1f} "
-                  f"{ms['chained']:>11.1f} {100 * (ms['full'] - ms['conv']) / ms['full']:>16.1f}% "
-                  f"{100 * ms['after'] / ms['full']:>10.1f}%", flush=True)
+            print(
+                f"{head:<12} {stat:<6} {ms['full']:>9.1f} {ms['conv']:>9.1f} {ms['after']:>9.1f} "
+                f"{ms['chained']:>11.1f} {100 * (ms['full'] - ms['conv']) / ms['full']:>16.1f}% "
+                f"{100 * ms['after'] / ms['full']:>10.1f}%",
+                flush=True,
+            )
             results.setdefault(stat, {})[head] = ms["full"]
         print(f"{head:<12} {cfg.rpn_post_nms_test} RoIs, {dets:.0f} detections per image", flush=True)
     if len(args.head) == 2:
         ratios = ", ".join(f"{r['rfcn'] / r['faster_rcnn']:.2f} ({stat})" for stat, r in results.items())
-        print(f"full model, R-FCN / Faster R-CNN: {ratios}; "
-              f"paper (ResNet-101, K40): 0.17 / 0.42 s = 0.40")
+        print(f"full model, R-FCN / Faster R-CNN: {ratios}; paper (ResNet-101, K40): 0.17 / 0.42 s = 0.40")
 
 
 if __name__ == "__main__":

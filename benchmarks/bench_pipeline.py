@@ -34,15 +34,21 @@ def _write_jpeg_voc(root, count):
     rng = np.random.default_rng(0)
     for i in range(count):
         drawn = render_example(rng, 500, num_objects=4)
-        Image.fromarray(drawn["image"][:375]).save(os.path.join(root, "JPEGImages", f"{i:05d}.jpg"), quality=90)
+        Image.fromarray(drawn["image"][:375]).save(
+            os.path.join(root, "JPEGImages", f"{i:05d}.jpg"), quality=90
+        )
         objects = "".join(
             f"<object><name>{CLASS_NAMES[label]}</name><difficult>0</difficult><bndbox>"
             f"<xmin>{int(b[1]) + 1}</xmin><ymin>{int(b[0]) + 1}</ymin>"
             f"<xmax>{int(b[3])}</xmax><ymax>{min(int(b[2]), 375)}</ymax></bndbox></object>"
-            for b, label in zip(drawn["boxes"], drawn["labels"]) if b[0] < 370)
+            for b, label in zip(drawn["boxes"], drawn["labels"])
+            if b[0] < 370
+        )
         with open(os.path.join(root, "Annotations", f"{i:05d}.xml"), "w") as f:
-            f.write(f"<annotation><filename>{i:05d}.jpg</filename><size><width>500</width>"
-                    f"<height>375</height></size>{objects}</annotation>")
+            f.write(
+                f"<annotation><filename>{i:05d}.jpg</filename><size><width>500</width>"
+                f"<height>375</height></size>{objects}</annotation>"
+            )
 
 
 def _throughput(dataset, runs):
@@ -61,12 +67,24 @@ def _tiles(count, side, rng):
     """``count`` decoded ``side`` × ``side`` images of shape drawings (cached in memory, so the
     figure is the augmentation's cost, not decoding's)."""
     drawn = [render_example(rng, side, num_objects=6) for _ in range(count)]
-    spec = {"image": tf.TensorSpec([side, side, 3], tf.uint8), "boxes": tf.TensorSpec([None, 4], tf.float32),
-            "labels": tf.TensorSpec([None], tf.int32), "difficult": tf.TensorSpec([None], tf.bool)}
+    spec = {
+        "image": tf.TensorSpec([side, side, 3], tf.uint8),
+        "boxes": tf.TensorSpec([None, 4], tf.float32),
+        "labels": tf.TensorSpec([None], tf.int32),
+        "difficult": tf.TensorSpec([None], tf.bool),
+    }
     return tf.data.Dataset.from_generator(
-        lambda: ({"image": d["image"], "boxes": d["boxes"], "labels": d["labels"],
-                  "difficult": np.zeros(len(d["labels"]), bool)} for d in drawn),
-        output_signature=spec).cache()
+        lambda: (
+            {
+                "image": d["image"],
+                "boxes": d["boxes"],
+                "labels": d["labels"],
+                "difficult": np.zeros(len(d["labels"]), bool),
+            }
+            for d in drawn
+        ),
+        output_signature=spec,
+    ).cache()
 
 
 def _augment_cases(runs):
@@ -74,12 +92,16 @@ def _augment_cases(runs):
     for side, count, crop in ((400, 64, "auto"), (2400, 16, "auto")):
         examples = _tiles(count, side, rng)
         for preset in AUGMENT_PRESETS:
-            batches = make_pipeline(examples, 4, min_side=192, max_side=320, training=True, seed=0,
-                                    augment=preset, crop=crop)
+            batches = make_pipeline(
+                examples, 4, min_side=192, max_side=320, training=True, seed=0, augment=preset, crop=crop
+            )
             median, low, high = _throughput(batches, runs)
             what = "resized to 192" if side <= 640 else "cut into 192 × 320 windows"
-            print(f"{side}x{side} tiles ({what}) batch 4 augment={preset}: "
-                  f"{median:.0f} images/s (min {low:.0f}, max {high:.0f})", flush=True)
+            print(
+                f"{side}x{side} tiles ({what}) batch 4 augment={preset}: "
+                f"{median:.0f} images/s (min {low:.0f}, max {high:.0f})",
+                flush=True,
+            )
 
 
 def main():
@@ -106,8 +128,10 @@ def main():
         examples, _ = load_examples(root, shuffle=True, seed=0)
         jpegs = make_pipeline(examples, 2, min_side=600, max_side=1000, training=True, seed=0)
         median, low, high = _throughput(jpegs, args.runs)
-        print(f"{args.images} JPEGs 500x375 → 600/1000 batch 2 training: "
-              f"{median:.0f} images/s (min {low:.0f}, max {high:.0f})")
+        print(
+            f"{args.images} JPEGs 500x375 → 600/1000 batch 2 training: "
+            f"{median:.0f} images/s (min {low:.0f}, max {high:.0f})"
+        )
     _augment_cases(args.runs)
 
 

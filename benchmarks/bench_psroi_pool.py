@@ -12,10 +12,10 @@ import argparse
 
 import numpy as np
 import tensorflow as tf
+from timing import environment, median_ms, pooled_gradient, random_rois
 
 from rfcn_tf.layers.psroi_pool import PSRoIPool
 from rfcn_tf.layers.sampling import IMPLEMENTATIONS
-from timing import environment, median_ms, pooled_gradient, random_rois
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 600, 1000
 STRIDE = 16
@@ -25,8 +25,13 @@ CLASSES = 21
 
 def bench(mode, num_rois, repeats, samples_per_bin, rng, implementation="crop_and_resize"):
     """Median (forward ms, forward+backward ms) for one configuration."""
-    layer = PSRoIPool(k=K, spatial_scale=1.0 / STRIDE, samples_per_bin=samples_per_bin, mode=mode,
-                      implementation=implementation)
+    layer = PSRoIPool(
+        k=K,
+        spatial_scale=1.0 / STRIDE,
+        samples_per_bin=samples_per_bin,
+        mode=mode,
+        implementation=implementation,
+    )
     height = -(-IMAGE_HEIGHT // STRIDE)
     width = -(-IMAGE_WIDTH // STRIDE)
     maps = tf.constant(rng.normal(size=(1, height, width, K * K * CLASSES)), tf.float32)
@@ -48,8 +53,9 @@ def main(argv=None):
     parser.add_argument("--rois", type=int, nargs="+", default=[300, 1000, 2000])
     parser.add_argument("--modes", nargs="+", default=["align", "crop"], choices=["align", "crop"])
     parser.add_argument("--samples-per-bin", type=int, default=2)
-    parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS),
-                        choices=IMPLEMENTATIONS)
+    parser.add_argument(
+        "--implementations", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -63,8 +69,7 @@ def main(argv=None):
     for mode in args.modes:
         for implementation in args.implementations:
             for num_rois in args.rois:
-                fwd, fwd_bwd = bench(mode, num_rois, args.repeats, args.samples_per_bin, rng,
-                                     implementation)
+                fwd, fwd_bwd = bench(mode, num_rois, args.repeats, args.samples_per_bin, rng, implementation)
                 print(f"{mode:<6} {implementation:<16} {num_rois:>5} {fwd:>11.2f} {fwd_bwd:>11.2f}")
 
 

@@ -25,10 +25,10 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
+from timing import environment, interleaved_times
 
 import rfcn_tf
 from rfcn_tf.predict import predict_files
-from timing import environment, interleaved_times
 
 
 def photo(height, width, seed=0):
@@ -46,8 +46,11 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args(argv)
 
-    config = (rfcn_tf.RFCNConfig.small(num_classes=5) if args.backbone == "small"
-              else rfcn_tf.RFCNConfig(num_classes=20, backbone=args.backbone))
+    config = (
+        rfcn_tf.RFCNConfig.small(num_classes=5)
+        if args.backbone == "small"
+        else rfcn_tf.RFCNConfig(num_classes=20, backbone=args.backbone)
+    )
     model = rfcn_tf.RFCN(config=config)
     work = tempfile.mkdtemp(prefix="bench_scale_")
     export = rfcn_tf.export_saved_model(model, os.path.join(work, "saved"))
@@ -74,17 +77,23 @@ def main(argv=None):
     calls["padded batch of 4"] = (model.predict_on_batch, (padded,))
     calls["plain batch of 4"] = (model.predict_on_batch, (same,))
 
-    print(f"{args.backbone} at min_side {config.min_side}, max_side {config.max_side}; median of "
-          f"{args.repeats} after {args.warmup} warm-up  {environment()}")
+    print(
+        f"{args.backbone} at min_side {config.min_side}, max_side {config.max_side}; median of "
+        f"{args.repeats} after {args.warmup} warm-up  {environment()}"
+    )
     times = interleaved_times(calls, args.repeats, args.warmup)
     medians = {name: statistics.median(t) for name, t in times.items()}
     for kind in ("predict", "files", "bytes"):
         big_ms, small_ms = medians[f"{kind} 6000x4000"], medians[f"{kind} 900x600"]
-        print(f"{kind:<8} 6000x4000 {big_ms:>8.0f} ms   900x600 {small_ms:>8.0f} ms   "
-              f"ratio {big_ms / small_ms:.2f}")
+        print(
+            f"{kind:<8} 6000x4000 {big_ms:>8.0f} ms   900x600 {small_ms:>8.0f} ms   "
+            f"ratio {big_ms / small_ms:.2f}"
+        )
     padded_ms, plain_ms = medians["padded batch of 4"], medians["plain batch of 4"]
-    print(f"4 images of {side}x{side}..{side + 48}: padded (image by image) {padded_ms:.0f} ms, "
-          f"4 of one size (batched) {plain_ms:.0f} ms; ratio {padded_ms / plain_ms:.2f}")
+    print(
+        f"4 images of {side}x{side}..{side + 48}: padded (image by image) {padded_ms:.0f} ms, "
+        f"4 of one size (batched) {plain_ms:.0f} ms; ratio {padded_ms / plain_ms:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def draw_scene(rng, height, width, count):
             colour = rng.integers(0, 256, 3)
             while np.abs(colour - 110).max() < 80:
                 colour = rng.integers(0, 256, 3)
-            patch = image[y0:y0 + size, x0:x0 + size]
+            patch = image[y0 : y0 + size, x0 : x0 + size]
             patch[mask] = colour
             ys, xs = np.nonzero(mask)
             boxes.append([y0 + ys.min(), x0 + xs.min(), y0 + ys.max() + 1, x0 + xs.max() + 1])
@@ -81,10 +81,14 @@ def write_voc(root, count, seed, size=(192, 320)):
         objects = "".join(
             f"<object><name>{CLASSES[l]}</name><difficult>0</difficult><bndbox><xmin>{int(b[1]) + 1}"
             f"</xmin><ymin>{int(b[0]) + 1}</ymin><xmax>{int(b[3])}</xmax><ymax>{int(b[2])}</ymax>"
-            "</bndbox></object>" for b, l in zip(boxes, labels))
+            "</bndbox></object>"
+            for b, l in zip(boxes, labels)
+        )
         with open(os.path.join(root, "Annotations", f"{i:05d}.xml"), "w") as f:
-            f.write(f"<annotation><filename>{i:05d}.png</filename><size><width>{size[1]}</width>"
-                    f"<height>{size[0]}</height><depth>3</depth></size>{objects}</annotation>")
+            f.write(
+                f"<annotation><filename>{i:05d}.png</filename><size><width>{size[1]}</width>"
+                f"<height>{size[0]}</height><depth>3</depth></size>{objects}</annotation>"
+            )
 
 
 def recall(detections, boxes, labels, iou=0.5):
@@ -96,16 +100,16 @@ def recall(detections, boxes, labels, iou=0.5):
     n = detections["num_detections"][0]
     det_boxes, det_labels = detections["boxes"][0, :n], detections["labels"][0, :n]
     if n:
-        ious = np.asarray(bounding_boxes.compute_iou(boxes.astype(np.float32), det_boxes,
-                                                     bounding_box_format="yxyx"))
+        ious = np.asarray(
+            bounding_boxes.compute_iou(boxes.astype(np.float32), det_boxes, bounding_box_format="yxyx")
+        )
         found = np.any((ious >= iou) & (labels[:, None] == det_labels[None]), axis=1)
     return float(found.mean())
 
 
 def as_entry(out, b=0):
     n = out["num_detections"][b]
-    return {"boxes": out["boxes"][b, :n], "scores": out["confidence"][b, :n],
-            "labels": out["labels"][b, :n]}
+    return {"boxes": out["boxes"][b, :n], "scores": out["confidence"][b, :n], "labels": out["labels"][b, :n]}
 
 
 def measure(model_path, seed=1):
@@ -116,28 +120,47 @@ def measure(model_path, seed=1):
     rng = np.random.default_rng([seed, 99])
     image, boxes, labels = draw_scene(rng, 1600, 1600, 200)
     truth = {"boxes": boxes, "labels": labels}
-    score = lambda dets, gts: evaluate_detections(dets, gts, metric="voc", num_classes=3)["mAP"]
+
+    def score(dets, gts):
+        return evaluate_detections(dets, gts, metric="voc", num_classes=3)["mAP"]
+
     rows = {}
     start = time.perf_counter()
     whole = detector(image[None])
-    rows["whole image"] = (score([as_entry(whole)], [truth]), recall(whole, boxes, labels),
-                           int(whole["num_detections"][0]), time.perf_counter() - start)
+    rows["whole image"] = (
+        score([as_entry(whole)], [truth]),
+        recall(whole, boxes, labels),
+        int(whole["num_detections"][0]),
+        time.perf_counter() - start,
+    )
     for merge in ("nms", "edges"):
         start = time.perf_counter()
         out = predict_tiled(detector, image, overlap=0.2, batch_size=8, merge=merge)
-        rows[f"tiled, merge={merge}"] = (score([as_entry(out)], [truth]), recall(out, boxes, labels),
-                                         int(out["num_detections"][0]), time.perf_counter() - start)
+        rows[f"tiled, merge={merge}"] = (
+            score([as_entry(out)], [truth]),
+            recall(out, boxes, labels),
+            int(out["num_detections"][0]),
+            time.perf_counter() - start,
+        )
     dets, gts, found = [], [], 0
     start = time.perf_counter()
     for y0, x0, y1, x1 in tile_grid(1600, 1600, (192, 320), 0.0):
         out = detector(image[None, y0:y1, x0:x1])
         clipped = np.clip(boxes, [y0, x0, y0, x0], [y1, x1, y1, x1])
-        area = lambda b: np.prod(b[:, 2:] - b[:, :2], axis=1)
+
+        def area(b):
+            return np.prod(b[:, 2:] - b[:, :2], axis=1)
+
         visible = area(clipped) / area(boxes)
         inside = visible > 0
         dets.append(as_entry(out))
-        gts.append({"boxes": clipped[inside] - [y0, x0, y0, x0], "labels": labels[inside],
-                    "difficult": visible[inside] < 1})
+        gts.append(
+            {
+                "boxes": clipped[inside] - [y0, x0, y0, x0],
+                "labels": labels[inside],
+                "difficult": visible[inside] < 1,
+            }
+        )
         found += int(out["num_detections"][0])
     rows["tiles one by one"] = (score(dets, gts), float("nan"), found, time.perf_counter() - start)
     print(f"test image 1600 x 1600, {len(boxes)} objects of 20-40 px")
@@ -157,16 +180,24 @@ def memory(model_path, side):
     image = np.empty((side, side, 3), np.uint8)
     for y in range(0, side, 1600):
         for x in range(0, side, 1600):
-            part = image[y:y + 1600, x:x + 1600]
-            part[...] = scene[:part.shape[0], :part.shape[1]]
+            part = image[y : y + 1600, x : x + 1600]
+            part[...] = scene[: part.shape[0], : part.shape[1]]
     detector(scene[None, :192, :320])  # the graph built before the baseline
     before = _peak_mib()
     start = time.perf_counter()
     out = predict_tiled(detector, image, batch_size=8)
-    print(json.dumps({"side": side, "image_mib": image.nbytes / 2**20,
-                      "peak_mib_before": before, "peak_mib_after": _peak_mib(),
-                      "detections": int(out["num_detections"][0]),
-                      "seconds": round(time.perf_counter() - start, 1)}))
+    print(
+        json.dumps(
+            {
+                "side": side,
+                "image_mib": image.nbytes / 2**20,
+                "peak_mib_before": before,
+                "peak_mib_after": _peak_mib(),
+                "detections": int(out["num_detections"][0]),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+    )
 
 
 def _peak_mib():
@@ -182,16 +213,23 @@ def main():
     parser.add_argument("--root", default="/tmp/bench_tiling")
     parser.add_argument("--train-images", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--memory", type=int, default=None, metavar="SIDE",
-                        help="measure the peak memory of a SIDE × SIDE image (a subprocess)")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        default=None,
+        metavar="SIDE",
+        help="measure the peak memory of a SIDE × SIDE image (a subprocess)",
+    )
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     model_path = os.path.join(args.root, "run", "final.keras")
     if args.memory_child:
         return memory(model_path, args.memory)
     if args.memory:
-        subprocess.run([sys.executable, __file__, "--root", args.root, "--memory",
-                        str(args.memory), "--memory-child"], check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--root", args.root, "--memory", str(args.memory), "--memory-child"],
+            check=True,
+        )
         return None
     if not os.path.isfile(model_path):
         voc = os.path.join(args.root, "voc")
@@ -200,8 +238,22 @@ def main():
         from rfcn_tf.cli import main as cli
 
         start = time.perf_counter()
-        status = cli(["train", "--small", "--dataset", voc, "--split", "all", "--batch-size", "4",
-                      "--epochs", str(args.epochs), "--output-dir", os.path.join(args.root, "run")])
+        status = cli(
+            [
+                "train",
+                "--small",
+                "--dataset",
+                voc,
+                "--split",
+                "all",
+                "--batch-size",
+                "4",
+                "--epochs",
+                str(args.epochs),
+                "--output-dir",
+                os.path.join(args.root, "run"),
+            ]
+        )
         print(f"trained in {time.perf_counter() - start:.0f} s")
         if status:
             return status

@@ -72,9 +72,15 @@ def torch_cases(threads):
     torch.manual_seed(0)
     image, maps, rois, weights = inputs()
     detector = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=CLASSES, min_size=HEIGHT,
-        max_size=WIDTH, rpn_post_nms_top_n_test=ROIS, box_score_thresh=0.05,
-        box_detections_per_img=100).eval()
+        weights=None,
+        weights_backbone=None,
+        num_classes=CLASSES,
+        min_size=HEIGHT,
+        max_size=WIDTH,
+        rpn_post_nms_top_n_test=ROIS,
+        box_score_thresh=0.05,
+        box_detections_per_img=100,
+    ).eval()
     picture = torch.from_numpy(image[0]).permute(2, 0, 1).float() / 255.0
 
     def detect():
@@ -83,8 +89,7 @@ def torch_cases(threads):
 
     # torchvision: NCHW maps, class-major channels (the layout does not change the cost).
     tmaps = torch.from_numpy(maps).permute(0, 3, 1, 2).contiguous()
-    boxes = torch.from_numpy(np.concatenate([np.zeros((ROIS, 1), np.float32),
-                                             rois[:, [1, 0, 3, 2]]], 1))
+    boxes = torch.from_numpy(np.concatenate([np.zeros((ROIS, 1), np.float32), rois[:, [1, 0, 3, 2]]], 1))
     tweights = torch.from_numpy(weights).permute(0, 3, 1, 2).contiguous()
 
     def psroi():
@@ -93,7 +98,10 @@ def torch_cases(threads):
         (out * tweights).sum().backward()
         return int(leaf.grad.shape[1])
 
-    return {"detector": detect, "psroi": psroi}, f"torch {torch.__version__} torchvision {torchvision.__version__}"
+    return {
+        "detector": detect,
+        "psroi": psroi,
+    }, f"torch {torch.__version__} torchvision {torchvision.__version__}"
 
 
 def worker(threads):
@@ -114,9 +122,13 @@ class TorchSide:
 
     def __init__(self, python, threads):
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        self.process = subprocess.Popen([python, os.path.abspath(__file__), "--worker",
-                                         "--threads", str(threads)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, env=env)
+        self.process = subprocess.Popen(
+            [python, os.path.abspath(__file__), "--worker", "--threads", str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.version = self._read()["version"]
 
     def _read(self):
@@ -150,13 +162,13 @@ def tf_cases(threads, inter_op, backbone):
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    import rfcn_tf
-    from rfcn_tf.layers.psroi_pool import PSRoIPool
     from timing import pooled_gradient, trained_like
 
+    import rfcn_tf
+    from rfcn_tf.layers.psroi_pool import PSRoIPool
+
     image, maps, rois, weights = inputs()
-    model = trained_like(rfcn_tf.RFCN(num_classes=CLASSES - 1, backbone=backbone,
-                                      rpn_post_nms_test=ROIS))
+    model = trained_like(rfcn_tf.RFCN(num_classes=CLASSES - 1, backbone=backbone, rpn_post_nms_test=ROIS))
     full = tf.function(lambda x: model(x, training=False))
     frozen = rfcn_tf.freeze_for_inference(model)
     image = tf.constant(image)
@@ -176,8 +188,7 @@ def tf_cases(threads, inter_op, backbone):
     def psroi():
         return int(pool_grad(tmaps, trois).shape[-1])
 
-    return ({"detector": detect, "detector_frozen": detect_frozen, "psroi": psroi},
-            f"TF {tf.__version__}")
+    return ({"detector": detect, "detector_frozen": detect_frozen, "psroi": psroi}, f"TF {tf.__version__}")
 
 
 # rfcn_tf case → the torchvision case it is compared with
@@ -195,18 +206,26 @@ def times(fn, calls):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=["detector_frozen", "psroi"],
-                        choices=list(AGAINST),
-                        help="detector and detector_frozen need a run each (module doc)")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["detector_frozen", "psroi"],
+        choices=list(AGAINST),
+        help="detector and detector_frozen need a run each (module doc)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="rounds (detector)")
     parser.add_argument("--psroi-repeats", type=int, default=10, help="rounds (psroi)")
-    parser.add_argument("--psroi-calls", type=int, default=5,
-                        help="calls a side makes in a row each psroi round (their median)")
+    parser.add_argument(
+        "--psroi-calls",
+        type=int,
+        default=5,
+        help="calls a side makes in a row each psroi round (their median)",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="TF intra-op / torch threads")
-    parser.add_argument("--inter-op", type=int, default=1,
-                        help="TF inter-op threads (1: one op at a time, as torch runs)")
+    parser.add_argument("--threads", type=int, default=2, help="TF intra-op / torch threads")
+    parser.add_argument(
+        "--inter-op", type=int, default=1, help="TF inter-op threads (1: one op at a time, as torch runs)"
+    )
     parser.add_argument("--backbone", default="resnet50", help="rfcn_tf's backbone")
     parser.add_argument("--torch-python", help="a Python with torch and torchvision")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -214,18 +233,24 @@ def main(argv=None):
     if args.worker:
         return worker(args.threads)
     if {"detector", "detector_frozen"} <= set(args.cases):
-        parser.error("time detector and detector_frozen in separate runs: oneDNN's primitive "
-                     "cache keeps the weight layout of whichever ran first for both")
+        parser.error(
+            "time detector and detector_frozen in separate runs: oneDNN's primitive "
+            "cache keeps the weight layout of whichever ran first for both"
+        )
 
     python = find_torch_python(args.torch_python)
     torch_side = TorchSide(python, args.threads) if python else None
     ours, tf_version = tf_cases(args.threads, args.inter_op, args.backbone)
-    print(f"rfcn_tf ({tf_version}, {args.backbone}, {args.threads} intra-op / {args.inter_op} "
-          f"inter-op threads) vs "
-          f"{torch_side.version if torch_side else 'no torchvision (pass --torch-python)'} "
-          f"({args.threads} threads); load avg {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'case':<16} {'rounds':>6} {'rfcn_tf ms':>20} {'torchvision ms':>20} "
-          f"{'ratio median':>12} {'min-max':>13}")
+    print(
+        f"rfcn_tf ({tf_version}, {args.backbone}, {args.threads} intra-op / {args.inter_op} "
+        f"inter-op threads) vs "
+        f"{torch_side.version if torch_side else 'no torchvision (pass --torch-python)'} "
+        f"({args.threads} threads); load avg {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"{'case':<16} {'rounds':>6} {'rfcn_tf ms':>20} {'torchvision ms':>20} "
+        f"{'ratio median':>12} {'min-max':>13}"
+    )
     for name in args.cases:
         psroi = name == "psroi"
         rounds = args.psroi_repeats if psroi else args.repeats
@@ -233,15 +258,17 @@ def main(argv=None):
         mine, theirs = [], []
         for i in range(args.warmup + rounds):
             a = statistics.median(times(ours[name], calls))
-            b = (statistics.median(torch_side.run(AGAINST[name], calls)) if torch_side
-                 else float("nan"))
+            b = statistics.median(torch_side.run(AGAINST[name], calls)) if torch_side else float("nan")
             if i >= args.warmup:
                 mine.append(a)
                 theirs.append(b)
         ratios = [a / b for a, b in zip(mine, theirs)]
-        print(f"{name:<16} {rounds:>6} {statistics.median(mine):>9.1f} (min {min(mine):>6.1f}) "
-              f"{statistics.median(theirs):>9.1f} (min {min(theirs):>6.1f}) "
-              f"{statistics.median(ratios):>12.3f} {min(ratios):>6.3f}-{max(ratios):.3f}", flush=True)
+        print(
+            f"{name:<16} {rounds:>6} {statistics.median(mine):>9.1f} (min {min(mine):>6.1f}) "
+            f"{statistics.median(theirs):>9.1f} (min {min(theirs):>6.1f}) "
+            f"{statistics.median(ratios):>12.3f} {min(ratios):>6.3f}-{max(ratios):.3f}",
+            flush=True,
+        )
     if torch_side:
         torch_side.close()
     return 0

@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 
-CASE = r'''
+CASE = r"""
 import json, os, statistics, sys, time
 args = json.loads(sys.argv[1])
 import tensorflow as tf
@@ -66,13 +66,14 @@ model.fit(data, steps_per_epoch=args["warmup"] + args["steps"], epochs=1, verbos
           callbacks=[Timer()])
 step = statistics.median(times[args["warmup"]:])
 print(json.dumps({"step_s": step, "images": batch, "images_per_s": batch / step}))
-'''
+"""
 
 
 def run_case(case):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", CASE, json.dumps(case)], capture_output=True,
-                          text=True, env=env, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CASE, json.dumps(case)], capture_output=True, text=True, env=env, check=False
+    )
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -82,44 +83,83 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="small", choices=("small", "resnet50", "resnet101"))
     parser.add_argument("--heads", nargs="+", default=["rfcn"], choices=("rfcn", "faster_rcnn"))
-    parser.add_argument("--rois", type=int, nargs="+", default=[300],
-                        help="training proposals per image (rpn_post_nms_train)")
-    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2],
-                        help="1 = one device; N > 1 = MirroredStrategy on N logical CPU devices")
-    parser.add_argument("--xla", nargs="+", default=["off"], choices=("off", "on"),
-                        help="XLA on the convolutions (compile(jit_compile=True)): off, on or both")
-    parser.add_argument("--determinism", nargs="+", default=["off"], choices=("off", "on"),
-                        help="tf.config.experimental.enable_op_determinism(): off, on or both")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="run every case this many times, interleaved (min–max)")
+    parser.add_argument(
+        "--rois", type=int, nargs="+", default=[300], help="training proposals per image (rpn_post_nms_train)"
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="1 = one device; N > 1 = MirroredStrategy on N logical CPU devices",
+    )
+    parser.add_argument(
+        "--xla",
+        nargs="+",
+        default=["off"],
+        choices=("off", "on"),
+        help="XLA on the convolutions (compile(jit_compile=True)): off, on or both",
+    )
+    parser.add_argument(
+        "--determinism",
+        nargs="+",
+        default=["off"],
+        choices=("off", "on"),
+        help="tf.config.experimental.enable_op_determinism(): off, on or both",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every case this many times, interleaved (min–max)"
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
 
-    print(f"training throughput, {args.config}, median of {args.steps} steps after "
-          f"{args.warmup}; CPUs: {os.cpu_count()}; load avg: {os.getloadavg()[0]:.2f}")
-    print(f"{'head':<12} {'RoIs':>5} {'replicas':>8} {'XLA':>4} {'det':>4} {'batch':>6} "
-          f"{'s/step':>8} {'s/image':>8} {'images/s':>9}")
-    cases = [{"config": args.config, "head": head, "rois": rois, "replicas": replicas,
-              "xla": xla == "on", "determinism": det == "on", "steps": args.steps,
-              "warmup": args.warmup}
-             for head in args.heads for rois in args.rois for replicas in args.replicas
-             for xla in args.xla for det in args.determinism]
+    print(
+        f"training throughput, {args.config}, median of {args.steps} steps after "
+        f"{args.warmup}; CPUs: {os.cpu_count()}; load avg: {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{'head':<12} {'RoIs':>5} {'replicas':>8} {'XLA':>4} {'det':>4} {'batch':>6} "
+        f"{'s/step':>8} {'s/image':>8} {'images/s':>9}"
+    )
+    cases = [
+        {
+            "config": args.config,
+            "head": head,
+            "rois": rois,
+            "replicas": replicas,
+            "xla": xla == "on",
+            "determinism": det == "on",
+            "steps": args.steps,
+            "warmup": args.warmup,
+        }
+        for head in args.heads
+        for rois in args.rois
+        for replicas in args.replicas
+        for xla in args.xla
+        for det in args.determinism
+    ]
     steps = {i: [] for i in range(len(cases))}
-    for round_ in range(args.rounds):
+    for _ in range(args.rounds):
         for i, case in enumerate(cases):
             r = run_case(case)
             steps[i].append(r["step_s"])
-            print(f"{case['head']:<12} {case['rois']:>5} {case['replicas']:>8} "
-                  f"{'on' if case['xla'] else 'off':>4} {'on' if case['determinism'] else 'off':>4} "
-                  f"{r['images']:>6} {r['step_s']:>8.3f} {r['step_s'] / r['images']:>8.3f} "
-                  f"{r['images_per_s']:>9.2f}", flush=True)
+            print(
+                f"{case['head']:<12} {case['rois']:>5} {case['replicas']:>8} "
+                f"{'on' if case['xla'] else 'off':>4} {'on' if case['determinism'] else 'off':>4} "
+                f"{r['images']:>6} {r['step_s']:>8.3f} {r['step_s'] / r['images']:>8.3f} "
+                f"{r['images_per_s']:>9.2f}",
+                flush=True,
+            )
     if args.rounds > 1:
         print("min–max s/step over the rounds:")
         for i, case in enumerate(cases):
-            print(f"  {case['head']} rois={case['rois']} replicas={case['replicas']} "
-                  f"xla={case['xla']} determinism={case['determinism']}: "
-                  f"{min(steps[i]):.3f}–{max(steps[i]):.3f}")
+            print(
+                f"  {case['head']} rois={case['rois']} replicas={case['replicas']} "
+                f"xla={case['xla']} determinism={case['determinism']}: "
+                f"{min(steps[i]):.3f}–{max(steps[i]):.3f}"
+            )
+
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ import sys
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ("train_step", "resnet50", "resnet101")
-CHILD = r'''
+CHILD = r"""
 import json, os, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 sys.path.insert(0, sys.argv[1])
@@ -48,7 +48,7 @@ else:
         if i >= 1:
             times.append(1e3 * (time.perf_counter() - start))
 print("RESULT " + json.dumps({"ms": times, "file": rfcn_tf.__file__}))
-'''
+"""
 
 
 def run(path, case):
@@ -56,7 +56,7 @@ def run(path, case):
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
         raise SystemExit(f"{path} {case} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(lines[0][len("RESULT "):])
+    result = json.loads(lines[0][len("RESULT ") :])
     if not result["file"].startswith(os.path.abspath(path)):
         raise SystemExit(f"{path}: imported rfcn_tf from {result['file']} instead")
     return result["ms"]
@@ -75,10 +75,12 @@ def main(argv=None):
             for name, path in versions.items():
                 times[name] += run(path, case)
         median = {name: statistics.median(t) for name, t in times.items()}
-        print(f"{case}: old median {median['old']:.1f} ms (min {min(times['old']):.1f}), "
-              f"new median {median['new']:.1f} ms (min {min(times['new']):.1f}); "
-              f"new/old {median['new'] / median['old']:.3f} ({len(times['new'])} runs each)",
-              flush=True)
+        print(
+            f"{case}: old median {median['old']:.1f} ms (min {min(times['old']):.1f}), "
+            f"new median {median['new']:.1f} ms (min {min(times['new']):.1f}); "
+            f"new/old {median['new'] / median['old']:.3f} ({len(times['new'])} runs each)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ import statistics
 
 import numpy as np
 import tensorflow as tf
+from timing import environment, interleaved_times
 
 import rfcn_tf
-from timing import environment, interleaved_times
 
 
 def main(argv=None):
@@ -31,31 +31,42 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     height, width = args.size
-    config = (rfcn_tf.RFCNConfig.small(num_classes=20) if args.backbone == "small"
-              else rfcn_tf.RFCNConfig(num_classes=20, backbone=args.backbone))
+    config = (
+        rfcn_tf.RFCNConfig.small(num_classes=20)
+        if args.backbone == "small"
+        else rfcn_tf.RFCNConfig(num_classes=20, backbone=args.backbone)
+    )
     config = config.replace(min_side=min(height, width), max_side=max(height, width))
     plain = rfcn_tf.RFCN(config=config)
     xla = rfcn_tf.RFCN(config=config)
     xla.set_weights(plain.get_weights())
     plain.compile(jit_compile=False)
     xla.compile(jit_compile=True)
-    images = tf.constant(np.random.default_rng(0).integers(
-        0, 256, (args.batch, height, width, 3), dtype=np.uint8))
-    calls = {"plain": (tf.function(lambda x: plain(x, training=False)), (images,)),
-             "xla": (tf.function(lambda x: xla(x, training=False)), (images,))}
+    images = tf.constant(
+        np.random.default_rng(0).integers(0, 256, (args.batch, height, width, 3), dtype=np.uint8)
+    )
+    calls = {
+        "plain": (tf.function(lambda x: plain(x, training=False)), (images,)),
+        "xla": (tf.function(lambda x: xla(x, training=False)), (images,)),
+    }
     times = interleaved_times(calls, args.repeats, args.warmup)
     a, b = (fn(*call_args) for fn, call_args in calls.values())
-    same = bool(np.array_equal(a["num_detections"], b["num_detections"])
-                and np.array_equal(a["labels"], b["labels"]))
+    same = bool(
+        np.array_equal(a["num_detections"], b["num_detections"]) and np.array_equal(a["labels"], b["labels"])
+    )
     gap = float(np.max(np.abs(a["boxes"].numpy() - b["boxes"].numpy())))
 
-    print(f"inference {args.backbone} {args.batch}x{height}x{width}, median/min of "
-          f"{args.repeats} after {args.warmup}  {environment()}")
+    print(
+        f"inference {args.backbone} {args.batch}x{height}x{width}, median/min of "
+        f"{args.repeats} after {args.warmup}  {environment()}"
+    )
     for name, t in times.items():
         print(f"{name:<6} median {statistics.median(t):9.1f} ms   min {min(t):9.1f} ms")
-    print(f"xla / plain: {statistics.median(times['xla']) / statistics.median(times['plain']):.3f} "
-          f"(median), {min(times['xla']) / min(times['plain']):.3f} (min); same detections: "
-          f"{same}, largest box difference {gap:.2e} px")
+    print(
+        f"xla / plain: {statistics.median(times['xla']) / statistics.median(times['plain']):.3f} "
+        f"(median), {min(times['xla']) / min(times['plain']):.3f} (min); same detections: "
+        f"{same}, largest box difference {gap:.2e} px"
+    )
 
 
 if __name__ == "__main__":

@@ -35,16 +35,21 @@ def select_devices(kind):
         return ["/cpu:0"]
     gpus = tf.config.list_logical_devices("GPU")
     if not gpus:
-        raise SystemExit("gpu_check: no GPU is visible to TensorFlow (tensorflow[and-cuda] "
-                         "installed? CUDA_VISIBLE_DEVICES?); --device cpu checks the wiring only")
+        raise SystemExit(
+            "gpu_check: no GPU is visible to TensorFlow (tensorflow[and-cuda] "
+            "installed? CUDA_VISIBLE_DEVICES?); --device cpu checks the wiring only"
+        )
     return [g.name for g in gpus]
 
 
 def build(config_name, **changes):
     from rfcn_tf import RFCN, RFCNConfig
 
-    config = (RFCNConfig.small(num_classes=5) if config_name == "small"
-              else RFCNConfig(num_classes=20, backbone=config_name))
+    config = (
+        RFCNConfig.small(num_classes=5)
+        if config_name == "small"
+        else RFCNConfig(num_classes=20, backbone=config_name)
+    )
     return RFCN(config=config.replace(**changes))
 
 
@@ -82,11 +87,19 @@ def parity(device, config_name, rng):
             model.compile(optimizer=keras.optimizers.SGD(1e-3))
             x, y = batch(model, 1, np.random.default_rng(1))
             model.fit(x, y, epochs=1, batch_size=1, verbose=0)
-            results.append((pooled.numpy(), tape.gradient(loss, maps).numpy(),
-                            [v.numpy() for v in model.trainable_variables]))
+            results.append(
+                (
+                    pooled.numpy(),
+                    tape.gradient(loss, maps).numpy(),
+                    [v.numpy() for v in model.trainable_variables],
+                )
+            )
     (p, g, w), (pc, gc, wc) = results
-    return (float(np.abs(p - pc).max()), float(np.abs(g - gc).max()),
-            max(float(np.abs(a - b).max()) for a, b in zip(w, wc)))
+    return (
+        float(np.abs(p - pc).max()),
+        float(np.abs(g - gc).max()),
+        max(float(np.abs(a - b).max()) for a, b in zip(w, wc)),
+    )
 
 
 def train_images_per_s(devices, config_name, policy, xla, steps, rng):
@@ -96,8 +109,11 @@ def train_images_per_s(devices, config_name, policy, xla, steps, rng):
     from rfcn_tf.distribution import set_policy
 
     set_policy(policy)
-    strategy = (tf.distribute.MirroredStrategy(devices) if len(devices) > 1
-                else tf.distribute.OneDeviceStrategy(devices[0]))
+    strategy = (
+        tf.distribute.MirroredStrategy(devices)
+        if len(devices) > 1
+        else tf.distribute.OneDeviceStrategy(devices[0])
+    )
     with strategy.scope():
         model = build(config_name)
         model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), jit_compile=xla)
@@ -132,10 +148,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
     parser.add_argument("--config", choices=("small", "resnet50", "resnet101"), default="resnet101")
-    parser.add_argument("--policy", default="mixed_float16",
-                        choices=("float32", "mixed_float16", "mixed_bfloat16"))
-    parser.add_argument("--xla", choices=("on", "off"), default="on",
-                        help="XLA on the convolutions (compile(jit_compile=True); default on)")
+    parser.add_argument(
+        "--policy", default="mixed_float16", choices=("float32", "mixed_float16", "mixed_bfloat16")
+    )
+    parser.add_argument(
+        "--xla",
+        choices=("on", "off"),
+        default="on",
+        help="XLA on the convolutions (compile(jit_compile=True); default on)",
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--skip-tests", action="store_true")
     args = parser.parse_args(argv)
@@ -152,12 +173,18 @@ def main(argv=None):
         code = subprocess.run([sys.executable, "-m", "pytest", "-q", *TESTS], cwd=root).returncode
         print(f"[2/5] tests: {'passed' if code == 0 else f'FAILED (exit {code})'}", flush=True)
     pool, grad, step = parity(devices[0], args.config, rng)
-    print(f"[3/5] {devices[0]} vs CPU: PSRoIPool forward {pool:.2e}, gradient {grad:.2e}; "
-          f"one training step's weights {step:.2e} (max abs difference)", flush=True)
+    print(
+        f"[3/5] {devices[0]} vs CPU: PSRoIPool forward {pool:.2e}, gradient {grad:.2e}; "
+        f"one training step's weights {step:.2e} (max abs difference)",
+        flush=True,
+    )
     xla = args.xla == "on"
     rate = train_images_per_s(devices, args.config, args.policy, xla, args.steps, rng)
-    print(f"[4/5] training {args.config} ({args.policy}, {len(devices)} replica(s), XLA "
-          f"{args.xla}): {rate:.2f} images/s", flush=True)
+    print(
+        f"[4/5] training {args.config} ({args.policy}, {len(devices)} replica(s), XLA "
+        f"{args.xla}): {rate:.2f} images/s",
+        flush=True,
+    )
     ms = inference_ms(devices[0], args.config, xla, rng)
     print(f"[5/5] inference {args.config}, 300 RoIs: {ms:.1f} ms/image ({ANCHORS})")
 

@@ -71,23 +71,63 @@ VAL_FRACTION = 0.15
 
 # Colours are RGB 0–255; "sun" is the direction shadows fall (radians, 0 = +x, image y down).
 SITES = {
-    "A": dict(name="temperate", ground=((92, 128, 64), (128, 150, 84)), field=((150, 170, 90), (180, 160, 100)),
-              road=(110, 110, 115), cars=((200, 40, 40), (230, 230, 235), (40, 60, 150), (30, 30, 35), (200, 200, 60)),
-              roofs=((150, 70, 60), (120, 120, 130)), tree=(40, 90, 40), density=80.0, grain=6.0,
-              stripes=0.12, gain=1.0, cast=(1.0, 1.0, 1.0), gradient=0.10, sun=0.8, shadow=(0.55, 0.35)),
-    "B": dict(name="arid", ground=((196, 170, 120), (170, 140, 95)), field=((210, 190, 140), (150, 130, 80)),
-              road=(160, 120, 95), cars=((180, 180, 170), (120, 110, 100), (200, 190, 160), (90, 70, 60)),
-              roofs=((200, 200, 190), (170, 110, 80)), tree=(95, 105, 55), density=140.0, grain=12.0,
-              stripes=0.04, gain=1.15, cast=(1.05, 1.0, 0.9), gradient=0.25, sun=2.6, shadow=(0.45, 0.6)),
-    "C": dict(name="overcast", ground=((100, 108, 112), (80, 92, 90)), field=((120, 125, 110), (95, 100, 105)),
-              road=(70, 72, 78), cars=((150, 160, 170), (60, 70, 90), (170, 60, 60), (200, 205, 210)),
-              roofs=((90, 95, 110), (130, 100, 90)), tree=(50, 75, 60), density=200.0, grain=9.0,
-              stripes=0.08, gain=0.8, cast=(0.92, 0.98, 1.08), gradient=0.05, sun=-1.9, shadow=(0.8, 0.2)),
+    "A": dict(
+        name="temperate",
+        ground=((92, 128, 64), (128, 150, 84)),
+        field=((150, 170, 90), (180, 160, 100)),
+        road=(110, 110, 115),
+        cars=((200, 40, 40), (230, 230, 235), (40, 60, 150), (30, 30, 35), (200, 200, 60)),
+        roofs=((150, 70, 60), (120, 120, 130)),
+        tree=(40, 90, 40),
+        density=80.0,
+        grain=6.0,
+        stripes=0.12,
+        gain=1.0,
+        cast=(1.0, 1.0, 1.0),
+        gradient=0.10,
+        sun=0.8,
+        shadow=(0.55, 0.35),
+    ),
+    "B": dict(
+        name="arid",
+        ground=((196, 170, 120), (170, 140, 95)),
+        field=((210, 190, 140), (150, 130, 80)),
+        road=(160, 120, 95),
+        cars=((180, 180, 170), (120, 110, 100), (200, 190, 160), (90, 70, 60)),
+        roofs=((200, 200, 190), (170, 110, 80)),
+        tree=(95, 105, 55),
+        density=140.0,
+        grain=12.0,
+        stripes=0.04,
+        gain=1.15,
+        cast=(1.05, 1.0, 0.9),
+        gradient=0.25,
+        sun=2.6,
+        shadow=(0.45, 0.6),
+    ),
+    "C": dict(
+        name="overcast",
+        ground=((100, 108, 112), (80, 92, 90)),
+        field=((120, 125, 110), (95, 100, 105)),
+        road=(70, 72, 78),
+        cars=((150, 160, 170), (60, 70, 90), (170, 60, 60), (200, 205, 210)),
+        roofs=((90, 95, 110), (130, 100, 90)),
+        tree=(50, 75, 60),
+        density=200.0,
+        grain=9.0,
+        stripes=0.08,
+        gain=0.8,
+        cast=(0.92, 0.98, 1.08),
+        gradient=0.05,
+        sun=-1.9,
+        shadow=(0.8, 0.2),
+    ),
 }
 SITE_KEYS = tuple(SITES)
 
 
 # --------------------------------------------------------------------------- drawing
+
 
 def _blend(image, alpha, colour):
     """In place: ``image = image·(1 − α) + colour·α`` (float [H, W, 3], α [H, W] or [H, W, 1])."""
@@ -114,7 +154,12 @@ def _polygon_alpha(height, width, polygons):
 def _rectangle(cx, cy, length, width, angle):
     """Corners (x, y) of a ``length × width`` rectangle centred on (cx, cy), long axis at ``angle``."""
     c, s = math.cos(angle), math.sin(angle)
-    half = [(length / 2, width / 2), (-length / 2, width / 2), (-length / 2, -width / 2), (length / 2, -width / 2)]
+    half = [
+        (length / 2, width / 2),
+        (-length / 2, width / 2),
+        (-length / 2, -width / 2),
+        (length / 2, -width / 2),
+    ]
     return [(cx + u * c - v * s, cy + u * s + v * c) for u, v in half]
 
 
@@ -133,11 +178,15 @@ def scene_ground(rng, site, height, width):
     for _ in range(int(rng.integers(2, 6))):  # fields: quadrilaterals with stripes
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         size = rng.uniform(0.15, 0.4) * min(height, width)
-        corners = [(cx + size * math.cos(a) * rng.uniform(0.6, 1.0), cy + size * math.sin(a) * rng.uniform(0.6, 1.0))
-                   for a in np.sort(rng.uniform(0, 2 * math.pi, 4))]
+        corners = [
+            (cx + size * math.cos(a) * rng.uniform(0.6, 1.0), cy + size * math.sin(a) * rng.uniform(0.6, 1.0))
+            for a in np.sort(rng.uniform(0, 2 * math.pi, 4))
+        ]
         alpha = _polygon_alpha(height, width, [corners])
         theta, period = rng.uniform(0, math.pi), rng.uniform(6.0, 20.0)
-        stripes = 1.0 + p["stripes"] * np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period)
+        stripes = 1.0 + p["stripes"] * np.sin(
+            2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period
+        )
         colour = p["field"][int(rng.integers(len(p["field"])))]
         _blend(image, alpha, _jitter(rng, colour)[None, None] * stripes[..., None])
 
@@ -152,8 +201,11 @@ def scene_ground(rng, site, height, width):
             length = math.hypot(x1 - x0, y1 - y0)
             for t in np.arange(0, length, 24.0):
                 u, v = t / length, min(t + 10.0, length) / length
-                draw_mark.line([(x0 + u * (x1 - x0), y0 + u * (y1 - y0)), (x0 + v * (x1 - x0), y0 + v * (y1 - y0))],
-                               fill=255, width=2)
+                draw_mark.line(
+                    [(x0 + u * (x1 - x0), y0 + u * (y1 - y0)), (x0 + v * (x1 - x0), y0 + v * (y1 - y0))],
+                    fill=255,
+                    width=2,
+                )
     _blend(image, np.asarray(roads, np.float32) / 255.0, _jitter(rng, p["road"], 8.0))
     _blend(image, np.asarray(marks, np.float32) / 255.0 * 0.9, (235, 235, 230))
 
@@ -163,14 +215,27 @@ def scene_ground(rng, site, height, width):
     for _ in range(int(rng.poisson(60 * area))):  # rocks: small irregular polygons, no shadow
         cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(2.0, 7.0)
         angles = np.sort(rng.uniform(0, 2 * math.pi, 6))
-        draw.polygon([((cx + r * rng.uniform(0.6, 1.0) * math.cos(a)) * SUPERSAMPLE,
-                       (cy + r * rng.uniform(0.6, 1.0) * math.sin(a)) * SUPERSAMPLE) for a in angles], fill=255)
+        draw.polygon(
+            [
+                (
+                    (cx + r * rng.uniform(0.6, 1.0) * math.cos(a)) * SUPERSAMPLE,
+                    (cy + r * rng.uniform(0.6, 1.0) * math.sin(a)) * SUPERSAMPLE,
+                )
+                for a in angles
+            ],
+            fill=255,
+        )
     for _ in range(int(rng.poisson(6 * area))):  # fences: long thin lines
         x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
         a, length = rng.uniform(0, 2 * math.pi), rng.uniform(50, 300)
-        draw.line([(x0 * SUPERSAMPLE, y0 * SUPERSAMPLE),
-                   ((x0 + length * math.cos(a)) * SUPERSAMPLE, (y0 + length * math.sin(a)) * SUPERSAMPLE)],
-                  fill=255, width=SUPERSAMPLE)
+        draw.line(
+            [
+                (x0 * SUPERSAMPLE, y0 * SUPERSAMPLE),
+                ((x0 + length * math.cos(a)) * SUPERSAMPLE, (y0 + length * math.sin(a)) * SUPERSAMPLE),
+            ],
+            fill=255,
+            width=SUPERSAMPLE,
+        )
     alpha = np.asarray(clutter.resize((width, height), Image.BOX), np.float32) / 255.0
     _blend(image, alpha * 0.85, _jitter(rng, (140, 138, 130), 10.0))
     return image
@@ -185,7 +250,9 @@ def _object_layers(rng, site, kind, cx, cy, length, angle):
         body = _rectangle(cx, cy, length, width, angle)
         colour = _jitter(rng, p["cars"][int(rng.integers(len(p["cars"])))], 12.0)
         shift = 0.18 * length  # the windscreen, a dark band towards the front
-        glass = _rectangle(cx + shift * math.cos(angle), cy + shift * math.sin(angle), 0.18 * length, 0.8 * width, angle)
+        glass = _rectangle(
+            cx + shift * math.cos(angle), cy + shift * math.sin(angle), 0.18 * length, 0.8 * width, angle
+        )
         return body, [(body, colour), (glass, colour * 0.35)]
     if kind == "roof":
         width = length / rng.uniform(1.0, 1.6)
@@ -212,8 +279,10 @@ def place_objects(rng, site, height, width, object_size=(10, 60)):
     ``shadow`` (polygon), ``box`` (the polygon's extent, for spacing). Density from the site."""
     p = SITES[site]
     count = int(rng.poisson(p["density"] * height * width / 1e6))
-    clusters = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0, math.pi), rng.uniform(20, 80))
-                for _ in range(max(1, count // 25))]
+    clusters = [
+        (rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0, math.pi), rng.uniform(20, 80))
+        for _ in range(max(1, count // 25))
+    ]
     log_lo, log_hi = math.log(object_size[0]), math.log(object_size[1])
     sun, (strength, reach) = p["sun"], p["shadow"]
     objects, boxes = [], np.zeros((0, 4))
@@ -231,11 +300,20 @@ def place_objects(rng, site, height, width, object_size=(10, 60)):
             box = np.array([min(ys) - 2, min(xs) - 2, max(ys) + 2, max(xs) + 2])
             if box[0] < 0 or box[1] < 0 or box[2] > height or box[3] > width:
                 continue  # whole objects only
-            if len(boxes) and np.any((np.minimum(boxes[:, 2:], box[2:]) > np.maximum(boxes[:, :2], box[:2])).all(axis=1)):
+            if len(boxes) and np.any(
+                (np.minimum(boxes[:, 2:], box[2:]) > np.maximum(boxes[:, :2], box[:2])).all(axis=1)
+            ):
                 continue  # no overlap with an earlier object (with a 2 px margin)
             dx, dy = reach * length * math.cos(sun), reach * length * math.sin(sun)
-            objects.append({"kind": kind, "body": body, "parts": parts, "strength": strength,
-                            "shadow": [(x + dx, y + dy) for x, y in body]})
+            objects.append(
+                {
+                    "kind": kind,
+                    "body": body,
+                    "parts": parts,
+                    "strength": strength,
+                    "shadow": [(x + dx, y + dy) for x, y in body],
+                }
+            )
             boxes = np.concatenate([boxes, box[None]])
             break
     return objects
@@ -245,8 +323,12 @@ def _local_frame(polygons, height, width):
     """The integer window ``(y0, x0, y1, x1)`` of the image holding ``polygons`` (clipped)."""
     xs = [x for poly in polygons for x, _ in poly]
     ys = [y for poly in polygons for _, y in poly]
-    return (max(int(math.floor(min(ys))) - 1, 0), max(int(math.floor(min(xs))) - 1, 0),
-            min(int(math.ceil(max(ys))) + 1, height), min(int(math.ceil(max(xs))) + 1, width))
+    return (
+        max(int(math.floor(min(ys))) - 1, 0),
+        max(int(math.floor(min(xs))) - 1, 0),
+        min(int(math.ceil(max(ys))) + 1, height),
+        min(int(math.ceil(max(xs))) + 1, width),
+    )
 
 
 def paint_objects(image, objects):
@@ -301,6 +383,7 @@ def render_scene(seed, site, index, photo_size=(2000, 4000), object_size=(10, 60
 
 # --------------------------------------------------------------------------- the VOC folder
 
+
 def tile_objects(boxes, masks, y0, x0, size):
     """The objects of one tile ``[y0, y0 + size) × [x0, x0 + size)`` → VOC object dicts
     (box relative to the tile: the extent of the body's pixels inside it; difficult when
@@ -309,14 +392,20 @@ def tile_objects(boxes, masks, y0, x0, size):
     for box, (my, mx, mask) in zip(boxes, masks):
         if box[0] >= y0 + size or box[2] <= y0 or box[1] >= x0 + size or box[3] <= x0:
             continue
-        inside = mask[max(y0 - my, 0):max(y0 + size - my, 0), max(x0 - mx, 0):max(x0 + size - mx, 0)]
+        inside = mask[max(y0 - my, 0) : max(y0 + size - my, 0), max(x0 - mx, 0) : max(x0 + size - mx, 0)]
         if not inside.any():
             continue
         ty, tx = max(my - y0, 0), max(mx - x0, 0)
         r0, c0, r1, c1 = mask_box(inside) + np.array([ty, tx, ty, tx])
         fraction = inside.sum() / mask.sum()
-        objects.append({"name": CLASS_NAME, "box": (r0, c0, r1, c1), "truncated": bool(fraction < 1.0),
-                        "difficult": bool(fraction < MIN_VISIBLE)})
+        objects.append(
+            {
+                "name": CLASS_NAME,
+                "box": (r0, c0, r1, c1),
+                "truncated": bool(fraction < 1.0),
+                "difficult": bool(fraction < MIN_VISIBLE),
+            }
+        )
     return objects
 
 
@@ -324,7 +413,9 @@ def _write(root, image_id, pixels, objects):
     filename = image_id + ".jpg"
     Image.fromarray(pixels).save(os.path.join(root, "JPEGImages", filename), quality=90)
     with open(os.path.join(root, "Annotations", image_id + ".xml"), "w") as f:
-        f.write(voc_xml(image_id, filename, pixels.shape[0], pixels.shape[1], 3, objects, folder="overhead_sites"))
+        f.write(
+            voc_xml(image_id, filename, pixels.shape[0], pixels.shape[1], 3, objects, folder="overhead_sites")
+        )
 
 
 def make_sites(root, photos=None, tile=400, photo_size=(2000, 4000), object_size=(10, 60), seed=0):
@@ -335,8 +426,9 @@ def make_sites(root, photos=None, tile=400, photo_size=(2000, 4000), object_size
     photos = photos or {"A": 4, "B": 2, "C": 2}
     if os.path.exists(root):  # replace an earlier folder of this benchmark, nothing else
         if os.listdir(root) and not os.path.isfile(os.path.join(root, "ImageSets", "Main", "photos_A.txt")):
-            raise FileExistsError(f"{root} exists and is not a folder this benchmark wrote; "
-                                  "choose another --make folder")
+            raise FileExistsError(
+                f"{root} exists and is not a folder this benchmark wrote; choose another --make folder"
+            )
         shutil.rmtree(root)
     for folder in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(root, folder))
@@ -347,7 +439,9 @@ def make_sites(root, photos=None, tile=400, photo_size=(2000, 4000), object_size
             scene = render_scene(seed, site, i, photo_size, object_size)
             image, boxes = scene["image"], scene["boxes"]
             photo_id = f"{site}_p{i:02d}"
-            whole = [{"name": CLASS_NAME, "box": tuple(b), "truncated": False, "difficult": False} for b in boxes]
+            whole = [
+                {"name": CLASS_NAME, "box": tuple(b), "truncated": False, "difficult": False} for b in boxes
+            ]
             _write(root, photo_id, image, whole)
             splits.setdefault(f"photos_{site}", []).append(photo_id)
             height, width = image.shape[:2]
@@ -355,8 +449,12 @@ def make_sites(root, photos=None, tile=400, photo_size=(2000, 4000), object_size
                 for tx in range(width // tile):
                     y0, x0 = ty * tile, tx * tile
                     tile_id = f"{photo_id}_y{ty:02d}x{tx:02d}"
-                    _write(root, tile_id, image[y0:y0 + tile, x0:x0 + tile],
-                           tile_objects(boxes, scene["masks"], y0, x0, tile))
+                    _write(
+                        root,
+                        tile_id,
+                        image[y0 : y0 + tile, x0 : x0 + tile],
+                        tile_objects(boxes, scene["masks"], y0, x0, tile),
+                    )
                     tiles.append(tile_id)
         if site == "A":
             order = np.random.default_rng([seed, 99]).permutation(len(tiles))
@@ -380,12 +478,15 @@ def describe(root):
         records, _ = read_voc_folder(root, name[:-4])
         sides = np.concatenate([np.sqrt(np.prod(b[:, 2:] - b[:, :2], axis=1)) for b in records.boxes])
         difficult = sum(int(d.sum()) for d in records.difficult)
-        lines.append(f"{name[:-4]:>9}: {len(records):4d} images, {len(sides):6d} objects ({difficult} difficult), "
-                     f"median side {np.median(sides):.0f} px, {len(sides) / len(records):.0f} per image")
+        lines.append(
+            f"{name[:-4]:>9}: {len(records):4d} images, {len(sides):6d} objects ({difficult} difficult), "
+            f"median side {np.median(sides):.0f} px, {len(sides) / len(records):.0f} per image"
+        )
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- train + evaluate
+
 
 def photo_scores(root, split, detections_json):
     """``rfcn-tf predict``'s detections.json on a split's photos → ``(AP (VOC07), recall)`` at
@@ -402,19 +503,38 @@ def photo_scores(root, split, detections_json):
             dets["boxes"].append(d["box"])
             dets["scores"].append(d["score"])
             dets["image"].append(i)
-    dets = {"boxes": np.array(dets["boxes"], np.float64).reshape(-1, 4), "scores": np.array(dets["scores"]),
-            "image": np.array(dets["image"], np.int64)}
-    gts = {"boxes": np.concatenate(records.boxes).astype(np.float64),
-           "difficult": np.concatenate(records.difficult),
-           "image": np.repeat(np.arange(len(records)), [len(b) for b in records.boxes])}
+    dets = {
+        "boxes": np.array(dets["boxes"], np.float64).reshape(-1, 4),
+        "scores": np.array(dets["scores"]),
+        "image": np.array(dets["image"], np.int64),
+    }
+    gts = {
+        "boxes": np.concatenate(records.boxes).astype(np.float64),
+        "difficult": np.concatenate(records.difficult),
+        "image": np.repeat(np.arange(len(records)), [len(b) for b in records.boxes]),
+    }
     positives = int((~gts["difficult"]).sum())
     tp, fp = match(dets, gts, 0.5)
     return ap_11_point(*precision_recall(tp, fp, positives)), float(tp.sum()) / positives
 
 
 def _evaluate_map(cli, model, root, split, out_json, env, extra=()):
-    code, _ = _stream([cli, "evaluate", "--model", model, "--dataset", root, "--split", split,
-                       "--output", out_json, *extra], env)
+    code, _ = _stream(
+        [
+            cli,
+            "evaluate",
+            "--model",
+            model,
+            "--dataset",
+            root,
+            "--split",
+            split,
+            "--output",
+            out_json,
+            *extra,
+        ],
+        env,
+    )
     if code != 0 or not os.path.isfile(out_json):
         return None
     with open(out_json) as f:
@@ -428,9 +548,31 @@ def run_one(root, cli, variant, flags, seed, size, epochs, decoding, tile_args, 
     shutil.rmtree(out, ignore_errors=True)  # never resume an older run
     # val_mAP once, after the last epoch: the final model's, from the training's own output.
     model_flags = [] if "--backbone" in flags else ["--small"]  # a ResNet row drops --small
-    train = [cli, "train", *model_flags, "--dataset", root, "--split", "train", "--val-split", "val",
-             "--eval-every", str(epochs), "--min-side", str(size), "--max-side", str(size),
-             "--batch-size", "4", "--epochs", str(epochs), "--seed", str(seed), "--output-dir", out]
+    train = [
+        cli,
+        "train",
+        *model_flags,
+        "--dataset",
+        root,
+        "--split",
+        "train",
+        "--val-split",
+        "val",
+        "--eval-every",
+        str(epochs),
+        "--min-side",
+        str(size),
+        "--max-side",
+        str(size),
+        "--batch-size",
+        "4",
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        "--output-dir",
+        out,
+    ]
     start = time.monotonic()
     code, output = _stream([*train, *flags], env)
     result = {"variant": variant, "seed": seed, "train_min": (time.monotonic() - start) / 60}
@@ -444,11 +586,25 @@ def run_one(root, cli, variant, flags, seed, size, epochs, decoding, tile_args, 
         files = [os.path.join(photos, line.strip() + ".jpg") for line in f if line.strip()]
     for name, extra in (("whole", decoding), ("tiled", [*decoding, *tile_args])):
         pred_dir = os.path.join(out, f"photos_B_{name}")
-        code, _ = _stream([cli, "predict", "--model", model, *files, "--output-dir", pred_dir,
-                           "--score-threshold", "0.05", *extra], env)
+        code, _ = _stream(
+            [
+                cli,
+                "predict",
+                "--model",
+                model,
+                *files,
+                "--output-dir",
+                pred_dir,
+                "--score-threshold",
+                "0.05",
+                *extra,
+            ],
+            env,
+        )
         if code == 0:
             result[f"{name}_AP"], result[f"{name}_recall"] = photo_scores(
-                root, "photos_B", os.path.join(pred_dir, "detections.json"))
+                root, "photos_B", os.path.join(pred_dir, "detections.json")
+            )
     return result
 
 
@@ -459,15 +615,27 @@ def format_table(results):
     """One row per variant (--augment preset or --variant): each figure as min–max over seeds."""
     rows = [("variant", "seeds") + COLUMNS]
     for variant in dict.fromkeys(r["variant"] for r in results):
-        group = [dict(r, gap=(r["val_mAP"] - r["test_mAP"]) if r.get("val_mAP") is not None
-                      and r.get("test_mAP") is not None else None)
-                 for r in results if r["variant"] == variant]
+        group = [
+            dict(
+                r,
+                gap=(r["val_mAP"] - r["test_mAP"])
+                if r.get("val_mAP") is not None and r.get("test_mAP") is not None
+                else None,
+            )
+            for r in results
+            if r["variant"] == variant
+        ]
         cells = [variant, ",".join(str(r["seed"]) for r in group)]
         for column in COLUMNS:
             values = [r[column] for r in group if r.get(column) is not None]
             digits = 1 if column == "train_min" else 3
-            cells.append("-" if not values else f"{min(values):.{digits}f}" if min(values) == max(values)
-                         else f"{min(values):.{digits}f}–{max(values):.{digits}f}")
+            cells.append(
+                "-"
+                if not values
+                else f"{min(values):.{digits}f}"
+                if min(values) == max(values)
+                else f"{min(values):.{digits}f}–{max(values):.{digits}f}"
+            )
         rows.append(tuple(cells))
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
@@ -478,33 +646,54 @@ FULL = dict(photo_size=(2000, 4000), tile=400, photos={"A": 4, "B": 3, "C": 3}, 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--make", metavar="DIR", help="write the VOC folder here (replacing one it wrote before)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--make", metavar="DIR", help="write the VOC folder here (replacing one it wrote before)"
+    )
     parser.add_argument("--run", metavar="DIR", help="train and evaluate on the folder here")
-    parser.add_argument("--cpu", action="store_true",
-                        help=f"the CPU-sized experiment: photos {CPU['photo_size']} px, tiles "
-                             f"{CPU['tile']}, {CPU['epochs']} epochs (default: photos "
-                             f"{FULL['photo_size']}, tiles {FULL['tile']}, {FULL['epochs']} epochs)")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help=f"the CPU-sized experiment: photos {CPU['photo_size']} px, tiles "
+        f"{CPU['tile']}, {CPU['epochs']} epochs (default: photos "
+        f"{FULL['photo_size']}, tiles {FULL['tile']}, {FULL['epochs']} epochs)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="dataset seed")
     parser.add_argument("--photo-size", type=int, nargs=2, metavar=("MIN", "MAX"), default=None)
     parser.add_argument("--object-size", type=int, nargs=2, metavar=("MIN", "MAX"), default=(10, 60))
-    parser.add_argument("--tile", type=int, default=None, help="tile side of the splits and the model's scale")
+    parser.add_argument(
+        "--tile", type=int, default=None, help="tile side of the splits and the model's scale"
+    )
     for site in SITE_KEYS:
         parser.add_argument(f"--photos-{site.lower()}", type=int, default=None, help=f"photos of site {site}")
-    parser.add_argument("--augments", nargs="*", default=["default", "standard", "overhead"],
-                        help="rfcn-tf train --augment presets, one row each ('default': the flag "
-                             "omitted; default: default standard overhead)")
-    parser.add_argument("--variant", action="append", default=[], metavar="'NAME=FLAGS'",
-                        help="a further row: rfcn-tf train with these extra flags, e.g. "
-                             "'auto anchors=--anchors auto' (repeatable; flags naming --backbone "
-                             "replace --small)")
+    parser.add_argument(
+        "--augments",
+        nargs="*",
+        default=["default", "standard", "overhead"],
+        help="rfcn-tf train --augment presets, one row each ('default': the flag "
+        "omitted; default: default standard overhead)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="'NAME=FLAGS'",
+        help="a further row: rfcn-tf train with these extra flags, e.g. "
+        "'auto anchors=--anchors auto' (repeatable; flags naming --backbone "
+        "replace --small)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--overlap", type=float, default=0.2, help="--overlap of the tiled predictions")
-    parser.add_argument("--max-detections", type=int, default=2000,
-                        help="rfcn-tf predict --max-detections on the photos, whole and tiled "
-                             "(dense scenes; 0: leave the flag out, the model's cap of 100)")
+    parser.add_argument(
+        "--max-detections",
+        type=int,
+        default=2000,
+        help="rfcn-tf predict --max-detections on the photos, whole and tiled "
+        "(dense scenes; 0: leave the flag out, the model's cap of 100)",
+    )
     parser.add_argument("--train-args", default="", help="extra rfcn-tf train flags for every row (they win)")
     args = parser.parse_args(argv)
     preset = CPU if args.cpu else FULL
@@ -515,8 +704,14 @@ def main(argv=None):
     if args.make:
         photos = {s: getattr(args, f"photos_{s.lower()}") or preset["photos"][s] for s in SITE_KEYS}
         start = time.monotonic()
-        make_sites(args.make, photos, tile, tuple(args.photo_size or preset["photo_size"]),
-                   tuple(args.object_size), args.seed)
+        make_sites(
+            args.make,
+            photos,
+            tile,
+            tuple(args.photo_size or preset["photo_size"]),
+            tuple(args.object_size),
+            args.seed,
+        )
         print(f"wrote {args.make} in {time.monotonic() - start:.0f} s")
         print(describe(args.make), flush=True)
     if not args.run:
@@ -538,13 +733,27 @@ def main(argv=None):
     results = []
     for name, flags in variants:
         for seed in args.seeds:
-            results.append(run_one(root, cli, name, [*flags, *shlex.split(args.train_args)], seed, tile,
-                                   args.epochs or preset["epochs"], decoding, tile_args, env))
+            results.append(
+                run_one(
+                    root,
+                    cli,
+                    name,
+                    [*flags, *shlex.split(args.train_args)],
+                    seed,
+                    tile,
+                    args.epochs or preset["epochs"],
+                    decoding,
+                    tile_args,
+                    env,
+                )
+            )
             print("\n" + format_table(results), flush=True)
     with open(os.path.join(root, "runs", "summary.json"), "w") as f:
         json.dump({"tile": tile, "results": results}, f, indent=2)
-    print(f"\n{root}: trained on site A tiles at {tile} px; val = site A tiles, test = site B "
-          f"tiles; whole/tiled = site B photos (AP, recall at IoU 0.5)")
+    print(
+        f"\n{root}: trained on site A tiles at {tile} px; val = site A tiles, test = site B "
+        f"tiles; whole/tiled = site B photos (AP, recall at IoU 0.5)"
+    )
     print(format_table(results))
     return 0
 

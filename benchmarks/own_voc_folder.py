@@ -82,23 +82,40 @@ _ID_PATTERN = re.compile(r"^(train|val|test)_\d{5}\.(xml|jpg|png)$")
 
 # --------------------------------------------------------------------------- shapes
 
+
 def _unit_polygons(name, rng):
     """A class in a [0, 1]² frame: ``(polygon to fill, polygon to cut out or None)``."""
     if name == "cross":
         t = rng.uniform(0.26, 0.42) / 2  # half the arm thickness
-        pts = [(-t, -0.5), (t, -0.5), (t, -t), (0.5, -t), (0.5, t), (t, t),
-               (t, 0.5), (-t, 0.5), (-t, t), (-0.5, t), (-0.5, -t), (-t, -t)]
+        pts = [
+            (-t, -0.5),
+            (t, -0.5),
+            (t, -t),
+            (0.5, -t),
+            (0.5, t),
+            (t, t),
+            (t, 0.5),
+            (-t, 0.5),
+            (-t, t),
+            (-0.5, t),
+            (-0.5, -t),
+            (-t, -t),
+        ]
         angle = math.radians(rng.uniform(-20, 20))
         scale = 0.5 / math.hypot(0.5, t)  # the rotated cross stays inside the frame
         outer = _rotate(pts, angle, scale)
         return outer, None
     if name == "hexagon":
         start = rng.uniform(0, math.pi / 3)
-        pts = [(0.5 * math.cos(start + k * math.pi / 3), 0.5 * math.sin(start + k * math.pi / 3))
-               for k in range(6)]
+        pts = [
+            (0.5 * math.cos(start + k * math.pi / 3), 0.5 * math.sin(start + k * math.pi / 3))
+            for k in range(6)
+        ]
         return _shift(pts), None
     if name == "crescent":
-        circle = [(0.5 * math.cos(a), 0.5 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 64, endpoint=False)]
+        circle = [
+            (0.5 * math.cos(a), 0.5 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 64, endpoint=False)
+        ]
         r_cut = rng.uniform(0.36, 0.46)
         offset = rng.uniform(0.22, 0.36)
         direction = rng.uniform(0, 2 * math.pi)
@@ -132,6 +149,7 @@ def _object_alpha(name, width, height, rng):
 
 # --------------------------------------------------------------------------- backgrounds
 
+
 def _random_colour(rng, saturation=(0.25, 1.0), value=(0.3, 1.0)):
     r, g, b = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(*saturation), rng.uniform(*value))
     return np.array([r, g, b], np.float32) * 255.0
@@ -147,7 +165,7 @@ def _background(height, width, rng):
     image = c1 + (c2 - c1) * ramp[..., None]
     cy, cx = rng.uniform(0, height), rng.uniform(0, width)
     sigma = rng.uniform(0.3, 0.8) * max(height, width)
-    bump = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+    bump = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
     image += rng.uniform(-60, 60) * bump[..., None]
     pil = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
 
@@ -169,11 +187,13 @@ def _random_line(draw, height, width, rng):
     x0, y0 = rng.uniform(-20, width + 20), rng.uniform(-20, height + 20)
     length, angle = rng.uniform(20, 1.2 * max(height, width)), rng.uniform(0, 2 * math.pi)
     x1, y1 = x0 + length * math.cos(angle), y0 + length * math.sin(angle)
-    draw.line([(x0, y0), (x1, y1)], fill=tuple(int(v) for v in _random_colour(rng)),
-              width=int(rng.integers(1, 5)))
+    draw.line(
+        [(x0, y0), (x1, y1)], fill=tuple(int(v) for v in _random_colour(rng)), width=int(rng.integers(1, 5))
+    )
 
 
 # --------------------------------------------------------------------------- one image
+
 
 def _luma(rgb):
     return float(np.dot(rgb, [0.299, 0.587, 0.114]))
@@ -224,8 +244,14 @@ def render_image(rng, num_objects, gray=False):
         box = _box_of(obj["visible"])
         fraction = obj["visible"].sum() / obj["mask"].sum()
         longer = max(box[2] - box[0], box[3] - box[1])
-        objects.append({"name": obj["name"], "box": box, "truncated": obj["truncated"],
-                        "difficult": bool(fraction < DIFFICULT_VISIBLE or longer < DIFFICULT_SIZE)})
+        objects.append(
+            {
+                "name": obj["name"],
+                "box": box,
+                "truncated": obj["truncated"],
+                "difficult": bool(fraction < DIFFICULT_VISIBLE or longer < DIFFICULT_SIZE),
+            }
+        )
     return pixels, objects
 
 
@@ -252,7 +278,7 @@ def _try_place(name, height, width, image, placed, rng, gray):
 
     # The part inside the image.
     ys, xs = slice(max(y0, 0), min(y0 + h, height)), slice(max(x0, 0), min(x0 + w, width))
-    local = alpha[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+    local = alpha[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
     mask = np.zeros((height, width), bool)
     mask[ys, xs] = local > 0.5
     inside = mask.sum()
@@ -267,7 +293,7 @@ def _try_place(name, height, width, image, placed, rng, gray):
     if any(v.sum() < MIN_VISIBLE * other["mask"].sum() for v, other in zip(visibles, placed)):
         return None
     boxes = [_box_of(v) for v in visibles] + [box]
-    if any(_iou(a, b) > MAX_IOU for k, a in enumerate(boxes) for b in boxes[k + 1:]):
+    if any(_iou(a, b) > MAX_IOU for k, a in enumerate(boxes) for b in boxes[k + 1 :]):
         return None
 
     under = image[mask].mean(axis=0)
@@ -281,7 +307,7 @@ def _try_place(name, height, width, image, placed, rng, gray):
             break
     # A shading ramp across the object: brightness up to about ±25 %.
     theta = rng.uniform(0, 2 * math.pi)
-    yy, xx = np.mgrid[0:local.shape[0], 0:local.shape[1]].astype(np.float32)
+    yy, xx = np.mgrid[0 : local.shape[0], 0 : local.shape[1]].astype(np.float32)
     ramp = (xx * math.cos(theta) + yy * math.sin(theta)) / max(w, h)
     shade = 1.0 + rng.uniform(0.0, 0.4) * (ramp - ramp.mean())
     fill = np.clip(best * shade[..., None], 0, 255)
@@ -295,26 +321,31 @@ def _try_place(name, height, width, image, placed, rng, gray):
 
 # --------------------------------------------------------------------------- the folder
 
+
 def voc_xml(image_id, filename, height, width, depth, objects, folder="own_voc"):
     """One image's VOC annotation; objects: dicts ``name``, ``box`` (edge-convention yxyx
     integers), ``truncated``, ``difficult``."""
-    parts = ["<annotation>",
-             f"\t<folder>{folder}</folder>",
-             f"\t<filename>{filename}</filename>",
-             f"\t<source><database>{folder} synthetic</database></source>",
-             f"\t<size><width>{width}</width><height>{height}</height><depth>{depth}</depth></size>",
-             "\t<segmented>0</segmented>"]
+    parts = [
+        "<annotation>",
+        f"\t<folder>{folder}</folder>",
+        f"\t<filename>{filename}</filename>",
+        f"\t<source><database>{folder} synthetic</database></source>",
+        f"\t<size><width>{width}</width><height>{height}</height><depth>{depth}</depth></size>",
+        "\t<segmented>0</segmented>",
+    ]
     for obj in objects:
         r0, c0, r1, c1 = (int(v) for v in obj["box"])
         # edge convention → VOC 1-based inclusive: first pixel + 1, last pixel (= end) as is.
-        parts += ["\t<object>",
-                  f"\t\t<name>{obj['name']}</name>",
-                  "\t\t<pose>Unspecified</pose>",
-                  f"\t\t<truncated>{int(obj['truncated'])}</truncated>",
-                  f"\t\t<difficult>{int(obj['difficult'])}</difficult>",
-                  f"\t\t<bndbox><xmin>{c0 + 1}</xmin><ymin>{r0 + 1}</ymin>"
-                  f"<xmax>{c1}</xmax><ymax>{r1}</ymax></bndbox>",
-                  "\t</object>"]
+        parts += [
+            "\t<object>",
+            f"\t\t<name>{obj['name']}</name>",
+            "\t\t<pose>Unspecified</pose>",
+            f"\t\t<truncated>{int(obj['truncated'])}</truncated>",
+            f"\t\t<difficult>{int(obj['difficult'])}</difficult>",
+            f"\t\t<bndbox><xmin>{c0 + 1}</xmin><ymin>{r0 + 1}</ymin>"
+            f"<xmax>{c1}</xmax><ymax>{r1}</ymax></bndbox>",
+            "\t</object>",
+        ]
     parts.append("</annotation>")
     return "\n".join(parts) + "\n"
 
@@ -408,9 +439,11 @@ def describe_folder(root):
                 per_class[obj.findtext("name")] += 1
                 difficult += obj.findtext("difficult") == "1"
         total = sum(per_class.values())
-        lines.append(f"{split}: {len(ids)} images ({', '.join(f'{v} {k}' for k, v in formats.items())}; "
-                     f"{empty} empty), {total} objects ({', '.join(f'{v} {k}' for k, v in per_class.items())}; "
-                     f"{difficult} difficult)")
+        lines.append(
+            f"{split}: {len(ids)} images ({', '.join(f'{v} {k}' for k, v in formats.items())}; "
+            f"{empty} empty), {total} objects ({', '.join(f'{v} {k}' for k, v in per_class.items())}; "
+            f"{difficult} difficult)"
+        )
     return "\n".join(lines)
 
 
@@ -460,20 +493,57 @@ def run_seed(root, seed, cli, train_args=(), env=None):
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(out_dir, previous)
         print(f"moved the earlier {out_dir} to {previous}", flush=True)
-    train = [cli, "train", "--small", "--dataset", root, "--split", "train", "--val-split", "val",
-             "--min-side", "192", "--max-side", "256", "--batch-size", "4", "--epochs", "4",
-             "--seed", str(seed), "--output-dir", out_dir, *train_args]
+    train = [
+        cli,
+        "train",
+        "--small",
+        "--dataset",
+        root,
+        "--split",
+        "train",
+        "--val-split",
+        "val",
+        "--min-side",
+        "192",
+        "--max-side",
+        "256",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "4",
+        "--seed",
+        str(seed),
+        "--output-dir",
+        out_dir,
+        *train_args,
+    ]
     start = time.monotonic()
     code, output = _stream(train, env)
-    result = {"seed": seed, "train_minutes": (time.monotonic() - start) / 60.0,
-              "val_mAP": parse_val_map(output), "train_returncode": code,
-              "test_mAP": None, "eval_minutes": None}
+    result = {
+        "seed": seed,
+        "train_minutes": (time.monotonic() - start) / 60.0,
+        "val_mAP": parse_val_map(output),
+        "train_returncode": code,
+        "test_mAP": None,
+        "eval_minutes": None,
+    }
     model = os.path.join(out_dir, "final.keras")
     if code != 0 or not os.path.isfile(model):
         print(f"seed {seed}: training failed (exit status {code}); skipping the evaluation", flush=True)
         return result
     test_json = os.path.join(out_dir, "test.json")
-    evaluate = [cli, "evaluate", "--model", model, "--dataset", root, "--split", "test", "--output", test_json]
+    evaluate = [
+        cli,
+        "evaluate",
+        "--model",
+        model,
+        "--dataset",
+        root,
+        "--split",
+        "test",
+        "--output",
+        test_json,
+    ]
     start = time.monotonic()
     code, _ = _stream(evaluate, env)
     result["eval_minutes"] = (time.monotonic() - start) / 60.0
@@ -491,29 +561,38 @@ def _fmt(value, digits=3):
 def format_results(results):
     epochs = sorted({e for r in results for e in r["val_mAP"]})
     header = ["seed"] + [f"val_mAP e{e}" for e in epochs] + ["test mAP", "train min", "eval min"]
-    rows = [[str(r["seed"])] + [_fmt(r["val_mAP"].get(e)) for e in epochs]
-            + [_fmt(r["test_mAP"]), _fmt(r["train_minutes"], 1), _fmt(r["eval_minutes"], 1)]
-            for r in results]
+    rows = [
+        [str(r["seed"])]
+        + [_fmt(r["val_mAP"].get(e)) for e in epochs]
+        + [_fmt(r["test_mAP"]), _fmt(r["train_minutes"], 1), _fmt(r["eval_minutes"], 1)]
+        for r in results
+    ]
     widths = [max(len(row[k]) for row in [header] + rows) for k in range(len(header))]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(row) for row in rows])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="/tmp/own_voc", help="the VOC folder to write (default /tmp/own_voc)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root", default="/tmp/own_voc", help="the VOC folder to write (default /tmp/own_voc)"
+    )
     parser.add_argument("--num-train", type=int, default=1200)
     parser.add_argument("--num-val", type=int, default=100)
     parser.add_argument("--num-test", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="dataset seed")
-    parser.add_argument("--skip-generate", action="store_true",
-                        help="reuse the folder already at --root")
+    parser.add_argument("--skip-generate", action="store_true", help="reuse the folder already at --root")
     parser.add_argument("--run", action="store_true", help="then train and evaluate with rfcn-tf")
-    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0],
-                        help="one training run per seed (default 0)")
-    parser.add_argument("--train-args", default="",
-                        help='extra flags for rfcn-tf train, e.g. "--epochs 8 --lr 5e-4" (they win)')
+    parser.add_argument(
+        "--train-seeds", type=int, nargs="+", default=[0], help="one training run per seed (default 0)"
+    )
+    parser.add_argument(
+        "--train-args",
+        default="",
+        help='extra flags for rfcn-tf train, e.g. "--epochs 8 --lr 5e-4" (they win)',
+    )
     args = parser.parse_args(argv)
     root = os.path.abspath(os.path.expanduser(args.root))
 
@@ -538,8 +617,16 @@ def main(argv=None):
         print("\n" + format_results(results), flush=True)
     summary = os.path.join(root, "runs", "summary.json")
     with open(summary, "w") as f:
-        json.dump({"dataset_seed": args.seed, "sizes": [args.num_train, args.num_val, args.num_test],
-                   "train_args": train_args, "results": results}, f, indent=2)
+        json.dump(
+            {
+                "dataset_seed": args.seed,
+                "sizes": [args.num_train, args.num_val, args.num_test],
+                "train_args": train_args,
+                "results": results,
+            },
+            f,
+            indent=2,
+        )
     print(f"\ndataset {root} (seed {args.seed}); extra train args: {shlex.join(train_args) or 'none'}")
     print(format_results(results))
     print(f"wrote {summary}")

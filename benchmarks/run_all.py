@@ -41,10 +41,10 @@ QUICK = {
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="small backbone, few repeats: a fast smoke run")
-    parser.add_argument("--only", nargs="+", choices=list(FULL), default=list(FULL),
-                        help="run only these benchmarks")
+    parser.add_argument("--quick", action="store_true", help="small backbone, few repeats: a fast smoke run")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(FULL), default=list(FULL), help="run only these benchmarks"
+    )
     args = parser.parse_args(argv)
 
     plan = QUICK if args.quick else FULL
@@ -54,16 +54,17 @@ def main(argv=None):
     start_all = time.perf_counter()
     for name in args.only:
         command = [sys.executable, os.path.join(HERE, f"bench_{name}.py"), *plan[name]]
-        print(f"==== {name}: {' '.join(['python', os.path.relpath(command[1]), *plan[name]])}",
-              flush=True)
+        print(f"==== {name}: {' '.join(['python', os.path.relpath(command[1]), *plan[name]])}", flush=True)
         start = time.perf_counter()
         code = subprocess.run(command, env=env, check=False).returncode
         status = "ok" if code == 0 else f"FAILED (exit {code})"
         print(f"==== {name}: {status} in {time.perf_counter() - start:.0f} s\n", flush=True)
         if code:
             failed.append(name)
-    print(f"all done in {time.perf_counter() - start_all:.0f} s"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"all done in {time.perf_counter() - start_all:.0f} s"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -29,8 +29,14 @@ def trained_like(model, seed=0):
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.moving_mean.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n),
-                               rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, n),
+                    rng.normal(0, 0.1, n),
+                    rng.normal(0, 0.1, n),
+                    rng.uniform(0.5, 2.0, n),
+                ]
+            )
         elif isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
             layer.bias.assign(rng.normal(0, 0.01, layer.bias.shape))
     return model
@@ -39,12 +45,14 @@ def trained_like(model, seed=0):
 def pooled_gradient(layer, weights):
     """A ``tf.function`` ``(maps, rois) → d Σ(layer(maps, rois) · weights) / d maps``: a
     PSRoIPool-like layer's forward and backward pass."""
+
     @tf.function
     def forward_backward(maps, rois):
         with tf.GradientTape() as tape:
             tape.watch(maps)
             loss = tf.reduce_sum(layer(maps, rois) * weights)
         return tape.gradient(loss, maps)
+
     return forward_backward
 
 

@@ -23,7 +23,6 @@ groups rather than at the edge of the 0.5 threshold. Deterministic; numpy only.
 """
 
 import dataclasses
-from typing import Tuple
 
 import numpy as np
 
@@ -51,8 +50,9 @@ def centred_iou(boxes_hw, anchors_hw):
     """IoU of boxes and anchors centred at the same point: ``[N, 2]``, ``[A, 2]`` → ``[N, A]``."""
     boxes_hw = np.asarray(boxes_hw, np.float64)
     anchors_hw = np.asarray(anchors_hw, np.float64)
-    inter = (np.minimum(boxes_hw[:, None, 0], anchors_hw[None, :, 0])
-             * np.minimum(boxes_hw[:, None, 1], anchors_hw[None, :, 1]))
+    inter = np.minimum(boxes_hw[:, None, 0], anchors_hw[None, :, 0]) * np.minimum(
+        boxes_hw[:, None, 1], anchors_hw[None, :, 1]
+    )
     union = (boxes_hw[:, 0] * boxes_hw[:, 1])[:, None] + (anchors_hw[:, 0] * anchors_hw[:, 1])[None] - inter
     return inter / union
 
@@ -61,8 +61,10 @@ def best_anchor_iou(boxes_hw, scales, ratios):
     """``[N]``: each box's highest centred IoU over the anchors ``scales × ratios``."""
     boxes_hw = _check_boxes(boxes_hw)
     anchors = anchor_shapes(scales, ratios)
-    return np.concatenate([centred_iou(boxes_hw[i:i + _CHUNK], anchors).max(axis=1)
-                           for i in range(0, len(boxes_hw), _CHUNK)] or [np.zeros(0)])
+    return np.concatenate(
+        [centred_iou(boxes_hw[i : i + _CHUNK], anchors).max(axis=1) for i in range(0, len(boxes_hw), _CHUNK)]
+        or [np.zeros(0)]
+    )
 
 
 def anchor_recall(boxes_hw, scales, ratios, iou_threshold=RECALL_IOU):
@@ -83,7 +85,9 @@ def fit_anchors(boxes_hw, num_scales=4, num_ratios=3, iou_threshold=RECALL_IOU, 
     if len(boxes_hw) == 0:
         raise ValueError("fit_anchors: no boxes to fit anchors to")
     if int(num_scales) < 1 or int(num_ratios) < 1:
-        raise ValueError(f"fit_anchors: num_scales and num_ratios must be >= 1, got {num_scales}, {num_ratios}")
+        raise ValueError(
+            f"fit_anchors: num_scales and num_ratios must be >= 1, got {num_scales}, {num_ratios}"
+        )
     if len(boxes_hw) > MAX_FIT_BOXES:
         pick = np.random.default_rng(seed).choice(len(boxes_hw), MAX_FIT_BOXES, replace=False)
         boxes_hw = boxes_hw[np.sort(pick)]
@@ -93,8 +97,10 @@ def fit_anchors(boxes_hw, num_scales=4, num_ratios=3, iou_threshold=RECALL_IOU, 
     params = [np.quantile(log_scale, mids(num_scales)), np.quantile(log_ratio, mids(num_ratios))]
     # Candidates span the boxes plus the reach of one anchor at IoU 0.5 (a factor √2 in
     # scale, 2.25 in ratio) beyond them.
-    grids = [np.linspace(log_scale.min() - np.log(2) / 2, log_scale.max() + np.log(2) / 2, GRID_SIZE),
-             np.linspace(log_ratio.min() - np.log(2.25), log_ratio.max() + np.log(2.25), GRID_SIZE)]
+    grids = [
+        np.linspace(log_scale.min() - np.log(2) / 2, log_scale.max() + np.log(2) / 2, GRID_SIZE),
+        np.linspace(log_ratio.min() - np.log(2.25), log_ratio.max() + np.log(2.25), GRID_SIZE),
+    ]
 
     def best_iou(log_scales, log_ratios):  # → [N]
         iou = centred_iou(boxes_hw, anchor_shapes(np.exp(log_scales), np.exp(log_ratios)))
@@ -155,7 +161,7 @@ def training_box_shapes(examples, min_side, max_side, max_images=MAX_IMAGES):
     boxes = np.concatenate(boxes).astype(np.float64)
     hw = boxes[:, 2:] - boxes[:, :2]
     out = []
-    for side in (min_side if isinstance(min_side, (tuple, list)) else (min_side,)):
+    for side in min_side if isinstance(min_side, (tuple, list)) else (min_side,):
         factor = resized_size(sizes, side, max_side).numpy() / sizes  # per axis, as rounded
         out.append(hw * np.repeat(factor, counts, axis=0))
     return np.concatenate(out)
@@ -168,9 +174,9 @@ class AnchorReport:
     num_boxes: int
     median_side: float  # median √(h·w) of the boxes at the model's scale
     feature_stride: int
-    given: Tuple[Tuple[float, ...], Tuple[float, ...]]  # (scales, ratios) of the config
+    given: tuple[tuple[float, ...], tuple[float, ...]]  # (scales, ratios) of the config
     given_recall: float
-    fitted: Tuple[Tuple[float, ...], Tuple[float, ...]] = None  # with --anchors auto
+    fitted: tuple[tuple[float, ...], tuple[float, ...]] = None  # with --anchors auto
     fitted_recall: float = None
 
     @property
@@ -180,29 +186,40 @@ class AnchorReport:
 
     def lines(self):
         """→ ``(info lines, warning lines)``."""
-        def describe(name, anchors, recall):
-            return (f"{name} anchors scales {list(anchors[0])} × ratios {list(anchors[1])}: "
-                    f"recall {recall:.3f}")
 
-        head = (f"anchors: {self.num_boxes} training boxes at the model's scale, median side "
-                f"{self.median_side:.1f} px; recall = fraction whose best anchor has IoU ≥ "
-                f"{RECALL_IOU} (centred)")
+        def describe(name, anchors, recall):
+            return (
+                f"{name} anchors scales {list(anchors[0])} × ratios {list(anchors[1])}: recall {recall:.3f}"
+            )
+
+        head = (
+            f"anchors: {self.num_boxes} training boxes at the model's scale, median side "
+            f"{self.median_side:.1f} px; recall = fraction whose best anchor has IoU ≥ "
+            f"{RECALL_IOU} (centred)"
+        )
         info = [head, "  " + describe("default", self.given, self.given_recall)]
         if self.fitted is not None:
             info.append("  " + describe("auto", self.fitted, self.fitted_recall))
         warnings = []
         if self.recall < LOW_RECALL:
-            hint = (" (try --anchors auto)" if self.fitted is None else
-                    " even with fitted anchors: the boxes' shapes vary more than "
-                    f"{len(self.fitted[0])} scales × {len(self.fitted[1])} ratios cover")
-            warnings.append(f"anchor recall {self.recall:.3f} is below {LOW_RECALL}: "
-                            f"{1 - self.recall:.0%} of the training boxes have no anchor with "
-                            f"IoU ≥ {RECALL_IOU}{hint}")
+            hint = (
+                " (try --anchors auto)"
+                if self.fitted is None
+                else " even with fitted anchors: the boxes' shapes vary more than "
+                f"{len(self.fitted[0])} scales × {len(self.fitted[1])} ratios cover"
+            )
+            warnings.append(
+                f"anchor recall {self.recall:.3f} is below {LOW_RECALL}: "
+                f"{1 - self.recall:.0%} of the training boxes have no anchor with "
+                f"IoU ≥ {RECALL_IOU}{hint}"
+            )
         if self.median_side < self.feature_stride:
-            warnings.append(f"the median box is {self.median_side:.1f} px at the model's scale, "
-                            f"less than one feature cell ({self.feature_stride} px): objects this "
-                            "small are hard to find; see a larger --min-side/--max-side, --crop "
-                            "or --feature-stride 8")
+            warnings.append(
+                f"the median box is {self.median_side:.1f} px at the model's scale, "
+                f"less than one feature cell ({self.feature_stride} px): objects this "
+                "small are hard to find; see a larger --min-side/--max-side, --crop "
+                "or --feature-stride 8"
+            )
         return info, warnings
 
 
@@ -215,9 +232,12 @@ def report_anchors(boxes_hw, config, fit=False, seed=0):
         raise ValueError("the training data has no boxes: anchors cannot be checked or fitted")
     given = (tuple(config.anchor_scales), tuple(config.anchor_ratios))
     report = AnchorReport(
-        num_boxes=len(boxes_hw), median_side=float(np.median(np.sqrt(boxes_hw.prod(axis=1)))),
-        feature_stride=int(config.feature_stride), given=given,
-        given_recall=anchor_recall(boxes_hw, *given))
+        num_boxes=len(boxes_hw),
+        median_side=float(np.median(np.sqrt(boxes_hw.prod(axis=1)))),
+        feature_stride=int(config.feature_stride),
+        given=given,
+        given_recall=anchor_recall(boxes_hw, *given),
+    )
     if fit:
         report.fitted = fit_anchors(boxes_hw, len(given[0]), len(given[1]), seed=seed)
         report.fitted_recall = anchor_recall(boxes_hw, *report.fitted)

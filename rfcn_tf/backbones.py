@@ -32,8 +32,14 @@ def preprocess(images):
     return keras.applications.resnet.preprocess_input(images)
 
 
-def build_backbone(name="resnet101", weights=None, dilated_conv5=True, freeze_stem=False,
-                   freeze_batchnorm=False, output_stride=16):
+def build_backbone(
+    name="resnet101",
+    weights=None,
+    dilated_conv5=True,
+    freeze_stem=False,
+    freeze_batchnorm=False,
+    output_stride=16,
+):
     """Returns ``(trunk, conv5)``.
 
     weights: None (random init, offline), ``"imagenet"`` (keras.applications download,
@@ -46,7 +52,9 @@ def build_backbone(name="resnet101", weights=None, dilated_conv5=True, freeze_st
         if weights is not None:
             raise ValueError("the 'small' backbone has no pretrained weights; use weights=None")
         if output_stride not in SMALL_BACKBONE_STRIDES:
-            raise ValueError(f"the 'small' backbone has output stride {SMALL_BACKBONE_STRIDES}, got {output_stride}")
+            raise ValueError(
+                f"the 'small' backbone has output stride {SMALL_BACKBONE_STRIDES}, got {output_stride}"
+            )
         trunk, conv5 = _small_backbone(dilated_conv5, output_stride)
     elif name in RESNETS:
         if output_stride != 16:
@@ -88,6 +96,7 @@ def _dilate(conv5):
 
     Kernel shapes do not change, so the (ImageNet) weights carry over unchanged.
     """
+
     def clone(layer):
         config = layer.get_config()
         if isinstance(layer, keras.layers.Conv2D):
@@ -103,8 +112,15 @@ def _dilate(conv5):
 
 
 def _conv_bn(x, filters, name, strides=1, dilation=1, kernel=3):
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same",
-                            dilation_rate=dilation, use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        dilation_rate=dilation,
+        use_bias=False,
+        name=f"{name}_conv",
+    )(x)
     # momentum 0.9: the moving statistics settle within the few hundred steps of CPU runs.
     x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)

@@ -31,12 +31,8 @@ def decode(anchors, deltas, std=None):
     """Deltas ``[..., 4]`` (scaled by ``std``) applied to anchors → yxyx boxes."""
     if std is not None:
         deltas = deltas * tf.constant(std, deltas.dtype)
-    deltas = tf.concat(
-        [deltas[..., :2], tf.minimum(deltas[..., 2:], MAX_LOG_SCALE)], axis=-1
-    )
-    return bounding_boxes.decode_deltas_to_boxes(
-        anchors, deltas, anchor_format="yxyx", box_format="yxyx"
-    )
+    deltas = tf.concat([deltas[..., :2], tf.minimum(deltas[..., 2:], MAX_LOG_SCALE)], axis=-1)
+    return bounding_boxes.decode_deltas_to_boxes(anchors, deltas, anchor_format="yxyx", box_format="yxyx")
 
 
 def iou(boxes1, boxes2):

@@ -14,6 +14,7 @@ from rfcn_tf._version import __version__
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
 def _commands():
     from rfcn_tf.commands import demo, evaluate, export, predict, train
 

@@ -7,7 +7,7 @@ and the demo use.
 """
 
 import dataclasses
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 BOX_FORMATS = ("yxyx", "xyxy", "xywh", "center_xywh", "center_yxhw")
 BACKBONES = ("resnet50", "resnet101", "resnet152", "small")
@@ -23,26 +23,26 @@ ROI_SAMPLERS = ("ohem", "random")
 @dataclasses.dataclass
 class RFCNConfig:
     num_classes: int = 20
-    class_names: Optional[Tuple[str, ...]] = None
+    class_names: tuple[str, ...] | None = None
     bounding_box_format: str = "yxyx"
 
     # Backbone: conv4 feeds the RPN, dilated conv5 feeds the head; both at feature_stride
     # (16 for every backbone; the small backbone also offers 8).
     backbone: str = "resnet101"
-    backbone_weights: Optional[str] = None  # None, "imagenet" or a weights file
-    freeze_stem: Optional[bool] = None  # conv1 + res2; None → frozen iff weights given
-    freeze_batchnorm: Optional[bool] = None  # None → frozen iff weights given
+    backbone_weights: str | None = None  # None, "imagenet" or a weights file
+    freeze_stem: bool | None = None  # conv1 + res2; None → frozen iff weights given
+    freeze_batchnorm: bool | None = None  # None → frozen iff weights given
     feature_stride: int = 16
 
     # Input scale (the model resizes every image itself, see rfcn_tf.image_scale): shorter
     # side min_side unless the longer would exceed max_side. Several min_side values =
     # multi-scale training (make_pipeline picks one per image; inference uses the largest).
-    min_side: Union[int, Tuple[int, ...]] = 600
+    min_side: int | tuple[int, ...] = 600
     max_side: int = 1000
 
     # RPN
-    anchor_scales: Tuple[float, ...] = (128.0, 256.0, 512.0)
-    anchor_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)
+    anchor_scales: tuple[float, ...] = (128.0, 256.0, 512.0)
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     rpn_channels: int = 512
     rpn_nms_iou: float = 0.7
     rpn_min_size: float = 0.0
@@ -56,7 +56,7 @@ class RFCNConfig:
     rpn_negative_iou: float = 0.3
     # Anchors reaching further beyond the image are ignored in training (Faster R-CNN: 0);
     # None keeps every anchor centred in the image.
-    rpn_allowed_border: Optional[float] = 0.0
+    rpn_allowed_border: float | None = 0.0
 
     # Second stage
     head: str = "rfcn"
@@ -68,7 +68,7 @@ class RFCNConfig:
     roi_sampler: str = "ohem"
     roi_batch_size: int = 128
     roi_positive_fraction: float = 0.25  # used by the "random" sampler only
-    box_std: Tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
+    box_std: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
 
     # Detection decoding
     nms_iou: float = 0.3
@@ -101,25 +101,53 @@ class RFCNConfig:
         check(int(self.num_classes) >= 1, f"num_classes must be >= 1, got {self.num_classes}")
         check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         check(self.head in HEADS, f"head must be one of {HEADS}, got {self.head!r}")
-        check(self.psroi_mode in PSROI_MODES, f"psroi_mode must be one of {PSROI_MODES}, got {self.psroi_mode!r}")
-        check(self.roi_sampler in ROI_SAMPLERS, f"roi_sampler must be one of {ROI_SAMPLERS}, got {self.roi_sampler!r}")
-        check(self.bounding_box_format in BOX_FORMATS,
-              f"bounding_box_format must be one of {BOX_FORMATS} (absolute pixels), got {self.bounding_box_format!r}")
+        check(
+            self.psroi_mode in PSROI_MODES,
+            f"psroi_mode must be one of {PSROI_MODES}, got {self.psroi_mode!r}",
+        )
+        check(
+            self.roi_sampler in ROI_SAMPLERS,
+            f"roi_sampler must be one of {ROI_SAMPLERS}, got {self.roi_sampler!r}",
+        )
+        check(
+            self.bounding_box_format in BOX_FORMATS,
+            f"bounding_box_format must be one of {BOX_FORMATS} (absolute pixels), "
+            f"got {self.bounding_box_format!r}",
+        )
         check(int(self.k) >= 1, f"k must be >= 1, got {self.k}")
         if self.backbone == "small":
-            check(self.feature_stride in SMALL_BACKBONE_STRIDES,
-                  f"feature_stride of the small backbone must be one of {SMALL_BACKBONE_STRIDES}, got {self.feature_stride}")
+            check(
+                self.feature_stride in SMALL_BACKBONE_STRIDES,
+                f"feature_stride of the small backbone must be one of {SMALL_BACKBONE_STRIDES}, "
+                f"got {self.feature_stride}",
+            )
         else:
-            check(self.feature_stride == 16, f"feature_stride of {self.backbone} must be 16 (its output stride), got {self.feature_stride}")
+            check(
+                self.feature_stride == 16,
+                f"feature_stride of {self.backbone} must be 16 (its output stride), "
+                f"got {self.feature_stride}",
+            )
         sides = self.min_side if isinstance(self.min_side, tuple) else (self.min_side,)
-        check(len(sides) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sides),
-              f"min_side must be a positive int or a tuple of them, got {self.min_side!r}")
-        check(isinstance(self.max_side, int) and not isinstance(self.max_side, bool) and self.max_side > 0,
-              f"max_side must be a positive int, got {self.max_side!r}")
+        check(
+            len(sides) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sides),
+            f"min_side must be a positive int or a tuple of them, got {self.min_side!r}",
+        )
+        check(
+            isinstance(self.max_side, int) and not isinstance(self.max_side, bool) and self.max_side > 0,
+            f"max_side must be a positive int, got {self.max_side!r}",
+        )
         check(len(self.box_std) == 4, f"box_std needs 4 values, got {self.box_std}")
-        check(len(self.anchor_scales) > 0 and len(self.anchor_ratios) > 0, "anchor_scales and anchor_ratios must not be empty")
-        check(self.rpn_post_nms_test <= self.rpn_pre_nms_test, "rpn_post_nms_test must be <= rpn_pre_nms_test")
-        check(self.rpn_post_nms_train <= self.rpn_pre_nms_train, "rpn_post_nms_train must be <= rpn_pre_nms_train")
+        check(
+            len(self.anchor_scales) > 0 and len(self.anchor_ratios) > 0,
+            "anchor_scales and anchor_ratios must not be empty",
+        )
+        check(
+            self.rpn_post_nms_test <= self.rpn_pre_nms_test, "rpn_post_nms_test must be <= rpn_pre_nms_test"
+        )
+        check(
+            self.rpn_post_nms_train <= self.rpn_pre_nms_train,
+            "rpn_post_nms_train must be <= rpn_pre_nms_train",
+        )
         if self.class_names is not None:
             check(
                 len(self.class_names) == self.num_classes,
@@ -136,7 +164,8 @@ class RFCNConfig:
         loaded = self.backbone_weights is not None
         return self.replace(
             freeze_stem=loaded if self.freeze_stem is None else self.freeze_stem,
-            freeze_batchnorm=loaded if self.freeze_batchnorm is None else self.freeze_batchnorm)
+            freeze_batchnorm=loaded if self.freeze_batchnorm is None else self.freeze_batchnorm,
+        )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -157,7 +186,9 @@ class RFCNConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def small(cls, num_classes: int = 5, class_names: Optional[Sequence[str]] = None, **overrides) -> "RFCNConfig":
+    def small(
+        cls, num_classes: int = 5, class_names: Sequence[str] | None = None, **overrides
+    ) -> "RFCNConfig":
         """The CPU-sized configuration: small backbone, k = 3, 16/32/64/128 px anchors, images
         seen at a shorter side of 192 px (longer side ≤ 320). (The 16 px scale: with
         24/48/96 the demo's ~20 px objects were the ones never found at IoU 0.5.)"""

@@ -16,8 +16,11 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-FLAGS = {"max_detections": "--max-detections", "proposals": "--proposals",
-         "score_threshold": "--score-threshold"}
+FLAGS = {
+    "max_detections": "--max-detections",
+    "proposals": "--proposals",
+    "score_threshold": "--score-threshold",
+}
 
 
 def decoding_changes(config, max_detections=None, proposals=None, score_threshold=None):
@@ -25,18 +28,24 @@ def decoding_changes(config, max_detections=None, proposals=None, score_threshol
     a dict, empty when nothing changes. ValueError names the setting that is out of range."""
     changes = {}
     if max_detections is not None:
-        _check(_is_int(max_detections) and max_detections >= 1,
-               "max_detections", f"must be an integer >= 1; got {max_detections!r}")
+        _check(
+            _is_int(max_detections) and max_detections >= 1,
+            "max_detections",
+            f"must be an integer >= 1; got {max_detections!r}",
+        )
         changes["max_detections"] = int(max_detections)
     if proposals is not None:
-        _check(_is_int(proposals) and proposals >= 1,
-               "proposals", f"must be an integer >= 1; got {proposals!r}")
+        _check(
+            _is_int(proposals) and proposals >= 1, "proposals", f"must be an integer >= 1; got {proposals!r}"
+        )
         changes["rpn_post_nms_test"] = int(proposals)
         changes["rpn_pre_nms_test"] = max(config.rpn_pre_nms_test, int(proposals))
     if score_threshold is not None:
-        _check(isinstance(score_threshold, (int, float, np.floating))
-               and 0.0 <= score_threshold < 1.0,
-               "score_threshold", f"must be in [0, 1); got {score_threshold!r}")
+        _check(
+            isinstance(score_threshold, (int, float, np.floating)) and 0.0 <= score_threshold < 1.0,
+            "score_threshold",
+            f"must be in [0, 1); got {score_threshold!r}",
+        )
         changes["score_threshold"] = float(score_threshold)
     return {k: v for k, v in changes.items() if getattr(config, k) != v}
 
@@ -57,25 +66,43 @@ def add_decoding_arguments(parser, score_threshold=True):
     """``--max-detections``, ``--proposals`` and (unless the command has its own)
     ``--score-threshold`` on ``parser``; read them back with ``decoding_args``."""
     group = parser.add_argument_group("decoding (dense scenes)")
-    group.add_argument("--max-detections", type=int, default=None, metavar="N",
-                       help="detections kept per image (RFCNConfig.max_detections; default: "
-                            "the model's, 100); a .keras model is rebuilt with it, an export "
-                            "carries it")
-    group.add_argument("--proposals", type=int, default=None, metavar="N",
-                       help="RPN proposals scored per image at test time "
-                            "(RFCNConfig.rpn_post_nms_test; default: the model's, 300 or 100 "
-                            "with --small); raise it with --max-detections for dense scenes")
+    group.add_argument(
+        "--max-detections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="detections kept per image (RFCNConfig.max_detections; default: "
+        "the model's, 100); a .keras model is rebuilt with it, an export "
+        "carries it",
+    )
+    group.add_argument(
+        "--proposals",
+        type=int,
+        default=None,
+        metavar="N",
+        help="RPN proposals scored per image at test time "
+        "(RFCNConfig.rpn_post_nms_test; default: the model's, 300 or 100 "
+        "with --small); raise it with --max-detections for dense scenes",
+    )
     if score_threshold:
-        group.add_argument("--score-threshold", type=float, default=None, metavar="F",
-                           help="minimum class score of a detection (RFCNConfig."
-                                "score_threshold; default: the model's, 0.05)")
+        group.add_argument(
+            "--score-threshold",
+            type=float,
+            default=None,
+            metavar="F",
+            help="minimum class score of a detection (RFCNConfig."
+            "score_threshold; default: the model's, 0.05)",
+        )
     return group
 
 
 def decoding_args(args):
     """The settings ``add_decoding_arguments`` parsed → keyword arguments of ``with_decoding``."""
-    return {"max_detections": args.max_detections, "proposals": args.proposals,
-            "score_threshold": getattr(args, "score_threshold", None)}
+    return {
+        "max_detections": args.max_detections,
+        "proposals": args.proposals,
+        "score_threshold": getattr(args, "score_threshold", None),
+    }
 
 
 def count_capped(num_detections, max_detections):
@@ -89,7 +116,10 @@ def warn_capped(where, max_detections):
     logger.warning(
         "%s: reached the cap of %d detections (max_detections); objects beyond it are lost: "
         "raise it with --max-detections N (and --proposals N), or "
-        "rfcn_tf.with_decoding(model, max_detections=N)", where, max_detections)
+        "rfcn_tf.with_decoding(model, max_detections=N)",
+        where,
+        max_detections,
+    )
 
 
 def _is_int(value):

@@ -39,12 +39,12 @@ def make_strategy(name="none", cpu_replicas=None):
     configured = tf.config.get_logical_device_configuration(cpu)
     if configured is None or len(configured) != count:
         try:
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
         except RuntimeError as error:
             raise RuntimeError(
                 f"cannot split the CPU into {count} logical devices: TensorFlow is already "
-                "initialised in this process (make the strategy before running any op)") from error
+                "initialised in this process (make the strategy before running any op)"
+            ) from error
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(count)])
 
 

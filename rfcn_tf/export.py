@@ -30,8 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from rfcn_tf import portable
-from rfcn_tf.model import RFCN
 from rfcn_tf.frozen import freeze_for_inference
+from rfcn_tf.model import RFCN
 from rfcn_tf.signatures import build_signatures
 
 EXTRA_DIR = "assets.extra"
@@ -39,13 +39,15 @@ LABELS_FILE = "labels.txt"
 CONFIG_FILE = "rfcn_config.json"
 EXPORT_FILE = "export.json"
 FORMATS = ("saved_model", "tflite", "onnx")
-DEFAULT_DIRS = {"saved_model": "saved_models/rfcn", "tflite": "saved_models/rfcn_tflite",
-                "onnx": "saved_models/rfcn_onnx"}
+DEFAULT_DIRS = {
+    "saved_model": "saved_models/rfcn",
+    "tflite": "saved_models/rfcn_tflite",
+    "onnx": "saved_models/rfcn_onnx",
+}
 MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 
 
-def export_saved_model(model, export_dir, version=None, name=None, class_names=None,
-                       overwrite=False):
+def export_saved_model(model, export_dir, version=None, name=None, class_names=None, overwrite=False):
     """Write ``model`` (an ``RFCN`` or a ``.keras`` path) as ``<export_dir>[/<name>]/<version>/``
     for TF Serving and return that version directory's path.
 
@@ -81,8 +83,16 @@ def write_saved_model(model, directory):
         logger.setLevel(level)
 
 
-def export_tflite(model, export_dir=DEFAULT_DIRS["tflite"], version=None, name=None,
-                  input_size=None, quantization="none", class_names=None, overwrite=False):
+def export_tflite(
+    model,
+    export_dir=DEFAULT_DIRS["tflite"],
+    version=None,
+    name=None,
+    input_size=None,
+    quantization="none",
+    class_names=None,
+    overwrite=False,
+):
     """Write ``model`` as ``<export_dir>[/<name>]/<version>/model.tflite`` (TFLite built-in
     ops only: it runs in the plain LiteRT interpreter) and return the version directory.
 
@@ -96,15 +106,31 @@ def export_tflite(model, export_dir=DEFAULT_DIRS["tflite"], version=None, name=N
     names, config = _names_and_config(model, class_names)
     size = portable.check_input_size(input_size, model.config)
     data = portable.to_tflite(model, size, quantization)  # before anything is written
-    info = {"format": "tflite", "input_size": list(size), "quantization": quantization,
-            "ops": portable.tflite_ops(data)}
-    return _write_version(export_dir, name, version, overwrite,
-                          lambda d: _write_model_file(d, MODEL_FILES["tflite"], data, names,
-                                                      config, info))
+    info = {
+        "format": "tflite",
+        "input_size": list(size),
+        "quantization": quantization,
+        "ops": portable.tflite_ops(data),
+    }
+    return _write_version(
+        export_dir,
+        name,
+        version,
+        overwrite,
+        lambda d: _write_model_file(d, MODEL_FILES["tflite"], data, names, config, info),
+    )
 
 
-def export_onnx(model, export_dir=DEFAULT_DIRS["onnx"], version=None, name=None,
-                input_size=None, opset=portable.ONNX_OPSET, class_names=None, overwrite=False):
+def export_onnx(
+    model,
+    export_dir=DEFAULT_DIRS["onnx"],
+    version=None,
+    name=None,
+    input_size=None,
+    opset=portable.ONNX_OPSET,
+    class_names=None,
+    overwrite=False,
+):
     """Write ``model`` as ``<export_dir>[/<name>]/<version>/model.onnx`` (``tf2onnx``, ONNX
     ``opset``; runs in onnxruntime) and return the version directory. Inputs, outputs and
     the other arguments as ``export_tflite``."""
@@ -112,18 +138,26 @@ def export_onnx(model, export_dir=DEFAULT_DIRS["onnx"], version=None, name=None,
     names, config = _names_and_config(model, class_names)
     size = portable.check_input_size(input_size, model.config)
     proto = portable.to_onnx(model, size, opset)
-    info = {"format": "onnx", "input_size": list(size), "opset": opset,
-            "ops": sorted({node.op_type for node in proto.graph.node})}
-    return _write_version(export_dir, name, version, overwrite,
-                          lambda d: _write_model_file(d, MODEL_FILES["onnx"],
-                                                      proto.SerializeToString(), names, config,
-                                                      info))
+    info = {
+        "format": "onnx",
+        "input_size": list(size),
+        "opset": opset,
+        "ops": sorted({node.op_type for node in proto.graph.node}),
+    }
+    return _write_version(
+        export_dir,
+        name,
+        version,
+        overwrite,
+        lambda d: _write_model_file(d, MODEL_FILES["onnx"], proto.SerializeToString(), names, config, info),
+    )
 
 
 def _names_and_config(model, class_names):
     config = model.get_config()["config"]
-    names = check_class_names(class_names if class_names is not None else config["class_names"],
-                              config["num_classes"])
+    names = check_class_names(
+        class_names if class_names is not None else config["class_names"], config["num_classes"]
+    )
     config["class_names"] = names
     return names, config
 
@@ -136,8 +170,9 @@ def _write_version(export_dir, name, version, overwrite, write):
     version = _next_version(base) if version is None else _check_version(version)
     target = os.path.join(base, str(version))
     if os.path.exists(target) and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) "
-                              "or another version")
+        raise FileExistsError(
+            f"{target} already exists; pass overwrite=True (--overwrite) or another version"
+        )
     os.makedirs(base, exist_ok=True)
     # os.mkdir, not mkdtemp (0700): a server running as another user (TF Serving in a
     # container) must be able to read the version this becomes; the umask decides.
@@ -164,8 +199,7 @@ def _as_rfcn(model):
     if isinstance(model, (str, os.PathLike)):
         model = load_keras(model)
     if not isinstance(model, RFCN):
-        raise TypeError(f"exporting needs an RFCN model or a .keras path; "
-                        f"got {type(model).__name__}")
+        raise TypeError(f"exporting needs an RFCN model or a .keras path; got {type(model).__name__}")
     return model
 
 
@@ -193,8 +227,9 @@ def numeric_versions(base):
     """Version numbers of the all-digit sub-directories of ``base`` (as TF Serving sees them)."""
     if not os.path.isdir(base):
         return []
-    return sorted(int(d) for d in os.listdir(base)
-                  if re.fullmatch(r"\d+", d) and os.path.isdir(os.path.join(base, d)))
+    return sorted(
+        int(d) for d in os.listdir(base) if re.fullmatch(r"\d+", d) and os.path.isdir(os.path.join(base, d))
+    )
 
 
 def _next_version(base):
@@ -219,8 +254,7 @@ def _move_into_place(staging, target, overwrite):
         return
     if not overwrite:
         raise FileExistsError(f"{target} appeared while exporting; not overwriting it")
-    old = os.path.join(os.path.dirname(target),
-                       f".old-{os.path.basename(target)}-{uuid.uuid4().hex}")
+    old = os.path.join(os.path.dirname(target), f".old-{os.path.basename(target)}-{uuid.uuid4().hex}")
     os.rename(target, old)
     try:
         os.rename(staging, target)

@@ -48,8 +48,7 @@ class FrozenDetector(tf.Module):
 
         # The unpadded path only: traced inside the model's padded-batch tf.cond, the
         # constants would reach the convolutions as branch inputs, not as constants.
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
-                                                    name="images")])
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
         def detect(images):
             with folded_trace(folded):
                 return model._detect(images)
@@ -62,12 +61,12 @@ class FrozenDetector(tf.Module):
 
     def detect_padded(self, images, image_sizes):
         """float32 images zero padded beyond ``image_sizes [B, 2]`` → detections (tensors)."""
-        return detect_each_if_padded(self.detect, images, image_sizes,
-                                     self.config.max_detections)
+        return detect_each_if_padded(self.detect, images, image_sizes, self.config.max_detections)
 
     def __call__(self, images, image_sizes=None):
-        inputs = as_model_inputs(images if image_sizes is None
-                                 else {"images": images, "image_sizes": image_sizes})
+        inputs = as_model_inputs(
+            images if image_sizes is None else {"images": images, "image_sizes": image_sizes}
+        )
         images = tf.convert_to_tensor(inputs["images"])
         check_image_spec(images.shape, images.dtype)
         images = tf.cast(images, tf.float32)
@@ -92,15 +91,17 @@ def conv_batchnorm_pairs(model):
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if not isinstance(layer, keras.layers.BatchNormalization) or layer.renorm:
             continue
-        parents = {id(p.operation): p.operation
-                   for node in layer._inbound_nodes for p in node.parent_nodes}
+        parents = {id(p.operation): p.operation for node in layer._inbound_nodes for p in node.parent_nodes}
         if len(parents) != 1 or any(len(node.parent_nodes) != 1 for node in layer._inbound_nodes):
             continue
         conv = next(iter(parents.values()))
         rank = len(layer._inbound_nodes[0].input_tensors[0].shape)
-        if (isinstance(conv, keras.layers.Conv2D) and conv.data_format == "channels_last"
-                and layer.axis in (-1, rank - 1)
-                and all(node.operation is layer for node in conv._outbound_nodes)):
+        if (
+            isinstance(conv, keras.layers.Conv2D)
+            and conv.data_format == "channels_last"
+            and layer.axis in (-1, rank - 1)
+            and all(node.operation is layer for node in conv._outbound_nodes)
+        ):
             pairs.append((conv, layer))
     return pairs
 

@@ -42,12 +42,8 @@ def _header(data):
     length = tf.strings.length(data)
     # Same signatures as TensorFlow's own DecodeImage, so both pick the same decoder.
     found = {kind: _matches(head, 0, magic) for kind, magic in _MAGIC.items()}
-    found[_WEBP] = (
-        _matches(head, 0, b"RIFF") & _matches(head, 8, b"WEBP") & (length > 12)
-    )
-    kind = tf.reduce_max(
-        tf.where(tf.stack(list(found.values())), list(found.keys()), _UNKNOWN)
-    )
+    found[_WEBP] = _matches(head, 0, b"RIFF") & _matches(head, 8, b"WEBP") & (length > 12)
+    kind = tf.reduce_max(tf.where(tf.stack(list(found.values())), list(found.keys()), _UNKNOWN))
     return kind, head, length
 
 
@@ -56,9 +52,7 @@ def _webp_size(head, length):
 
     def lossy():
         ok = _matches(head, 23, b"\x9d\x01\x2a") & (length >= 30)
-        return ok, tf.bitwise.bitwise_and(
-            tf.stack([_uint(head, 28, 2), _uint(head, 26, 2)]), 0x3FFF
-        )
+        return ok, tf.bitwise.bitwise_and(tf.stack([_uint(head, 28, 2), _uint(head, 26, 2)]), 0x3FFF)
 
     def lossless():
         bits = _uint(head, 21, 4)
@@ -102,18 +96,23 @@ def _gif_largest_frame(data):
         b = raw[at : at + 10]
         frame = tf.stack([b[7] + 256 * b[8], b[5] + 256 * b[6]])
         image = ~in_chain & tf.equal(b[0], 0x2C)
-        block_end = tf.where(image, at + 11 + table(b[9]),
-                             tf.where(tf.equal(b[0], 0x21), at + 2, end))
+        block_end = tf.where(image, at + 11 + table(b[9]), tf.where(tf.equal(b[0], 0x21), at + 2, end))
         # Encoders write full 255-byte sub-blocks: skip a run of up to 64 of them at once.
         full = tf.gather(raw, tf.minimum(at + 256 * tf.range(64, dtype=tf.int64), end)) == 255
         run = tf.reduce_sum(tf.math.cumprod(tf.cast(full, tf.int64)))
         chain_end = tf.where(run > 0, at + 256 * run, at + 1 + b[0])
         larger = frame[0] * frame[1] > best[0] * best[1]
-        return (tf.where(in_chain, chain_end, block_end), ~in_chain | (b[0] > 0),
-                tf.where(image & larger, frame, best))
+        return (
+            tf.where(in_chain, chain_end, block_end),
+            ~in_chain | (b[0] > 0),
+            tf.where(image & larger, frame, best),
+        )
 
-    _, _, best = tf.while_loop(lambda at, in_chain, best: at < end, step,
-                               [13 + table(raw[10]), tf.constant(False), tf.zeros([2], tf.int64)])
+    _, _, best = tf.while_loop(
+        lambda at, in_chain, best: at < end,
+        step,
+        [13 + table(raw[10]), tf.constant(False), tf.zeros([2], tf.int64)],
+    )
     return tf.cast(best, tf.int32)
 
 
@@ -180,8 +179,7 @@ def _jpeg_ratio_index(size, target_size):
     """Index into _JPEG_RATIOS of the largest ratio still >= target per axis."""
     target = target_size(size[0], size[1])
     fits = [
-        ((size[0] + ratio - 1) // ratio >= target[0])
-        & ((size[1] + ratio - 1) // ratio >= target[1])
+        ((size[0] + ratio - 1) // ratio >= target[0]) & ((size[1] + ratio - 1) // ratio >= target[1])
         for ratio in _JPEG_RATIOS[1:]
     ]
     # Decoded sizes shrink as the ratio grows, so the fitting ratios are a prefix.
@@ -216,10 +214,10 @@ def decode_image(data, target_size=None, max_pixels=MAX_IMAGE_PIXELS, name="imag
     kind, head, length = _header(data)
     size = _declared_size(data, kind, head, length)
     # The larger of the canvas and (GIF) its largest frame: what the decoder allocates.
-    frame = tf.cond(tf.equal(kind, _GIF), lambda: _gif_largest_frame(data),
-                    lambda: tf.zeros([2], tf.int32))
-    allocated = tf.where(tf.reduce_prod(tf.cast(frame, tf.int64))
-                         > tf.reduce_prod(tf.cast(size, tf.int64)), frame, size)
+    frame = tf.cond(tf.equal(kind, _GIF), lambda: _gif_largest_frame(data), lambda: tf.zeros([2], tf.int32))
+    allocated = tf.where(
+        tf.reduce_prod(tf.cast(frame, tf.int64)) > tf.reduce_prod(tf.cast(size, tf.int64)), frame, size
+    )
     height, width = allocated[0], allocated[1]
     pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
     # TF 2.21's WebP animation decoder writes RGBA frames into a buffer sized
@@ -234,15 +232,12 @@ def decode_image(data, target_size=None, max_pixels=MAX_IMAGE_PIXELS, name="imag
             (tf.equal(length, 0), lambda: tf.constant(f"{name}: empty, no image to decode")),
             (
                 size[0] < 0,
-                lambda: tf.constant(
-                    f"{name}: not {_FORMATS}, or its header is truncated or invalid"
-                ),
+                lambda: tf.constant(f"{name}: not {_FORMATS}, or its header is truncated or invalid"),
             ),
             (
                 opaque_animation,
                 lambda: tf.constant(
-                    f"{name}: animated WebP without alpha channel is not supported;"
-                    " send a still image"
+                    f"{name}: animated WebP without alpha channel is not supported; send a still image"
                 ),
             ),
             (
@@ -268,8 +263,7 @@ def decode_image(data, target_size=None, max_pixels=MAX_IMAGE_PIXELS, name="imag
 
     def decode_jpeg():
         decoders = [
-            lambda ratio=ratio: tf.io.decode_jpeg(data, channels=3, ratio=ratio)
-            for ratio in _JPEG_RATIOS
+            lambda ratio=ratio: tf.io.decode_jpeg(data, channels=3, ratio=ratio) for ratio in _JPEG_RATIOS
         ]
         return tf.switch_case(_jpeg_ratio_index(size, target_size), decoders)
 

@@ -19,8 +19,7 @@ def resized_size(sizes, min_side, max_side):
     hw = tf.cast(sizes, tf.float32)
     shorter = tf.reduce_min(hw, axis=-1)
     longer = tf.reduce_max(hw, axis=-1)
-    scale = tf.minimum(tf.cast(min_side, tf.float32) / shorter,
-                       tf.cast(max_side, tf.float32) / longer)
+    scale = tf.minimum(tf.cast(min_side, tf.float32) / shorter, tf.cast(max_side, tf.float32) / longer)
     return tf.maximum(tf.cast(tf.round(hw * scale[..., None]), tf.int32), 1)
 
 
@@ -40,6 +39,8 @@ def resize_image(image, size):
     """``[H, W, 3]`` → float32 ``[size[0], size[1], 3]``; bilinear, antialiased when
     shrinking (a 6000×4000 photo keeps its detail at 600×900), unchanged at its own size."""
     image = tf.cast(image, tf.float32)
-    return tf.cond(tf.reduce_all(tf.shape(image)[:2] == size),
-                   lambda: image,
-                   lambda: tf.image.resize(image, size, method="bilinear", antialias=True))
+    return tf.cond(
+        tf.reduce_all(tf.shape(image)[:2] == size),
+        lambda: image,
+        lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
+    )

@@ -36,8 +36,9 @@ def check_predict_input(inputs):
         finite = np.isfinite(np.asarray(images))
         if not finite.all():
             index = tuple(int(i) for i in np.argwhere(~finite)[0])
-            raise ValueError(f"images contain NaN or Inf (first at [image, row, column, "
-                             f"channel] = {list(index)})")
+            raise ValueError(
+                f"images contain NaN or Inf (first at [image, row, column, channel] = {list(index)})"
+            )
 
 
 def check_image_spec(shape, dtype):
@@ -46,8 +47,9 @@ def check_image_spec(shape, dtype):
     shape = tf.TensorShape(shape)
     if shape.rank != 4 or shape[-1] not in (3, None):
         hint = "; one image needs a batch axis: images[None]" if shape.rank == 3 else ""
-        raise ValueError(f"RFCN expects RGB images of shape [batch, height, width, 3]; got "
-                         f"shape {shape}{hint}")
+        raise ValueError(
+            f"RFCN expects RGB images of shape [batch, height, width, 3]; got shape {shape}{hint}"
+        )
     try:
         dtype = tf.as_dtype(dtype)
     except TypeError:
@@ -68,18 +70,24 @@ def check_images(images, image_sizes=None):
     images = tf.convert_to_tensor(images)
     check_image_spec(images.shape, images.dtype)
     shape = tf.shape(images)
-    checks = [tf.debugging.assert_equal(shape[-1], 3, message="RFCN expects 3-channel RGB images"),
-              tf.debugging.assert_positive(shape[0], message="empty batch: RFCN needs at least one image"),
-              tf.debugging.assert_positive(shape[1:3], message="images must be at least 1x1 pixels")]
+    checks = [
+        tf.debugging.assert_equal(shape[-1], 3, message="RFCN expects 3-channel RGB images"),
+        tf.debugging.assert_positive(shape[0], message="empty batch: RFCN needs at least one image"),
+        tf.debugging.assert_positive(shape[1:3], message="images must be at least 1x1 pixels"),
+    ]
     if images.dtype.is_floating:
         checks.append(tf.debugging.assert_all_finite(images, "images contain NaN or Inf"))
     if image_sizes is None:
         image_sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
     else:
         image_sizes = tf.cast(image_sizes, tf.int32)
-        checks.append(tf.debugging.assert_less_equal(
-            image_sizes, shape[None, 1:3],
-            message="image_sizes must not exceed the padded image height/width"))
+        checks.append(
+            tf.debugging.assert_less_equal(
+                image_sizes,
+                shape[None, 1:3],
+                message="image_sizes must not exceed the padded image height/width",
+            )
+        )
         checks.append(tf.debugging.assert_positive(image_sizes, message="image_sizes must be positive"))
     with tf.control_dependencies(checks):
         return tf.identity(images), tf.identity(image_sizes)
@@ -90,10 +98,12 @@ def detect_each_if_padded(detect, images, image_sizes, max_detections):
     the whole batch at once when every image fills it, else image by image (cropped to its
     ``image_sizes``), so that an image's detections do not depend on what it is batched with
     (zero padding would reach its border convolutions). Outputs padded to ``max_detections``."""
-    signature = {"boxes": tf.TensorSpec([max_detections, 4], tf.float32),
-                 "confidence": tf.TensorSpec([max_detections], tf.float32),
-                 "labels": tf.TensorSpec([max_detections], tf.int32),
-                 "num_detections": tf.TensorSpec([], tf.int32)}
+    signature = {
+        "boxes": tf.TensorSpec([max_detections, 4], tf.float32),
+        "confidence": tf.TensorSpec([max_detections], tf.float32),
+        "labels": tf.TensorSpec([max_detections], tf.int32),
+        "num_detections": tf.TensorSpec([], tf.int32),
+    }
 
     def one(args):
         image, size = args
@@ -101,9 +111,11 @@ def detect_each_if_padded(detect, images, image_sizes, max_detections):
 
     images, image_sizes = check_images(images, image_sizes)
     padded = tf.reduce_any(image_sizes != tf.shape(images)[None, 1:3])
-    return tf.cond(padded,
-                   lambda: tf.map_fn(one, (images, image_sizes), fn_output_signature=signature),
-                   lambda: detect(images))
+    return tf.cond(
+        padded,
+        lambda: tf.map_fn(one, (images, image_sizes), fn_output_signature=signature),
+        lambda: detect(images),
+    )
 
 
 def as_model_inputs(inputs):
@@ -119,8 +131,10 @@ def as_model_inputs(inputs):
     if isinstance(inputs, (list, tuple)):
         if inputs and all(np.ndim(i) == 3 for i in inputs):
             return pack_images(inputs)
-        raise ValueError("a list of inputs must hold [height, width, 3] images "
-                         "(rfcn_tf.pack_images batches images of different sizes)")
+        raise ValueError(
+            "a list of inputs must hold [height, width, 3] images "
+            "(rfcn_tf.pack_images batches images of different sizes)"
+        )
     return {"images": inputs, "image_sizes": None}
 
 
@@ -145,16 +159,19 @@ def unpack_targets(y, num_classes, box_format="yxyx"):
         labels = tf.where(tf.cast(y["difficult"], tf.bool), -1, labels)
     real = labels >= 0
     checks = [
-        tf.debugging.assert_less(labels, num_classes,
-                                 message=f"target labels must be in 0..{num_classes - 1} (or -1 for padding)"),
+        tf.debugging.assert_less(
+            labels, num_classes, message=f"target labels must be in 0..{num_classes - 1} (or -1 for padding)"
+        ),
         tf.debugging.assert_greater_equal(labels, -1, message="target labels below -1"),
-        tf.debugging.assert_all_finite(tf.where(real[..., None], boxes, 0.0),
-                                       "target boxes contain NaN or Inf"),
+        tf.debugging.assert_all_finite(
+            tf.where(real[..., None], boxes, 0.0), "target boxes contain NaN or Inf"
+        ),
     ]
     with tf.control_dependencies(checks):
         boxes = from_model_format(boxes, box_format)
-        ordered = tf.concat([tf.minimum(boxes[..., :2], boxes[..., 2:]),
-                             tf.maximum(boxes[..., :2], boxes[..., 2:])], axis=-1)
+        ordered = tf.concat(
+            [tf.minimum(boxes[..., :2], boxes[..., 2:]), tf.maximum(boxes[..., :2], boxes[..., 2:])], axis=-1
+        )
         return tf.where(real[..., None], ordered, 0.0), labels
 
 

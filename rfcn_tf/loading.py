@@ -24,11 +24,19 @@ import tensorflow as tf
 
 from rfcn_tf.config import RFCNConfig
 from rfcn_tf.decoding import FLAGS, decoding_changes, with_decoding
-from rfcn_tf.export import (CONFIG_FILE, EXPORT_FILE, EXTRA_DIR, LABELS_FILE, MODEL_FILES,
-                            load_keras, numeric_versions)
+from rfcn_tf.export import (
+    CONFIG_FILE,
+    EXPORT_FILE,
+    EXTRA_DIR,
+    LABELS_FILE,
+    MODEL_FILES,
+    load_keras,
+    numeric_versions,
+)
 from rfcn_tf.image_scale import resize_image
 from rfcn_tf.inputs import as_model_inputs, check_images, from_model_format
 from rfcn_tf.signatures import PADDED_SIGNATURE
+
 
 class Detector:
     """A callable detector (module doc) with the ``config`` (``RFCNConfig``) and
@@ -52,22 +60,21 @@ def load_detector(path, max_detections=None, proposals=None, score_threshold=Non
     refuses other ``max_detections`` / ``proposals`` than its own and a lower
     ``score_threshold`` (ValueError naming the flag)."""
     path = os.fspath(path)
-    settings = dict(max_detections=max_detections, proposals=proposals,
-                    score_threshold=score_threshold)
+    settings = dict(max_detections=max_detections, proposals=proposals, score_threshold=score_threshold)
     if os.path.isfile(path):
         if not path.endswith(".keras"):
-            raise ValueError(f"{path}: expected a .keras file or an export directory "
-                             "(rfcn-tf export)")
+            raise ValueError(f"{path}: expected a .keras file or an export directory (rfcn-tf export)")
         return keras_detector(load_keras(path), **settings)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no model at {path}")
     if _export_kind(path) is None:
-        versions = [v for v in numeric_versions(path)
-                    if _export_kind(os.path.join(path, str(v)))]
+        versions = [v for v in numeric_versions(path) if _export_kind(os.path.join(path, str(v)))]
         if not versions:
-            raise FileNotFoundError(f"{path} holds neither an export (saved_model.pb, "
-                                    "model.tflite or model.onnx) nor numeric version "
-                                    "directories with one")
+            raise FileNotFoundError(
+                f"{path} holds neither an export (saved_model.pb, "
+                "model.tflite or model.onnx) nor numeric version "
+                "directories with one"
+            )
         path = os.path.join(path, str(versions[-1]))
     kind = _export_kind(path)
     if kind == "saved_model":
@@ -89,8 +96,7 @@ def keras_detector(model, max_detections=None, proposals=None, score_threshold=N
         out["boxes"] = np.asarray(from_model_format(out["boxes"], box_format))
         return out
 
-    detector = _score_filter(Detector(detect, model.config, model.config.class_names),
-                             score_threshold)
+    detector = _score_filter(Detector(detect, model.config, model.config.class_names), score_threshold)
     return detector, detector.class_names
 
 
@@ -108,7 +114,8 @@ def _fixed_decoding(detector, path, **settings):
         raise ValueError(
             f"{FLAGS[name]}: the export at {path} was written with {field}="
             f"{getattr(config, field)} and cannot change it; export the .keras model again "
-            f"with {FLAGS[name]} (rfcn-tf export {FLAGS[name]} ...)")
+            f"with {FLAGS[name]} (rfcn-tf export {FLAGS[name]} ...)"
+        )
     return _score_filter(detector, threshold)
 
 
@@ -124,19 +131,27 @@ def _score_filter(detector, threshold):
         keep = (out["confidence"] >= threshold) & (out["labels"] >= 0)
         order = np.argsort(~keep, axis=1, kind="stable")  # the kept rows first, in order
         keep = np.take_along_axis(keep, order, 1)
-        pick = {k: np.take_along_axis(out[k], order[..., None] if k == "boxes" else order, 1)
-                for k in ("boxes", "confidence", "labels")}
-        return {"boxes": np.where(keep[..., None], pick["boxes"], 0).astype(np.float32),
-                "confidence": np.where(keep, pick["confidence"], 0).astype(np.float32),
-                "labels": np.where(keep, pick["labels"], -1).astype(np.int32),
-                "num_detections": keep.sum(axis=1).astype(np.int32)}
+        pick = {
+            k: np.take_along_axis(out[k], order[..., None] if k == "boxes" else order, 1)
+            for k in ("boxes", "confidence", "labels")
+        }
+        return {
+            "boxes": np.where(keep[..., None], pick["boxes"], 0).astype(np.float32),
+            "confidence": np.where(keep, pick["confidence"], 0).astype(np.float32),
+            "labels": np.where(keep, pick["labels"], -1).astype(np.int32),
+            "num_detections": keep.sum(axis=1).astype(np.int32),
+        }
 
-    return Detector(detect, detector.config.replace(score_threshold=float(threshold)),
-                    detector.class_names, detector.input_size)
+    return Detector(
+        detect,
+        detector.config.replace(score_threshold=float(threshold)),
+        detector.class_names,
+        detector.input_size,
+    )
 
 
 def _export_kind(path):
-    """"saved_model", "tflite", "onnx" or None: what the directory ``path`` holds."""
+    """ "saved_model", "tflite", "onnx" or None: what the directory ``path`` holds."""
     if any(os.path.isfile(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
         return "saved_model"
     for kind, filename in MODEL_FILES.items():
@@ -148,13 +163,14 @@ def _export_kind(path):
 def _saved_model_detector(path):
     loaded = tf.saved_model.load(path)
     if PADDED_SIGNATURE not in loaded.signatures:
-        raise ValueError(f"{path} has no '{PADDED_SIGNATURE}' signature; it was not written by "
-                         f"rfcn_tf.export (signatures: {sorted(loaded.signatures)})")
+        raise ValueError(
+            f"{path} has no '{PADDED_SIGNATURE}' signature; it was not written by "
+            f"rfcn_tf.export (signatures: {sorted(loaded.signatures)})"
+        )
 
     def detect(inputs):  # holds `loaded`: its variables must outlive the signature
         images, sizes = check_images(**as_model_inputs(inputs))
-        out = loaded.signatures[PADDED_SIGNATURE](images=tf.cast(images, tf.float32),
-                                                  image_sizes=sizes)
+        out = loaded.signatures[PADDED_SIGNATURE](images=tf.cast(images, tf.float32), image_sizes=sizes)
         return {k: v.numpy() for k, v in out.items()}
 
     config, names = _read_extras(os.path.join(path, EXTRA_DIR))
@@ -206,15 +222,18 @@ def runtime(model_file, kind, num_threads):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as error:
-            raise ModuleNotFoundError("running a TFLite export needs ai-edge-litert: "
-                                      "pip install 'rfcn_tf[tflite]'", name="ai_edge_litert") from error
+            raise ModuleNotFoundError(
+                "running a TFLite export needs ai-edge-litert: pip install 'rfcn_tf[tflite]'",
+                name="ai_edge_litert",
+            ) from error
         runner = Interpreter(model_path=model_file, num_threads=num_threads).get_signature_runner()
         return lambda images: runner(images=images)
     try:
         import onnxruntime
     except ImportError as error:
-        raise ModuleNotFoundError("running an ONNX export needs onnxruntime: "
-                                  "pip install 'rfcn_tf[onnx]'", name="onnxruntime") from error
+        raise ModuleNotFoundError(
+            "running an ONNX export needs onnxruntime: pip install 'rfcn_tf[onnx]'", name="onnxruntime"
+        ) from error
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = num_threads
     session = onnxruntime.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])

@@ -24,8 +24,13 @@ import tensorflow as tf
 from rfcn_tf import losses, targets
 from rfcn_tf.backbones import build_backbone
 from rfcn_tf.config import RFCNConfig
-from rfcn_tf.inputs import (as_model_inputs, check_image_spec, check_predict_input,
-                            detect_each_if_padded, unpack_targets)
+from rfcn_tf.inputs import (
+    as_model_inputs,
+    check_image_spec,
+    check_predict_input,
+    detect_each_if_padded,
+    unpack_targets,
+)
 from rfcn_tf.layers.detection import DetectionDecoder
 from rfcn_tf.layers.heads import FasterRCNNHead, RFCNHead
 from rfcn_tf.layers.proposals import ProposalLayer
@@ -62,30 +67,44 @@ class RFCN(keras.Model):
         # Functional model
         images = keras.Input((None, None, 3), name="images")
         image_sizes = keras.Input((2,), dtype="int32", name="image_sizes", optional=True)
-        x, sizes, scales = ImageResizer(config.min_side, config.max_side, config.portable,
-                                        name="resize")(images, image_sizes)
+        x, sizes, scales = ImageResizer(config.min_side, config.max_side, config.portable, name="resize")(
+            images, image_sizes
+        )
         x = Preprocess(stride, name="preprocess")(x, sizes)
         trunk, conv5 = build_backbone(
-            config.backbone, config.backbone_weights, dilated_conv5=config.head == "rfcn",
-            freeze_stem=config.freeze_stem, freeze_batchnorm=config.freeze_batchnorm,
-            output_stride=stride)
+            config.backbone,
+            config.backbone_weights,
+            dilated_conv5=config.head == "rfcn",
+            freeze_stem=config.freeze_stem,
+            freeze_batchnorm=config.freeze_batchnorm,
+            output_stride=stride,
+        )
         conv4 = trunk(x)
 
         rpn_logits, rpn_deltas = rpn_head(conv4, config.num_anchors, config.rpn_channels)
-        anchors = AnchorGrid(stride, config.anchor_scales, config.anchor_ratios,
-                             name="anchors")(rpn_logits)
+        anchors = AnchorGrid(stride, config.anchor_scales, config.anchor_ratios, name="anchors")(rpn_logits)
         proposals, _, valid = ProposalLayer(
-            config.rpn_pre_nms_train, config.rpn_post_nms_train, config.rpn_pre_nms_test,
-            config.rpn_post_nms_test, config.rpn_nms_iou, config.rpn_min_size,
-            name="proposals")(rpn_logits, rpn_deltas, anchors, sizes)
+            config.rpn_pre_nms_train,
+            config.rpn_post_nms_train,
+            config.rpn_pre_nms_test,
+            config.rpn_post_nms_test,
+            config.rpn_nms_iou,
+            config.rpn_min_size,
+            name="proposals",
+        )(rpn_logits, rpn_deltas, anchors, sizes)
 
         head = _build_head(config, conv5)
         maps = head.score_maps(conv4)
         class_logits, box_deltas = head.per_roi(maps, proposals)
         detections = DetectionDecoder(
-            config.box_std, config.nms_iou, config.score_threshold, config.max_detections,
-            config.bounding_box_format, config.portable, name="detections")(
-                proposals, valid, class_logits, box_deltas, sizes, scales)
+            config.box_std,
+            config.nms_iou,
+            config.score_threshold,
+            config.max_detections,
+            config.bounding_box_format,
+            config.portable,
+            name="detections",
+        )(proposals, valid, class_logits, box_deltas, sizes, scales)
 
         inputs = {"images": images, "image_sizes": image_sizes}
         super().__init__(inputs=inputs, outputs=detections, **{"name": "rfcn", **keras_kwargs})
@@ -96,26 +115,45 @@ class RFCN(keras.Model):
 
         # Two views of the same layers (so untracked: they add no weights of their own):
         # everything before the per-RoI step, and the per-RoI step on any RoIs.
-        raw = {"image_sizes": sizes, "scales": scales, "anchors": anchors,
-               "rpn_logits": rpn_logits, "rpn_deltas": rpn_deltas, "proposals": proposals,
-               "proposal_valid": valid, **maps}
+        raw = {
+            "image_sizes": sizes,
+            "scales": scales,
+            "anchors": anchors,
+            "rpn_logits": rpn_logits,
+            "rpn_deltas": rpn_deltas,
+            "proposals": proposals,
+            "proposal_valid": valid,
+            **maps,
+        }
         map_inputs = {name: keras.Input(maps[name].shape[1:], name=name) for name in head.map_names}
         rois = keras.Input((None, 4), name="rois")
         object.__setattr__(self, "_features_model", keras.Model(inputs, raw, name="rfcn_features"))
-        object.__setattr__(self, "_roi_model", keras.Model(
-            {**map_inputs, "rois": rois}, head.per_roi(map_inputs, rois), name="rfcn_roi_model"))
+        object.__setattr__(
+            self,
+            "_roi_model",
+            keras.Model({**map_inputs, "rois": rois}, head.per_roi(map_inputs, rois), name="rfcn_roi_model"),
+        )
         # The same graph in three pieces, for XLA (compile(jit_compile=True)) on the middle
         # one: the convolutions compile; the resize (ScaleAndTranslate), crop_and_resize and
         # the dynamic shapes of proposals, sampling and NMS stay in TensorFlow.
         convs = {"rpn_logits": rpn_logits, "rpn_deltas": rpn_deltas, **maps}
         after = [sizes, scales, *convs.values()]  # a list: Keras names dict inputs by Input only
         object.__setattr__(self, "_conv_names", tuple(convs))  # the order of `after`
-        object.__setattr__(self, "_front_model", keras.Model(
-            inputs, {"x": x, "image_sizes": sizes, "scales": scales}, name="rfcn_front"))
+        object.__setattr__(
+            self,
+            "_front_model",
+            keras.Model(inputs, {"x": x, "image_sizes": sizes, "scales": scales}, name="rfcn_front"),
+        )
         object.__setattr__(self, "_conv_model", keras.Model(x, convs, name="rfcn_convolutions"))
-        object.__setattr__(self, "_proposal_model", keras.Model(
-            after, {"anchors": anchors, "proposals": proposals, "proposal_valid": valid},
-            name="rfcn_proposals"))
+        object.__setattr__(
+            self,
+            "_proposal_model",
+            keras.Model(
+                after,
+                {"anchors": anchors, "proposals": proposals, "proposal_valid": valid},
+                name="rfcn_proposals",
+            ),
+        )
         object.__setattr__(self, "_detect_model", keras.Model(after, detections, name="rfcn_detect"))
         object.__setattr__(self, "_jit_convolutions", None)  # a tf.function once compiled for XLA
 
@@ -161,8 +199,11 @@ class RFCN(keras.Model):
     def jit_compile(self, value):
         convs = None
         if value:
-            convs = tf.function(lambda x, training: self._conv_model(x, training=training),
-                                jit_compile=True, reduce_retracing=True)
+            convs = tf.function(
+                lambda x, training: self._conv_model(x, training=training),
+                jit_compile=True,
+                reduce_retracing=True,
+            )
         object.__setattr__(self, "_jit_convolutions", convs)
 
     # ---------------------------------------------------------------- forward
@@ -178,8 +219,9 @@ class RFCN(keras.Model):
             return self._features(inputs, training=True)
         if inputs["image_sizes"] is None:
             return self._detect(inputs["images"])
-        return detect_each_if_padded(self._detect, inputs["images"], inputs["image_sizes"],
-                                     self.config.max_detections)
+        return detect_each_if_padded(
+            self._detect, inputs["images"], inputs["image_sizes"], self.config.max_detections
+        )
 
     def _features(self, inputs, training):
         """``features_model``'s outputs; with the convolutions under XLA when compiled so."""
@@ -235,28 +277,48 @@ class RFCN(keras.Model):
 
         rpn_logits, rpn_deltas = flatten_rpn(raw["rpn_logits"], raw["rpn_deltas"])
         anchor_labels, anchor_targets = targets.assign_anchor_targets(
-            raw["anchors"], gt_boxes, gt_labels, raw["image_sizes"], seed,
-            positive_iou=cfg.rpn_positive_iou, negative_iou=cfg.rpn_negative_iou,
-            batch_size=cfg.rpn_batch_size, positive_fraction=cfg.rpn_positive_fraction,
-            allowed_border=cfg.rpn_allowed_border, first_row=first_row)
+            raw["anchors"],
+            gt_boxes,
+            gt_labels,
+            raw["image_sizes"],
+            seed,
+            positive_iou=cfg.rpn_positive_iou,
+            negative_iou=cfg.rpn_negative_iou,
+            batch_size=cfg.rpn_batch_size,
+            positive_fraction=cfg.rpn_positive_fraction,
+            allowed_border=cfg.rpn_allowed_border,
+            first_row=first_row,
+        )
         rpn_cls, rpn_box = losses.rpn_losses(rpn_logits, rpn_deltas, anchor_labels, anchor_targets)
 
-        rois = targets.assign_roi_targets(raw["proposals"], raw["proposal_valid"], gt_boxes,
-                                          gt_labels, positive_iou=cfg.roi_positive_iou,
-                                          box_std=cfg.box_std)
+        rois = targets.assign_roi_targets(
+            raw["proposals"],
+            raw["proposal_valid"],
+            gt_boxes,
+            gt_labels,
+            positive_iou=cfg.roi_positive_iou,
+            box_std=cfg.box_std,
+        )
         class_logits, box_deltas = self._roi_model(
-            {**{name: raw[name] for name in self._map_names}, "rois": rois["rois"]},
-            training=training)
+            {**{name: raw[name] for name in self._map_names}, "rois": rois["rois"]}, training=training
+        )
         if cfg.roi_sampler == "ohem":
-            per_cls, per_box = losses.per_roi_losses(class_logits, box_deltas, rois["labels"],
-                                                     rois["box_targets"])
+            per_cls, per_box = losses.per_roi_losses(
+                class_logits, box_deltas, rois["labels"], rois["box_targets"]
+            )
             weights = targets.ohem_select(per_cls + per_box, rois["valid"], cfg.roi_batch_size)
         else:
-            weights = targets.random_roi_select(rois["labels"], rois["valid"], seed + 1,
-                                                cfg.roi_batch_size, cfg.roi_positive_fraction,
-                                                first_row)
-        cls_loss, box_loss = losses.head_losses(class_logits, box_deltas, rois["labels"],
-                                                rois["box_targets"], weights)
+            weights = targets.random_roi_select(
+                rois["labels"],
+                rois["valid"],
+                seed + 1,
+                cfg.roi_batch_size,
+                cfg.roi_positive_fraction,
+                first_row,
+            )
+        cls_loss, box_loss = losses.head_losses(
+            class_logits, box_deltas, rois["labels"], rois["box_targets"], weights
+        )
 
         named = dict(zip(LOSS_NAMES, (rpn_cls, rpn_box, cls_loss, box_loss)))
         for name, value in named.items():
@@ -273,8 +335,8 @@ class RFCN(keras.Model):
         raw = self._features(x, training=False)
         loss = self.compute_loss(x, y, raw, sample_weight, training=False)
         self._loss_tracker.update_state(
-            loss * tf.distribute.get_strategy().num_replicas_in_sync,
-            sample_weight=tf.shape(x["images"])[0])
+            loss * tf.distribute.get_strategy().num_replicas_in_sync, sample_weight=tf.shape(x["images"])[0]
+        )
         return self.get_metrics_result()
 
     # ---------------------------------------------------------------- saving
@@ -291,7 +353,8 @@ class RFCN(keras.Model):
                 f"this model file holds an RFCN of layout {config.get('format_version', 1)}, "
                 f"written by an older rfcn_tf (0.1, a subclassed model); rfcn_tf 0.2 reads "
                 f"layout {FORMAT_VERSION} only. Rebuild the model with rfcn_tf 0.2 "
-                "(RFCN(config=...)) and train or fine-tune it again.")
+                "(RFCN(config=...)) and train or fine-tune it again."
+            )
         return cls(config=RFCNConfig.from_dict(config["config"]), name=config.get("name", "rfcn"))
 
 
@@ -308,8 +371,14 @@ def _build_head(config, conv5):
     scale = 1.0 / config.feature_stride
     implementation = "gather" if config.portable else "crop_and_resize"
     if config.head == "rfcn":
-        return RFCNHead(config.num_classes, conv5, k=config.k, channels=config.head_channels,
-                        psroi_mode=config.psroi_mode, samples_per_bin=config.psroi_samples,
-                        spatial_scale=scale, implementation=implementation)
-    return FasterRCNNHead(config.num_classes, conv5, spatial_scale=scale,
-                          implementation=implementation)
+        return RFCNHead(
+            config.num_classes,
+            conv5,
+            k=config.k,
+            channels=config.head_channels,
+            psroi_mode=config.psroi_mode,
+            samples_per_bin=config.psroi_samples,
+            spatial_scale=scale,
+            implementation=implementation,
+        )
+    return FasterRCNNHead(config.num_classes, conv5, spatial_scale=scale, implementation=implementation)

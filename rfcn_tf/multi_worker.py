@@ -35,19 +35,30 @@ def worker_info():
 def replica_slices(global_batches, replicas, first, count):
     """Global batches ``(inputs, targets)`` → their replica-sized slices ``first .. first +
     count − 1`` (of ``replicas`` equal ones), one dataset element each, in order."""
+
     def slices(inputs, targets):
         size = tf.shape(inputs["images"])[0] // replicas
-        parts = [tf.nest.map_structure(lambda t, i=i: t[i * size:(i + 1) * size], (inputs, targets))
-                 for i in range(first, first + count)]
-        return tf.data.Dataset.from_tensor_slices(
-            tf.nest.map_structure(lambda *ts: tf.stack(ts), *parts))
+        parts = [
+            tf.nest.map_structure(lambda t, i=i: t[i * size : (i + 1) * size], (inputs, targets))
+            for i in range(first, first + count)
+        ]
+        return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda *ts: tf.stack(ts), *parts))
 
     return global_batches.flat_map(slices)
 
 
-def train_multi_worker(build_model, make_dataset, epochs, output_dir, val_ds=None,
-                       class_names=None, metric="voc07", eval_every=1, log_every=50,
-                       strategy=None):
+def train_multi_worker(
+    build_model,
+    make_dataset,
+    epochs,
+    output_dir,
+    val_ds=None,
+    class_names=None,
+    metric="voc07",
+    eval_every=1,
+    log_every=50,
+    strategy=None,
+):
     """Train with ``strategy`` (default ``MultiWorkerMirroredStrategy()``, which reads
     ``TF_CONFIG``) and return the model.
 
@@ -77,13 +88,17 @@ def train_multi_worker(build_model, make_dataset, epochs, output_dir, val_ds=Non
     latest = tf.train.latest_checkpoint(directory)
     if latest:
         checkpoint.restore(latest)
-        _say(chief, f"resumed from {latest} after epoch {int(epoch_done.numpy())}, "
-                    f"step {int(model.optimizer.iterations.numpy())}")
+        _say(
+            chief,
+            f"resumed from {latest} after epoch {int(epoch_done.numpy())}, "
+            f"step {int(model.optimizer.iterations.numpy())}",
+        )
 
     def distributed(epoch):
         def per_worker(context):
             first = context.input_pipeline_id * local
             return replica_slices(make_dataset(epoch), replicas, first, local)
+
         return strategy.distribute_datasets_from_function(per_worker)
 
     @tf.function
@@ -93,8 +108,7 @@ def train_multi_worker(build_model, make_dataset, epochs, output_dir, val_ds=Non
                 raw = model(inputs, training=True)
                 loss = model.compute_loss(inputs, targets, raw, training=True)
                 scaled = model.optimizer.scale_loss(loss)
-            model.optimizer.apply(tape.gradient(scaled, model.trainable_variables),
-                                  model.trainable_variables)
+            model.optimizer.apply(tape.gradient(scaled, model.trainable_variables), model.trainable_variables)
             return loss
 
         return strategy.reduce("SUM", strategy.run(step, args=data), axis=None)
@@ -112,14 +126,17 @@ def train_multi_worker(build_model, make_dataset, epochs, output_dir, val_ds=Non
         if val_ds is not None and chief and (epoch + 1) % eval_every == 0:
             from rfcn_tf.evaluation import evaluate_model
 
-            result = evaluate_model(lambda x: model(x, training=False), val_ds, metric=metric,
-                                    class_names=class_names,
-                                    bounding_box_format=model.config.bounding_box_format)
+            result = evaluate_model(
+                lambda x: model(x, training=False),
+                val_ds,
+                metric=metric,
+                class_names=class_names,
+                bounding_box_format=model.config.bounding_box_format,
+            )
             logs += f" - val_mAP: {result['mAP']:.4f}"
         epoch_done.assign(epoch + 1)
         manager.save()
-        _say(chief, f"epoch {epoch + 1}/{epochs}: {steps} steps in {time.time() - start:.0f} s"
-                    f" - {logs}")
+        _say(chief, f"epoch {epoch + 1}/{epochs}: {steps} steps in {time.time() - start:.0f} s - {logs}")
     if chief:
         model.save(os.path.join(output_dir, "final.keras"))
     else:

@@ -55,18 +55,19 @@ def check_input_size(input_size, config):
     if input_size is None:
         return default_input_size(config)
     size = tuple(input_size)
-    if len(size) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                 and 1 <= v <= MAX_INPUT_SIDE for v in size):
-        raise ValueError(f"input_size must be (height, width), two integers in 1..{MAX_INPUT_SIDE}; "
-                         f"got {input_size!r}")
+    if len(size) != 2 or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIDE for v in size
+    ):
+        raise ValueError(
+            f"input_size must be (height, width), two integers in 1..{MAX_INPUT_SIDE}; got {input_size!r}"
+        )
     return tuple(int(v) for v in size)
 
 
 def frozen_function(model, input_size):
     """A ``tf.function``: ``images [1, H, W, 3]`` float32 RGB 0..255 → the detections dict
     (``OUTPUTS``), computed by ``portable_model(model)`` with its weights frozen in."""
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2)
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     height, width = input_size
     twin = portable_model(model)
@@ -78,8 +79,7 @@ def frozen_function(model, input_size):
 
     frozen = convert_variables_to_constants_v2(detect.get_concrete_function())
     # The frozen function returns its outputs flat, in the sorted order of the dict's keys.
-    return tf.function(lambda images: dict(zip(sorted(OUTPUTS), frozen(images))),
-                       input_signature=spec)
+    return tf.function(lambda images: dict(zip(sorted(OUTPUTS), frozen(images))), input_signature=spec)
 
 
 def to_tflite(model, input_size, quantization="none"):
@@ -92,8 +92,9 @@ def to_tflite(model, input_size, quantization="none"):
     function = frozen_function(model, input_size)
     with tempfile.TemporaryDirectory() as directory, _quiet():
         # Through a SavedModel: the converter keeps the signature's input and output names.
-        tf.saved_model.save(tf.Module(), directory,
-                            signatures={"serving_default": function.get_concrete_function()})
+        tf.saved_model.save(
+            tf.Module(), directory, signatures={"serving_default": function.get_concrete_function()}
+        )
         converter = tf.lite.TFLiteConverter.from_saved_model(directory, ["serving_default"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantization != "none":
@@ -106,7 +107,8 @@ def to_tflite(model, input_size, quantization="none"):
             raise ValueError(
                 "this model cannot be written with TFLite's built-in ops "
                 f"(config backbone={model.config.backbone!r}, head={model.config.head!r}): "
-                f"{_first_errors(error)}") from error
+                f"{_first_errors(error)}"
+            ) from error
 
 
 def to_onnx(model, input_size, opset=ONNX_OPSET):
@@ -116,15 +118,18 @@ def to_onnx(model, input_size, opset=ONNX_OPSET):
         import tf2onnx
     except ImportError as error:
         raise ModuleNotFoundError(
-            "ONNX export needs tf2onnx: pip install 'rfcn_tf[onnx]'", name="tf2onnx") from error
+            "ONNX export needs tf2onnx: pip install 'rfcn_tf[onnx]'", name="tf2onnx"
+        ) from error
     function = frozen_function(model, input_size)
     try:
         with _quiet("tf2onnx"):
             proto, _ = tf2onnx.convert.from_function(
-                function, input_signature=function.input_signature, opset=opset)
+                function, input_signature=function.input_signature, opset=opset
+            )
     except Exception as error:
-        raise ValueError(f"tf2onnx could not convert this model at opset {opset}: "
-                         f"{_first_errors(error)}") from error
+        raise ValueError(
+            f"tf2onnx could not convert this model at opset {opset}: {_first_errors(error)}"
+        ) from error
     # tf2onnx leaves an op it cannot express as the TF op (and only logs it): the checker
     # refuses such a graph.
     import onnx
@@ -132,9 +137,11 @@ def to_onnx(model, input_size, opset=ONNX_OPSET):
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as error:
-        raise ValueError(f"ONNX opset {opset} cannot express this model "
-                         f"({str(error).splitlines()[0]}); export with --opset {ONNX_OPSET} "
-                         "(opset=...) or newer") from error
+        raise ValueError(
+            f"ONNX opset {opset} cannot express this model "
+            f"({str(error).splitlines()[0]}); export with --opset {ONNX_OPSET} "
+            "(opset=...) or newer"
+        ) from error
     return proto
 
 
@@ -166,4 +173,3 @@ def _quiet(*names):
 def _first_errors(error, limit=5):
     lines = [line.strip() for line in str(error).splitlines() if "error:" in line]
     return "; ".join(dict.fromkeys(lines[:limit])) or str(error).splitlines()[0]
-

@@ -41,9 +41,20 @@ TILED_MAX_PIXELS = 2**29
 logger = logging.getLogger(__name__)
 
 
-def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
-                  class_names=None, batch_size=4, tile=None, overlap=0.2, max_pixels=None,
-                  max_detections=None, proposals=None, verbose=0):
+def predict_files(
+    model_path_or_model,
+    inputs,
+    output_dir,
+    score_threshold=0.3,
+    class_names=None,
+    batch_size=4,
+    tile=None,
+    overlap=0.2,
+    max_pixels=None,
+    max_detections=None,
+    proposals=None,
+    verbose=0,
+):
     """Detect objects in image files; write ``output_dir/detections.json`` and a PNG per
     image; return the list written to the JSON (module docstring).
 
@@ -59,21 +70,22 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
     ``TILED_MAX_PIXELS`` with ``tile``). max_detections, proposals: ``rfcn_tf.decoding``.
     verbose: 1 shows the progress in images (``rfcn_tf.progress``).
     """
-    decoding = dict(max_detections=max_detections, proposals=proposals,
-                    score_threshold=score_threshold)
+    decoding = dict(max_detections=max_detections, proposals=proposals, score_threshold=score_threshold)
     if isinstance(model_path_or_model, keras.Model):
         detector, model_names = keras_detector(model_path_or_model, **decoding)
     elif isinstance(model_path_or_model, (str, os.PathLike)):
         detector, model_names = load_detector(model_path_or_model, **decoding)
     else:
-        raise TypeError("predict_files needs an RFCN model or a model path; "
-                        f"got {type(model_path_or_model).__name__}")
+        raise TypeError(
+            f"predict_files needs an RFCN model or a model path; got {type(model_path_or_model).__name__}"
+        )
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     names = model_names
     if class_names is not None:
-        names = (check_class_names(class_names, len(model_names)) if model_names is not None
-                 else list(class_names))
+        names = (
+            check_class_names(class_names, len(model_names)) if model_names is not None else list(class_names)
+        )
     files = list_images(inputs)
     os.makedirs(output_dir, exist_ok=True)
     model_size = target_size(detector.config.min_side, detector.config.max_side)
@@ -85,13 +97,14 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
     results, outputs = [], set()
     progress = Progress(len(files), "predict", "images", verbose=verbose)
     for start in range(0, len(files), step):
-        loaded = [(path, _read(path, None if tile else model_size, max_pixels))
-                  for path in files[start:start + step]]
+        loaded = [
+            (path, _read(path, None if tile else model_size, max_pixels))
+            for path in files[start : start + step]
+        ]
         good = [(path, read) for path, read in loaded if not isinstance(read, str)]
         images = [image for _, (image, _) in good]
         if tile is not None:
-            detections = [_detect_tiled(detector, image, tile, overlap, batch_size)
-                          for image in images]
+            detections = [_detect_tiled(detector, image, tile, overlap, batch_size) for image in images]
         else:
             detections = _detect(detector, images) if good else []
         by_path = dict(zip([path for path, _ in good], detections))
@@ -106,17 +119,26 @@ def predict_files(model_path_or_model, inputs, output_dir, score_threshold=0.3,
                 warn_capped(path, detector.config.max_detections)
             keep = scores >= score_threshold
             output = _unique_name(path, outputs)
-            drawn = draw_detections(image, boxes[keep], scores[keep], labels[keep],
-                                    class_names=names)
+            drawn = draw_detections(image, boxes[keep], scores[keep], labels[keep], class_names=names)
             save_png(drawn, os.path.join(output_dir, output))
             to_file = np.array([height, width] * 2, np.float64) / (image.shape[:2] * 2)
-            results.append({
-                "file": path, "width": int(width), "height": int(height), "output": output,
-                "detections": [
-                    {"box": [float(v) for v in box * to_file], "score": float(score),
-                     "label": int(label), "label_name": _name(names, label)}
-                    for box, score, label in zip(boxes[keep], scores[keep], labels[keep])],
-            })
+            results.append(
+                {
+                    "file": path,
+                    "width": int(width),
+                    "height": int(height),
+                    "output": output,
+                    "detections": [
+                        {
+                            "box": [float(v) for v in box * to_file],
+                            "score": float(score),
+                            "label": int(label),
+                            "label_name": _name(names, label),
+                        }
+                        for box, score, label in zip(boxes[keep], scores[keep], labels[keep])
+                    ],
+                }
+            )
         progress.update(len(results))
     progress.finish()
     with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
@@ -132,9 +154,11 @@ def list_images(inputs):
     files = []
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
-            found = sorted(os.path.join(path, f) for f in os.listdir(path)
-                           if f.lower().endswith(IMAGE_EXTENSIONS)
-                           and os.path.isfile(os.path.join(path, f)))
+            found = sorted(
+                os.path.join(path, f)
+                for f in os.listdir(path)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, f))
+            )
             if not found:
                 raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
             files.extend(found)
@@ -157,8 +181,10 @@ def _read(path, size_fn, max_pixels):
 def _detect(detector, images):
     """``[H_i, W_i, 3]`` images → per image ``(boxes [n, 4] yxyx px, scores [n], labels [n])``."""
     out = detector(pack_images(images))
-    return [(out["boxes"][b, :n], out["confidence"][b, :n], out["labels"][b, :n])
-            for b, n in enumerate(np.asarray(out["num_detections"]).astype(int))]
+    return [
+        (out["boxes"][b, :n], out["confidence"][b, :n], out["labels"][b, :n])
+        for b, n in enumerate(np.asarray(out["num_detections"]).astype(int))
+    ]
 
 
 def _detect_tiled(detector, image, tile, overlap, batch_size):

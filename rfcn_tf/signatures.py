@@ -40,22 +40,29 @@ def build_signatures(detector):
     config = detector.config
 
     def model_contract(out):
-        return {"boxes": from_model_format(tf.cast(out["boxes"], tf.float32),
-                                           config.bounding_box_format),
-                "confidence": tf.cast(out["confidence"], tf.float32),
-                "labels": tf.cast(out["labels"], tf.int32),
-                "num_detections": tf.cast(out["num_detections"], tf.int32)}
+        return {
+            "boxes": from_model_format(tf.cast(out["boxes"], tf.float32), config.bounding_box_format),
+            "confidence": tf.cast(out["confidence"], tf.float32),
+            "labels": tf.cast(out["labels"], tf.int32),
+            "num_detections": tf.cast(out["num_detections"], tf.int32),
+        }
 
     def serving_outputs(out, image_sizes):
         out = model_contract(out)
         scale = tf.cast(tf.tile(image_sizes, [1, 2]), tf.float32)[:, None, :]
-        return {"detection_boxes": out["boxes"] / scale,
-                "detection_scores": out["confidence"],
-                "detection_classes": tf.cast(out["labels"], tf.float32),
-                "num_detections": tf.cast(out["num_detections"], tf.float32)}
+        return {
+            "detection_boxes": out["boxes"] / scale,
+            "detection_scores": out["confidence"],
+            "detection_classes": tf.cast(out["labels"], tf.float32),
+            "num_detections": tf.cast(out["num_detections"], tf.float32),
+        }
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
-                                  tf.TensorSpec([None, 2], tf.int32, name="image_sizes")])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
+            tf.TensorSpec([None, 2], tf.int32, name="image_sizes"),
+        ]
+    )
     def predict_padded(images, image_sizes):
         return model_contract(detector.detect_padded(images, image_sizes))
 
@@ -63,7 +70,8 @@ def build_signatures(detector):
     def serving_default(images):
         shape = tf.shape(images)
         check = tf.debugging.assert_positive(
-            shape[1:3], message="images must be at least 1x1 pixels; got height, width")
+            shape[1:3], message="images must be at least 1x1 pixels; got height, width"
+        )
         with tf.control_dependencies([check]):
             images = tf.cast(images, tf.float32)
         # One size per request: the batch runs as one, no per-image path.
@@ -75,19 +83,26 @@ def build_signatures(detector):
     def serving_bytes(encoded_images):
         def decode(data):
             image, _ = decode_image(data, target_size=model_size)
-            return tf.RaggedTensor.from_tensor(tf.cast(image, tf.float32), ragged_rank=1), \
-                tf.shape(image)[:2]
+            return tf.RaggedTensor.from_tensor(tf.cast(image, tf.float32), ragged_rank=1), tf.shape(image)[:2]
 
         check = tf.debugging.assert_positive(
-            tf.shape(encoded_images)[0], message="empty batch: encoded_images needs at least one image")
+            tf.shape(encoded_images)[0], message="empty batch: encoded_images needs at least one image"
+        )
         with tf.control_dependencies([check]):
             encoded_images = tf.identity(encoded_images)
         images, sizes = tf.map_fn(
-            decode, encoded_images,
-            fn_output_signature=(tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
-                                 tf.TensorSpec([2], tf.int32)))
+            decode,
+            encoded_images,
+            fn_output_signature=(
+                tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
+                tf.TensorSpec([2], tf.int32),
+            ),
+        )
         images = images.to_tensor(shape=[None, None, None, 3])
         return serving_outputs(detector.detect_padded(images, sizes), sizes)
 
-    return {"serving_default": serving_default, "serving_bytes": serving_bytes,
-            PADDED_SIGNATURE: predict_padded}
+    return {
+        "serving_default": serving_default,
+        "serving_bytes": serving_bytes,
+        PADDED_SIGNATURE: predict_padded,
+    }

@@ -37,9 +37,7 @@ def _match(iou, gt_boxes, gt_labels):
     max_iou = tf.reduce_max(iou, axis=-1)
     # The first column reaching the max: a tie-break that tf.argmax does not promise.
     columns = tf.range(tf.shape(iou)[-1])
-    index = tf.reduce_min(
-        tf.where(iou == max_iou[..., None], columns, tf.int32.max), axis=-1
-    )
+    index = tf.reduce_min(tf.where(iou == max_iou[..., None], columns, tf.int32.max), axis=-1)
     return (
         max_iou,
         tf.gather(gt_boxes, index, batch_dims=1),
@@ -69,8 +67,7 @@ def sample_balanced(positive, negative, seed, num, positive_fraction, first_row=
     negative = tf.convert_to_tensor(negative, tf.bool) & ~positive
     # float64 keys: ties (broken by index) are practically impossible even with the offset.
     shape = tf.shape(positive)
-    u = tf.random.stateless_uniform([first_row + shape[0], shape[1]], seed,
-                                    dtype=tf.float64)[first_row:]
+    u = tf.random.stateless_uniform([first_row + shape[0], shape[1]], seed, dtype=tf.float64)[first_row:]
     # Sorted descending: the positives first, then the negatives, each group shuffled.
     keys = tf.where(positive, u + 2.0, tf.where(negative, u, -1.0))
     ranks = _descending_ranks(keys)
@@ -83,9 +80,7 @@ def sample_balanced(positive, negative, seed, num, positive_fraction, first_row=
     take_positive = tf.minimum(num_positive, max_positives)
     take_negative = tf.minimum(num_negative, num - take_positive)
     # Negatives occupy ranks num_positive .. num_positive + num_negative - 1.
-    return (positive & (ranks < take_positive)) | (
-        negative & (ranks < num_positive + take_negative)
-    )
+    return (positive & (ranks < take_positive)) | (negative & (ranks < num_positive + take_negative))
 
 
 def assign_anchor_targets(
@@ -138,15 +133,11 @@ def assign_anchor_targets(
 
     sampled = sample_balanced(positive, negative, seed, batch_size, positive_fraction, first_row)
     labels = tf.where(sampled & positive, 1, tf.where(sampled, 0, -1))
-    box_targets = tf.where(
-        (labels == 1)[..., None], boxes.encode(anchors, matched), 0.0
-    )
+    box_targets = tf.where((labels == 1)[..., None], boxes.encode(anchors, matched), 0.0)
     return labels, box_targets
 
 
-def assign_roi_targets(
-    rois, roi_valid, gt_boxes, gt_labels, positive_iou=0.5, box_std=boxes.BOX_STD
-):
+def assign_roi_targets(rois, roi_valid, gt_boxes, gt_labels, positive_iou=0.5, box_std=boxes.BOX_STD):
     """Second-stage targets (Fast R-CNN rules), with the real gt boxes appended as RoIs.
 
     rois: ``[B, R, 4]`` yxyx; roi_valid: bool ``[B, R]``. Returns a dict over ``R + N`` rows
@@ -158,18 +149,14 @@ def assign_roi_targets(
     """
     gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
     gt_labels = tf.convert_to_tensor(gt_labels, tf.int32)
-    rois = tf.stop_gradient(
-        tf.concat([tf.convert_to_tensor(rois, tf.float32), gt_boxes], axis=1)
-    )
+    rois = tf.stop_gradient(tf.concat([tf.convert_to_tensor(rois, tf.float32), gt_boxes], axis=1))
     valid = tf.concat([tf.convert_to_tensor(roi_valid, tf.bool), gt_labels >= 0], axis=1)
 
     iou = _masked_iou(rois, gt_boxes, gt_labels, valid)
     max_iou, matched_boxes, matched_labels = _match(iou, gt_boxes, gt_labels)
     foreground = valid & (max_iou >= positive_iou)
     labels = tf.where(valid, tf.where(foreground, matched_labels + 1, 0), -1)
-    box_targets = tf.where(
-        foreground[..., None], boxes.encode(rois, matched_boxes, std=box_std), 0.0
-    )
+    box_targets = tf.where(foreground[..., None], boxes.encode(rois, matched_boxes, std=box_std), 0.0)
     return {"rois": rois, "valid": valid, "labels": labels, "box_targets": box_targets}
 
 

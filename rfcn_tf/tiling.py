@@ -64,8 +64,9 @@ def _starts(length, size, overlap):
 
 def _tile_pair(tile):
     pair = (tile, tile) if isinstance(tile, numbers.Integral) else tuple(tile)
-    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                 and v >= 1 for v in pair):
+    if len(pair) != 2 or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in pair
+    ):
         raise ValueError(f"tile must be a positive int or (height, width); got {tile!r}")
     return int(pair[0]), int(pair[1])
 
@@ -76,8 +77,9 @@ def default_tile(detector):
     return detector.input_size or default_input_size(detector.config)
 
 
-def predict_tiled(model, image, tile=None, overlap=0.2, batch_size=4, merge="edges",
-                  iou_threshold=None, max_detections=None):
+def predict_tiled(
+    model, image, tile=None, overlap=0.2, batch_size=4, merge="edges", iou_threshold=None, max_detections=None
+):
     """Detect objects in one large image, tile by tile (module doc).
 
     model: an ``RFCN``, or a ``Detector`` (``rfcn_tf.load_detector(path)[0]``: a
@@ -104,8 +106,9 @@ def predict_tiled(model, image, tile=None, overlap=0.2, batch_size=4, merge="edg
         raise ValueError(f"merge must be one of {MERGES}; got {merge!r}")
     if not (isinstance(batch_size, numbers.Integral) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
-    if max_detections is not None and not (isinstance(max_detections, numbers.Integral)
-                                           and max_detections >= 1):
+    if max_detections is not None and not (
+        isinstance(max_detections, numbers.Integral) and max_detections >= 1
+    ):
         raise ValueError(f"max_detections must be None or a positive int; got {max_detections!r}")
     image = _check_image(image)
     height, width = image.shape[:2]
@@ -115,7 +118,7 @@ def predict_tiled(model, image, tile=None, overlap=0.2, batch_size=4, merge="edg
     cap = detector.config.max_detections
     boxes, scores, labels, owner, capped = [], [], [], [], 0
     for start in range(0, len(windows), batch_size):
-        chunk = windows[start:start + batch_size]
+        chunk = windows[start : start + batch_size]
         out = detector(np.stack([image[y0:y1, x0:x1] for y0, x0, y1, x1 in chunk]))
         counts = np.asarray(out["num_detections"]).astype(int)
         capped += count_capped(counts, cap)
@@ -127,17 +130,26 @@ def predict_tiled(model, image, tile=None, overlap=0.2, batch_size=4, merge="edg
     if capped:
         warn_capped(f"{capped} of {len(windows)} tiles", cap)
     boxes, scores, labels = (np.concatenate(part) for part in (boxes, scores, labels))
-    keep = merge_detections(boxes, scores, labels, windows, np.concatenate(owner),
-                            (height, width), merge,
-                            detector.config.nms_iou if iou_threshold is None else iou_threshold)
+    keep = merge_detections(
+        boxes,
+        scores,
+        labels,
+        windows,
+        np.concatenate(owner),
+        (height, width),
+        merge,
+        detector.config.nms_iou if iou_threshold is None else iou_threshold,
+    )
     if max_detections is not None:
         if len(keep) >= max_detections:
             warn_capped("the tiled image (predict_tiled's max_detections)", max_detections)
         keep = keep[:max_detections]
-    return {"boxes": boxes[keep].astype(np.float32)[None],
-            "confidence": scores[keep].astype(np.float32)[None],
-            "labels": labels[keep].astype(np.int32)[None],
-            "num_detections": np.array([len(keep)], np.int32)}
+    return {
+        "boxes": boxes[keep].astype(np.float32)[None],
+        "confidence": scores[keep].astype(np.float32)[None],
+        "labels": labels[keep].astype(np.int32)[None],
+        "num_detections": np.array([len(keep)], np.int32),
+    }
 
 
 def _as_detector(model):
@@ -145,8 +157,10 @@ def _as_detector(model):
         return model
     if isinstance(model, keras.Model) and hasattr(model, "config"):
         return keras_detector(model)[0]
-    raise TypeError("predict_tiled needs an RFCN model or a Detector (rfcn_tf.load_detector"
-                    f"(path)[0]); got {type(model).__name__}")
+    raise TypeError(
+        "predict_tiled needs an RFCN model or a Detector (rfcn_tf.load_detector"
+        f"(path)[0]); got {type(model).__name__}"
+    )
 
 
 def _check_image(image):
@@ -155,15 +169,13 @@ def _check_image(image):
         image = image.numpy()
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
-        raise ValueError(f"predict_tiled takes one [height, width, 3] RGB image; got shape "
-                         f"{image.shape}")
+        raise ValueError(f"predict_tiled takes one [height, width, 3] RGB image; got shape {image.shape}")
     if image.dtype.kind not in "uif":
         raise ValueError(f"the image must be uint8 or float in 0..255; got dtype {image.dtype}")
     return image
 
 
-def merge_detections(boxes, scores, labels, windows, owner, image_size, merge="edges",
-                     iou_threshold=0.3):
+def merge_detections(boxes, scores, labels, windows, owner, image_size, merge="edges", iou_threshold=0.3):
     """Tiles' detections in image pixels → the indices kept, best first.
 
     boxes ``[N, 4]`` yxyx, scores ``[N]``, labels ``[N]``; windows ``[T, 4]`` (``tile_grid``)
@@ -224,10 +236,12 @@ def cut_by_tile(boxes, windows, image_size):
     """``[N, 4]`` boxes and the ``[N, 4]`` window each came from → bool ``[N]``: the box
     reaches (within ``EDGE_MARGIN``) a window side that is not the image's edge."""
     height, width = image_size
-    inner = np.stack([windows[:, 0] > 0, windows[:, 1] > 0,
-                      windows[:, 2] < height, windows[:, 3] < width], axis=-1)
-    near = np.concatenate([boxes[:, :2] - windows[:, :2] <= EDGE_MARGIN,
-                           windows[:, 2:] - boxes[:, 2:] <= EDGE_MARGIN], axis=-1)
+    inner = np.stack(
+        [windows[:, 0] > 0, windows[:, 1] > 0, windows[:, 2] < height, windows[:, 3] < width], axis=-1
+    )
+    near = np.concatenate(
+        [boxes[:, :2] - windows[:, :2] <= EDGE_MARGIN, windows[:, 2:] - boxes[:, 2:] <= EDGE_MARGIN], axis=-1
+    )
     return np.any(inner & near, axis=-1)
 
 
@@ -251,14 +265,24 @@ def add_tiling_arguments(parser):
     """``--tile`` and ``--overlap`` on ``parser`` (read back with ``tile_from_args``); returns
     the argument group."""
     group = parser.add_argument_group("tiled inference (large images)")
-    group.add_argument("--tile", type=_parse_tile, default=None, metavar="SIZE",
-                       help="detect each image tile by tile at its own resolution: tiles of "
-                            "SIZE×SIZE or HxW pixels, or 'auto' (the model's scale: MIN_SIDE x "
-                            "MAX_SIDE, a TFLite/ONNX export's input size); default: off, the "
-                            "whole image resized to the model's scale")
-    group.add_argument("--overlap", type=float, default=None, metavar="F",
-                       help="with --tile: the minimum overlap of neighbouring tiles, a fraction "
-                            "of the tile (default 0.2); objects up to F × SIZE are seen whole")
+    group.add_argument(
+        "--tile",
+        type=_parse_tile,
+        default=None,
+        metavar="SIZE",
+        help="detect each image tile by tile at its own resolution: tiles of "
+        "SIZE×SIZE or HxW pixels, or 'auto' (the model's scale: MIN_SIDE x "
+        "MAX_SIDE, a TFLite/ONNX export's input size); default: off, the "
+        "whole image resized to the model's scale",
+    )
+    group.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        metavar="F",
+        help="with --tile: the minimum overlap of neighbouring tiles, a fraction "
+        "of the tile (default 0.2); objects up to F × SIZE are seen whole",
+    )
     return group
 
 
@@ -282,6 +306,5 @@ def _parse_tile(text):
     except ValueError:
         sides = []
     if len(sides) not in (1, 2) or min(sides) < 1:
-        raise argparse.ArgumentTypeError(f"expected SIZE, HxW (positive integers) or 'auto'; "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected SIZE, HxW (positive integers) or 'auto'; got {text!r}")
     return sides[0] if len(sides) == 1 else tuple(sides)

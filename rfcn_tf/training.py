@@ -44,8 +44,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, learning_rate, warmup_steps, after):
         self.learning_rate = float(learning_rate)
         self.warmup_steps = int(warmup_steps)
-        self.after = (keras.optimizers.schedules.deserialize(after)
-                      if isinstance(after, dict) else after)
+        self.after = keras.optimizers.schedules.deserialize(after) if isinstance(after, dict) else after
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
@@ -58,13 +57,21 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         after = self.after
         if isinstance(after, keras.optimizers.schedules.LearningRateSchedule):
             after = keras.optimizers.schedules.serialize(after)
-        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps,
-                "after": after}
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps, "after": after}
 
 
-def make_optimizer(learning_rate=1e-3, boundaries=None, decay=0.1, momentum=0.9,
-                   weight_decay=None, clipnorm=None, optimizer="sgd", total_steps=None,
-                   schedule="step", warmup_steps=0):
+def make_optimizer(
+    learning_rate=1e-3,
+    boundaries=None,
+    decay=0.1,
+    momentum=0.9,
+    weight_decay=None,
+    clipnorm=None,
+    optimizer="sgd",
+    total_steps=None,
+    schedule="step",
+    warmup_steps=0,
+):
     """The training recipe: an optimiser and its learning-rate schedule.
 
     optimizer: ``"sgd"`` (momentum, the paper's) or ``"adamw"`` (``choose_optimizer``
@@ -95,15 +102,14 @@ def make_optimizer(learning_rate=1e-3, boundaries=None, decay=0.1, momentum=0.9,
         if boundaries is None:
             boundaries = [] if decay_steps is None else [max(round(decay_steps * DEFAULT_DROP[optimizer]), 1)]
         if boundaries:
-            values = [learning_rate * decay ** i for i in range(len(boundaries) + 1)]
+            values = [learning_rate * decay**i for i in range(len(boundaries) + 1)]
             rate = keras.optimizers.schedules.PiecewiseConstantDecay(list(boundaries), values)
     if warmup_steps > 0:
         rate = WarmupSchedule(learning_rate, warmup_steps, rate)
 
     weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if weight_decay is None else weight_decay
     if optimizer == "sgd":
-        opt = keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay,
-                                   clipnorm=clipnorm)
+        opt = keras.optimizers.SGD(rate, momentum=momentum, weight_decay=weight_decay, clipnorm=clipnorm)
     else:
         opt = keras.optimizers.AdamW(rate, weight_decay=weight_decay, clipnorm=clipnorm)
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
@@ -117,8 +123,9 @@ def with_num_classes(model, num_classes, class_names=None, **changes):
     (e.g. ``min_side`` / ``max_side``)."""
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
-    config = model.config.replace(num_classes=num_classes,
-                                  class_names=tuple(class_names) if class_names else None, **changes)
+    config = model.config.replace(
+        num_classes=num_classes, class_names=tuple(class_names) if class_names else None, **changes
+    )
     new = RFCN(config=config)
     old_weights = {v.path: v for v in model.weights}
     for variable in new.weights:
@@ -189,9 +196,21 @@ class ProgressLogger(keras.callbacks.Callback):
         self.print_fn(f"{where}: {losses}; {per_step * 1000:.0f} ms/step{left}")
 
 
-def fit_detector(model, train_ds, val_ds=None, epochs=10, output_dir=None, class_names=None,
-                 metric="voc07", eval_every=1, callbacks=(), verbose="auto", log_every=None,
-                 tensorboard_images=4, **fit_kwargs):
+def fit_detector(
+    model,
+    train_ds,
+    val_ds=None,
+    epochs=10,
+    output_dir=None,
+    class_names=None,
+    metric="voc07",
+    eval_every=1,
+    callbacks=(),
+    verbose="auto",
+    log_every=None,
+    tensorboard_images=4,
+    **fit_kwargs,
+):
     """``model.fit`` with: the ``val_mAP`` callback (when ``val_ds`` is given), and under
     ``output_dir`` the best model by val_mAP (``best.keras``), TensorBoard logs
     (``logs/``; with ``val_ds`` also ``logs/evaluation/``: per-class AP, precision–recall
@@ -207,10 +226,18 @@ def fit_detector(model, train_ds, val_ds=None, epochs=10, output_dir=None, class
     all_callbacks = [] if log_every is None else [ProgressLogger(log_every)]
     if val_ds is not None:
         log_dir = None if output_dir is None else os.path.join(output_dir, "logs", "evaluation")
-        all_callbacks.append(MeanAveragePrecisionCallback(
-            val_ds, every_n_epochs=eval_every, metric=metric, class_names=class_names,
-            num_classes=model.config.num_classes, verbose=0, log_dir=log_dir,
-            num_images=tensorboard_images))
+        all_callbacks.append(
+            MeanAveragePrecisionCallback(
+                val_ds,
+                every_n_epochs=eval_every,
+                metric=metric,
+                class_names=class_names,
+                num_classes=model.config.num_classes,
+                verbose=0,
+                log_dir=log_dir,
+                num_images=tensorboard_images,
+            )
+        )
     start = 0
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
@@ -225,8 +252,7 @@ def fit_detector(model, train_ds, val_ds=None, epochs=10, output_dir=None, class
         train_ds, fit_kwargs["steps_per_epoch"] = _epoch_stream(model, train_ds, start, epochs)
     # make_pipeline shuffles; fit's default shuffle=True only makes Keras warn on a Dataset.
     fit_kwargs.setdefault("shuffle", False)
-    history = model.fit(train_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose,
-                        **fit_kwargs)
+    history = model.fit(train_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose, **fit_kwargs)
     if output_dir is not None:
         atomic_save(model, os.path.join(output_dir, "final.keras"))
     return history
@@ -238,8 +264,9 @@ def _epoch_stream(model, epoch_batches, start, epochs):
     datasets = [epoch_batches(e) for e in range(min(start, epochs - 1), epochs)]
     steps = int(datasets[0].cardinality())
     if steps < 1:
-        raise ValueError("epoch_batches(epoch) must give a dataset of known, non-zero length; "
-                         f"got cardinality {steps}")
+        raise ValueError(
+            f"epoch_batches(epoch) must give a dataset of known, non-zero length; got cardinality {steps}"
+        )
     stream = functools.reduce(lambda a, b: a.concatenate(b), datasets)
     if getattr(model, "_distribute_strategy", None) is not None:
         # Under a strategy Keras's fit builds the model on one batch drawn from the iterator

@@ -81,10 +81,7 @@ def _to_rgb_uint8(image, name="image"):
     elif a.ndim == 3 and a.shape[-1] in (3, 4):
         a = a[..., :3]
     else:
-        raise ValueError(
-            f"{name} must have shape [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]; "
-            f"got {a.shape}"
-        )
+        raise ValueError(f"{name} must have shape [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]; got {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {a.shape}")
     if a.dtype == np.uint8:
@@ -143,9 +140,7 @@ def _class_label(class_names, label):
     except (IndexError, KeyError):
         size = len(class_names)
         kind = "keys" if isinstance(class_names, Mapping) else "entries"
-        raise ValueError(
-            f"label {label} has no name in class_names ({size} {kind})"
-        ) from None
+        raise ValueError(f"label {label} has no name in class_names ({size} {kind})") from None
 
 
 def draw_detections(
@@ -175,9 +170,7 @@ def draw_detections(
     if boxes.size == 0:
         boxes = boxes.reshape(0, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"boxes must have shape [N, 4] (one image's yxyx boxes); got {boxes.shape}"
-        )
+        raise ValueError(f"boxes must have shape [N, 4] (one image's yxyx boxes); got {boxes.shape}")
     n = len(boxes)
     labels = _as_int_labels(labels, n)
     if np.any(labels < -1):
@@ -223,9 +216,7 @@ def draw_detections(
         tag_w, tag_h = text_w + 4, text_h + 3
         tag_left = max(0, min(left, width - tag_w))
         tag_top = top - tag_h if top - tag_h >= 0 else top
-        draw.rectangle(
-            (tag_left, tag_top, tag_left + tag_w - 1, tag_top + tag_h - 1), fill=color
-        )
+        draw.rectangle((tag_left, tag_top, tag_left + tag_w - 1, tag_top + tag_h - 1), fill=color)
         draw.text((tag_left + 2, tag_top + 1), text, fill=_ink_for(color), font=font)
     return np.asarray(pil, dtype=np.uint8).copy()
 
@@ -257,9 +248,7 @@ def _check_score_inputs(score_maps, roi, class_id, k, feature_stride):
         raise ValueError(f"score_maps must have shape [Hf, Wf, k*k*D]; got {maps.shape}")
     channels = maps.shape[-1]
     if channels % (k * k):
-        raise ValueError(
-            f"score_maps has {channels} channels, not divisible by k*k = {k * k}"
-        )
+        raise ValueError(f"score_maps has {channels} channels, not divisible by k*k = {k * k}")
     depth = channels // (k * k)
     if depth < 2:
         raise ValueError(
@@ -409,9 +398,7 @@ def _tile(cells, gray, roi, i, j, k, stride, layout):
     draw = ImageDraw.Draw(tile)
     ys, xs = _bin_edges(roi, k)
     draw.rectangle(_scaled_rect(ys[0], xs[0], ys[-1], xs[-1], s), outline=(255, 255, 255))
-    draw.rectangle(
-        _scaled_rect(ys[i], xs[j], ys[i + 1], xs[j + 1], s), outline=HIGHLIGHT_COLOR, width=2
-    )
+    draw.rectangle(_scaled_rect(ys[i], xs[j], ys[i + 1], xs[j + 1], s), outline=HIGHLIGHT_COLOR, width=2)
     return tile
 
 
@@ -432,7 +419,8 @@ def score_map_figure(
     bin-major (channel ``(i·k + j)·D + d``), at ``feature_stride`` px per cell, aligned
     to the image's top-left. roi: ``[4]`` yxyx image pixels. class_id: user class c
     (maps d = c + 1). votes: ``[k, k]`` the model's pooled bin values for the class
-    (``RFCN.explain(...)["class_bins"][b, r, :, :, class_id + 1]``). class_name: caption text (default the id).
+    (``RFCN.explain(...)["class_bins"][b, r, :, :, class_id + 1]``). class_name: caption text
+    (default the id).
 
     Panels, left to right (geometry: ``score_map_figure_layout``):
     A, the image with the RoI and its k×k bins; B, k×k tiles, tile (i, j) = map
@@ -512,9 +500,7 @@ def score_map_figure(
         for j in range(k):
             top, left = layout.vote_cell_box(i, j)[:2]
             color = tuple(int(c) for c in colors[i, j])
-            draw.rectangle(
-                (left, top, left + cell - 1, top + cell - 1), fill=color, outline=(255, 255, 255)
-            )
+            draw.rectangle((left, top, left + cell - 1, top + cell - 1), fill=color, outline=(255, 255, 255))
             text = f"{votes[i, j]:.2f}"
             text_w, text_h = _text_size(draw, text, number_font)
             draw.text(
@@ -563,8 +549,9 @@ def precision_recall_figure(precision, recall, title="", color=(31, 119, 180)):
     precision = np.asarray(precision, dtype=np.float64).reshape(-1)
     recall = np.asarray(recall, dtype=np.float64).reshape(-1)
     if precision.shape != recall.shape:
-        raise ValueError(f"precision and recall must have the same length; got "
-                         f"{precision.shape[0]} and {recall.shape[0]}")
+        raise ValueError(
+            f"precision and recall must have the same length; got {precision.shape[0]} and {recall.shape[0]}"
+        )
     if not (np.all(np.isfinite(precision)) and np.all(np.isfinite(recall))):
         raise ValueError("precision and recall must be finite")
     height, width = _PR_SIZE
@@ -587,10 +574,10 @@ def precision_recall_figure(precision, recall, title="", color=(31, 119, 180)):
         draw.text((left - text_w - 5, y - text_h / 2), label, fill=TEXT_COLOR, font=font)
     draw.rectangle((left, top, left + plot_w, top + plot_h), outline=_AXIS_COLOR)
     axis = "recall"
-    draw.text((left + (plot_w - _text_size(draw, axis, font)[0]) / 2, height - 15), axis,
-              fill=TEXT_COLOR, font=font)
-    draw.text((4, 4), _fit_text(draw, str(title), title_font, width - 8), fill=TEXT_COLOR,
-              font=title_font)
+    draw.text(
+        (left + (plot_w - _text_size(draw, axis, font)[0]) / 2, height - 15), axis, fill=TEXT_COLOR, font=font
+    )
+    draw.text((4, 4), _fit_text(draw, str(title), title_font, width - 8), fill=TEXT_COLOR, font=title_font)
     axis = "precision"  # written sideways, left of the tick labels
     text_w, text_h = _text_size(draw, axis, font)
     label = Image.new("RGB", (text_w, text_h + 2), BACKGROUND_COLOR)
@@ -599,8 +586,12 @@ def precision_recall_figure(precision, recall, title="", color=(31, 119, 180)):
     if len(recall) == 0:
         text = "no detections"
         text_w, text_h = _text_size(draw, text, title_font)
-        draw.text((left + (plot_w - text_w) / 2, top + (plot_h - text_h) / 2), text,
-                  fill=TEXT_COLOR, font=title_font)
+        draw.text(
+            (left + (plot_w - text_w) / 2, top + (plot_h - text_h) / 2),
+            text,
+            fill=TEXT_COLOR,
+            font=title_font,
+        )
     else:
         points = [point(r, p) for r, p in zip(recall, precision)]
         if len(points) > 1:

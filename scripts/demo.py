@@ -1,4 +1,5 @@
 """The demo: ``python scripts/demo.py`` (= ``rfcn-tf demo`` = ``make demo``)."""
+
 import sys
 
 from rfcn_tf.cli import main

@@ -30,8 +30,7 @@ class LayerCase:
 
 
 def flat(outputs):
-    return [np.asarray(v) if not isinstance(v, keras.KerasTensor) else v
-            for v in tf.nest.flatten(outputs)]
+    return [np.asarray(v) if not isinstance(v, keras.KerasTensor) else v for v in tf.nest.flatten(outputs)]
 
 
 def run_layer_test(case, tmp_path):
@@ -43,13 +42,16 @@ def run_layer_test(case, tmp_path):
 
     # Symbolic shapes: every dimension known symbolically is the eager one.
     eager = layer(*case.inputs)
-    symbolic_inputs = [keras.Input(batch_shape=shape, dtype=x.dtype)
-                       for shape, x in zip(case.symbolic, case.inputs)]
+    symbolic_inputs = [
+        keras.Input(batch_shape=shape, dtype=x.dtype) for shape, x in zip(case.symbolic, case.inputs)
+    ]
     symbolic = layer(*symbolic_inputs)
     assert tf.nest.map_structure(lambda _: 0, symbolic) == tf.nest.map_structure(lambda _: 0, eager)
     for s, e in zip(flat(symbolic), flat(eager)):
-        assert len(s.shape) == e.ndim and all(a in (None, b) for a, b in zip(s.shape, e.shape)), \
-            (s.shape, e.shape)
+        assert len(s.shape) == e.ndim and all(a in (None, b) for a, b in zip(s.shape, e.shape)), (
+            s.shape,
+            e.shape,
+        )
         assert s.dtype == e.dtype.name, (s.dtype, e.dtype)
 
     # Mixed precision: which outputs are 16-bit and which stay float32.
@@ -57,8 +59,10 @@ def run_layer_test(case, tmp_path):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         mixed_layer = case.cls(**case.init_kwargs)
-        inputs = [x if dtype is None else x.astype(dtype)
-                  for x, dtype in zip(case.inputs, case.mixed_inputs or [None] * len(case.inputs))]
+        inputs = [
+            x if dtype is None else x.astype(dtype)
+            for x, dtype in zip(case.inputs, case.mixed_inputs or [None] * len(case.inputs))
+        ]
         mixed = flat(mixed_layer(*inputs))
         assert tuple(v.dtype.name for v in mixed) == case.mixed_outputs
         assert all(v.dtype == "float32" for v in mixed_layer.weights)

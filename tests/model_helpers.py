@@ -12,8 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def benchmark_module(name):
     """``benchmarks/<name>.py`` as a module (benchmarks/ is a folder of scripts, not a
     package)."""
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}",
-                                                  os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"benchmarks_{name}", os.path.join(ROOT, "benchmarks", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -56,8 +57,12 @@ def assert_same_detections_any_order(out, expected, box_atol=1e-2, score_atol=1e
     for i, n in enumerate(expected["num_detections"]):
         unmatched = list(range(n))
         for j in range(n):
-            match = [k for k in unmatched if out["labels"][i, k] == expected["labels"][i, j]
-                     and np.abs(out["boxes"][i, k] - expected["boxes"][i, j]).max() <= box_atol
-                     and abs(out["confidence"][i, k] - expected["confidence"][i, j]) <= score_atol]
+            match = [
+                k
+                for k in unmatched
+                if out["labels"][i, k] == expected["labels"][i, j]
+                and np.abs(out["boxes"][i, k] - expected["boxes"][i, j]).max() <= box_atol
+                and abs(out["confidence"][i, k] - expected["confidence"][i, j]) <= score_atol
+            ]
             assert match, (i, j, expected["boxes"][i, j], expected["confidence"][i, j])
             unmatched.remove(match[0])

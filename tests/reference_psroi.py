@@ -112,9 +112,7 @@ def psroi_pool(maps, rois, k, spatial_scale, n, mode, layout="bin_major"):
         for r in range(rois.shape[1]):
             for i in range(k):
                 for j in range(k):
-                    samples = _bin_samples(
-                        mode, rois[b, r], i, j, k, spatial_scale, n, height, width
-                    )
+                    samples = _bin_samples(mode, rois[b, r], i, j, k, spatial_scale, n, height, width)
                     for d in range(depth):
                         c = channel_index(i, j, d, k, depth, layout)
                         total = 0.0
@@ -136,9 +134,7 @@ def psroi_pool_adjoint(maps_shape, rois, grad_out, k, spatial_scale, n, mode, la
         for r in range(rois.shape[1]):
             for i in range(k):
                 for j in range(k):
-                    samples = _bin_samples(
-                        mode, rois[b, r], i, j, k, spatial_scale, n, height, width
-                    )
+                    samples = _bin_samples(mode, rois[b, r], i, j, k, spatial_scale, n, height, width)
                     for d in range(depth):
                         c = channel_index(i, j, d, k, depth, layout)
                         g = grad_out[b, r, i, j, d] / len(samples)

@@ -34,8 +34,9 @@ def _real_gt(gt_boxes, gt_labels):
     return [(box, label) for box, label in zip(gt_boxes, gt_labels) if label != -1]
 
 
-def anchor_labels(anchors, gt_boxes, gt_labels, image_size, positive_iou=0.7, negative_iou=0.3,
-                  allowed_border=0.0):
+def anchor_labels(
+    anchors, gt_boxes, gt_labels, image_size, positive_iou=0.7, negative_iou=0.3, allowed_border=0.0
+):
     """One image's RPN labelling before sampling → (labels [A] in {1, 0, −1}, targets [A, 4])."""
     height, width = image_size
     gts = _real_gt(gt_boxes, gt_labels)

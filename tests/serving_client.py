@@ -30,8 +30,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     loaded = tf.saved_model.load(args.saved_model)
-    images = np.stack([tf.io.decode_png(tf.io.read_file(p), channels=3).numpy()
-                       for p in args.images])
+    images = np.stack([tf.io.decode_png(tf.io.read_file(p), channels=3).numpy() for p in args.images])
     default = loaded.signatures["serving_default"](images=tf.constant(images, tf.uint8))
     encoded = tf.constant([tf.io.read_file(p).numpy() for p in args.encoded])
     from_bytes = loaded.signatures["serving_bytes"](encoded_images=encoded)

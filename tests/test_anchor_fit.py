@@ -10,8 +10,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from rfcn_tf.anchor_fit import (LOW_RECALL, anchor_recall, anchor_shapes, centred_iou, fit_anchors,
-                                report_anchors, training_box_shapes)
+from rfcn_tf.anchor_fit import (
+    LOW_RECALL,
+    anchor_recall,
+    anchor_shapes,
+    centred_iou,
+    fit_anchors,
+    report_anchors,
+    training_box_shapes,
+)
 from rfcn_tf.anchors import base_anchors
 from rfcn_tf.cli import main
 from rfcn_tf.commands.train import _check_anchors
@@ -50,19 +57,27 @@ def lognormal_boxes(n, median, seed=0):
 def test_anchor_shapes_are_those_of_base_anchors():
     scales, ratios = (12.0, 30.0), (0.4, 1.0, 2.5)
     base = base_anchors(scales, ratios)
-    np.testing.assert_allclose(anchor_shapes(scales, ratios),
-                               np.stack([base[:, 2] - base[:, 0], base[:, 3] - base[:, 1]], -1), rtol=1e-6)
+    np.testing.assert_allclose(
+        anchor_shapes(scales, ratios),
+        np.stack([base[:, 2] - base[:, 0], base[:, 3] - base[:, 1]], -1),
+        rtol=1e-6,
+    )
 
 
 def test_recall_matches_the_brute_force_reference():
     rng = np.random.default_rng(3)
     boxes = rng.uniform(2.0, 150.0, (300, 2))
-    for scales, ratios in [((16.0, 32.0, 64.0, 128.0), (0.5, 1.0, 2.0)), ((40.0,), (1.0,)),
-                           ((9.0, 70.0), (0.3, 3.0))]:
+    for scales, ratios in [
+        ((16.0, 32.0, 64.0, 128.0), (0.5, 1.0, 2.0)),
+        ((40.0,), (1.0,)),
+        ((9.0, 70.0), (0.3, 3.0)),
+    ]:
         assert anchor_recall(boxes, scales, ratios) == pytest.approx(
-            reference_recall(boxes, scales, ratios), abs=1e-12)
+            reference_recall(boxes, scales, ratios), abs=1e-12
+        )
         assert anchor_recall(boxes, scales, ratios, 0.7) == pytest.approx(
-            reference_recall(boxes, scales, ratios, 0.7), abs=1e-12)
+            reference_recall(boxes, scales, ratios, 0.7), abs=1e-12
+        )
 
 
 def test_centred_iou_edge_cases():
@@ -91,8 +106,12 @@ def test_fitted_anchors_beat_a_mismatched_default():
 def test_fit_finds_elongated_shapes():
     rng = np.random.default_rng(1)
     height = rng.uniform(40.0, 60.0, 400)
-    boxes = np.concatenate([np.stack([height, height / 6], -1),  # tall (h/w 6)
-                            np.stack([height / 6, height], -1)])  # and wide (h/w 1/6)
+    boxes = np.concatenate(
+        [
+            np.stack([height, height / 6], -1),  # tall (h/w 6)
+            np.stack([height / 6, height], -1),
+        ]
+    )  # and wide (h/w 1/6)
     scales, ratios = fit_anchors(boxes, num_scales=2, num_ratios=3)
     assert anchor_recall(boxes, scales, ratios) == 1.0
     assert anchor_recall(boxes, (16.0, 32.0), (0.5, 1.0, 2.0)) < 0.5
@@ -108,17 +127,29 @@ def test_fit_rejects_empty_and_degenerate_boxes():
 
 def _examples(images):
     """Common examples from ``[(height, width, boxes)]``."""
+
     def gen():
         for h, w, boxes in images:
-            yield {"image": np.zeros((h, w, 3), np.uint8), "boxes": np.asarray(boxes, np.float32).reshape(-1, 4)}
+            yield {
+                "image": np.zeros((h, w, 3), np.uint8),
+                "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+            }
 
-    return tf.data.Dataset.from_generator(gen, output_signature={
-        "image": tf.TensorSpec([None, None, 3], tf.uint8), "boxes": tf.TensorSpec([None, 4], tf.float32)})
+    return tf.data.Dataset.from_generator(
+        gen,
+        output_signature={
+            "image": tf.TensorSpec([None, None, 3], tf.uint8),
+            "boxes": tf.TensorSpec([None, 4], tf.float32),
+        },
+    )
 
 
 def test_box_shapes_follow_the_models_resize_rule():
-    images = [(300, 500, [[10, 20, 40, 80], [0, 0, 300, 500]]), (1000, 200, [[100, 50, 160, 70]]),
-              (64, 64, [])]
+    images = [
+        (300, 500, [[10, 20, 40, 80], [0, 0, 300, 500]]),
+        (1000, 200, [[100, 50, 160, 70]]),
+        (64, 64, []),
+    ]
     got = training_box_shapes(_examples(images), (150, 200), 400)
     expected = []
     for side in (150, 200):  # the rule, by hand: shorter side → side unless longer > 400
@@ -162,22 +193,44 @@ def thin_voc_folder(root):
         for k in range(2):
             h, w = int(rng.integers(6, 10)), int(rng.integers(50, 71))
             y0, x0 = 20 + 60 * k, int(rng.integers(0, 128 - w))
-            image[y0:y0 + h, x0:x0 + w] = (230, 200, 40)
+            image[y0 : y0 + h, x0 : x0 + w] = (230, 200, 40)
             shapes.append((h, w))
-            objects.append(f"<object><name>rail</name><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}"
-                           f"</ymin><xmax>{x0 + w}</xmax><ymax>{y0 + h}</ymax></bndbox></object>")
+            objects.append(
+                f"<object><name>rail</name><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}"
+                f"</ymin><xmax>{x0 + w}</xmax><ymax>{y0 + h}</ymax></bndbox></object>"
+            )
         Image.fromarray(image).save(root / "JPEGImages" / f"r{i}.png")
         (root / "Annotations" / f"r{i}.xml").write_text(
             f"<annotation><filename>r{i}.png</filename><size><width>128</width><height>128</height>"
-            f"<depth>3</depth></size>{''.join(objects)}</annotation>")
+            f"<depth>3</depth></size>{''.join(objects)}</annotation>"
+        )
     return root, np.array(shapes, np.float64)
 
 
 def test_train_anchors_auto_writes_the_fitted_anchors_into_the_model(tmp_path, capsys):
     voc, shapes = thin_voc_folder(tmp_path / "voc")
-    status = main(["train", "--small", "--dataset", str(voc), "--split", "all", "--min-side", "128",
-                   "--max-side", "128", "--batch-size", "2", "--epochs", "1", "--anchors", "auto",
-                   "--output-dir", str(tmp_path / "out")])
+    status = main(
+        [
+            "train",
+            "--small",
+            "--dataset",
+            str(voc),
+            "--split",
+            "all",
+            "--min-side",
+            "128",
+            "--max-side",
+            "128",
+            "--batch-size",
+            "2",
+            "--epochs",
+            "1",
+            "--anchors",
+            "auto",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert status == 0
     out, err = capsys.readouterr()
     # The images are at the model's scale already: the boxes are fitted as drawn.
@@ -186,7 +239,10 @@ def test_train_anchors_auto_writes_the_fitted_anchors_into_the_model(tmp_path, c
     assert (config.anchor_scales, config.anchor_ratios) == expected
     assert config.anchor_scales != RFCNConfig.small().anchor_scales
     default = anchor_recall(shapes, RFCNConfig.small().anchor_scales, RFCNConfig.small().anchor_ratios)
-    assert f"default anchors scales [16.0, 32.0, 64.0, 128.0] × ratios [0.5, 1.0, 2.0]: recall {default:.3f}" in out
+    assert (
+        f"default anchors scales [16.0, 32.0, 64.0, 128.0] × ratios [0.5, 1.0, 2.0]: recall {default:.3f}"
+        in out
+    )
     assert f"auto anchors scales {list(expected[0])} × ratios {list(expected[1])}: recall 1.000" in out
     assert "warning: anchor recall" not in err
 

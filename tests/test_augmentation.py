@@ -32,8 +32,12 @@ def _scene(height=96, width=128, red=(14, 10, 44, 40), blue=(60, 80, 80, 128)):
     image = np.full((height, width, 3), BACKGROUND, np.uint8)
     for (y0, x0, y1, x1), colour in ((red, RED), (blue, BLUE)):
         image[y0:y1, x0:x1] = colour
-    return {"image": image, "boxes": np.array([red, blue], np.float32),
-            "labels": np.array([0, 1], np.int32), "difficult": np.array([False, False])}
+    return {
+        "image": image,
+        "boxes": np.array([red, blue], np.float32),
+        "labels": np.array([0, 1], np.int32),
+        "difficult": np.array([False, False]),
+    }
 
 
 def _check_rectangles(image, boxes, labels):
@@ -44,10 +48,14 @@ def _check_rectangles(image, boxes, labels):
     covered = np.zeros_like(coloured)
     inner_pixels = 0
     for (y0, x0, y1, x1), label in zip(boxes, labels):
-        covered[max(int(np.floor(y0)) - MARGIN, 0):int(np.ceil(y1)) + MARGIN,
-                max(int(np.floor(x0)) - MARGIN, 0):int(np.ceil(x1)) + MARGIN] = True
-        inner = (slice(int(np.ceil(y0)) + MARGIN, int(np.floor(y1)) - MARGIN),
-                 slice(int(np.ceil(x0)) + MARGIN, int(np.floor(x1)) - MARGIN))
+        covered[
+            max(int(np.floor(y0)) - MARGIN, 0) : int(np.ceil(y1)) + MARGIN,
+            max(int(np.floor(x0)) - MARGIN, 0) : int(np.ceil(x1)) + MARGIN,
+        ] = True
+        inner = (
+            slice(int(np.ceil(y0)) + MARGIN, int(np.floor(y1)) - MARGIN),
+            slice(int(np.ceil(x0)) + MARGIN, int(np.floor(x1)) - MARGIN),
+        )
         assert coloured[inner].all(), f"box {(y0, x0, y1, x1)} holds background"
         red, blue = image[inner][..., 0], image[inner][..., 2]
         assert np.all(red > blue) if label == 0 else np.all(blue > red), f"label {label} on the wrong colour"
@@ -57,8 +65,16 @@ def _check_rectangles(image, boxes, labels):
 
 
 def _batches(dataset):
-    return [(x["images"].numpy(), x["image_sizes"].numpy(), y["boxes"].numpy(), y["labels"].numpy(),
-             y["difficult"].numpy()) for x, y in dataset]
+    return [
+        (
+            x["images"].numpy(),
+            x["image_sizes"].numpy(),
+            y["boxes"].numpy(),
+            y["labels"].numpy(),
+            y["difficult"].numpy(),
+        )
+        for x, y in dataset
+    ]
 
 
 def _unpadded(batch, i=0):
@@ -73,8 +89,18 @@ def _all_steps():
     return preset_steps("strong") + preset_steps("overhead")[-2:]
 
 
-STEP_NAMES = ["brightness", "contrast", "saturation", "hue", "blur", "zoom", "translation",
-              "horizontal_flip", "vertical_flip", "rot90"]
+STEP_NAMES = [
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
+    "blur",
+    "zoom",
+    "translation",
+    "horizontal_flip",
+    "vertical_flip",
+    "rot90",
+]
 
 
 @pytest.mark.parametrize("index", range(len(STEP_NAMES)), ids=STEP_NAMES)
@@ -104,12 +130,17 @@ def test_each_preset_keeps_the_rectangles_under_their_boxes(preset):
 
 
 def test_mark_cut_boxes_matches_the_rule():
-    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 4], [0, 0, 10, 5], [3, 3, 3, 9], [5, 5, 5, 5],
-                      [0, 0, 2, 2]], np.float32)
+    boxes = np.array(
+        [[0, 0, 10, 10], [0, 0, 10, 4], [0, 0, 10, 5], [3, 3, 3, 9], [5, 5, 5, 5], [0, 0, 2, 2]], np.float32
+    )
     full_area = np.array([100, 100, 100, 60, 0, 4], np.float32)
     labels, difficult = np.arange(6, dtype=np.int32), np.array([0, 0, 0, 0, 0, 1], np.int32)
-    out = [t.numpy() for t in mark_cut_boxes(tf.constant(boxes), tf.constant(full_area),
-                                             tf.constant(labels), tf.constant(difficult), 0.5)]
+    out = [
+        t.numpy()
+        for t in mark_cut_boxes(
+            tf.constant(boxes), tf.constant(full_area), tf.constant(labels), tf.constant(difficult), 0.5
+        )
+    ]
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = ~((full_area > 0) & (area <= 0))  # box 3 emptied; box 4 never had an area
     marked = np.where((full_area > 0) & (area < 0.5 * full_area), 1, difficult)
@@ -131,16 +162,21 @@ def test_auto_crop_of_a_large_image_is_a_native_window_with_the_rule_applied():
     corners = rng.uniform(0, [height, width], size=(12, 2))
     sides = rng.uniform(10, 60, size=(12, 2))
     boxes = np.concatenate([corners, np.minimum(corners + sides, [height, width])], -1).astype(np.float32)
-    ex = {"image": _coordinate_image(height, width), "boxes": boxes,
-          "labels": np.arange(12, dtype=np.int32), "difficult": np.zeros(12, bool)}
+    ex = {
+        "image": _coordinate_image(height, width),
+        "boxes": boxes,
+        "labels": np.arange(12, dtype=np.int32),
+        "difficult": np.zeros(12, bool),
+    }
     cut = 0
-    for batch in _batches(make_pipeline(examples_dataset([ex]).repeat(30), 1, 48, 64, training=True,
-                                        seed=1, augment="none")):
+    for batch in _batches(
+        make_pipeline(examples_dataset([ex]).repeat(30), 1, 48, 64, training=True, seed=1, augment="none")
+    ):
         image, out_boxes, labels, difficult = _unpadded(batch)
         assert image.shape == (48, 64, 3)  # min_side × max_side, longer side along the width
         b, g, r = image[0, 0, 2], image[0, 0, 1], image[0, 0, 0]
         y0, x0 = int(b % 16) * 256 + int(g), int(b // 16) * 256 + int(r)
-        np.testing.assert_array_equal(image, ex["image"][y0:y0 + 48, x0:x0 + 64])  # native pixels
+        np.testing.assert_array_equal(image, ex["image"][y0 : y0 + 48, x0 : x0 + 64])  # native pixels
         clipped = np.clip(boxes - [y0, x0, y0, x0], 0, [48, 64, 48, 64])
         area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
         full = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -155,8 +191,11 @@ def test_auto_crop_of_a_large_image_is_a_native_window_with_the_rule_applied():
 def test_crops_of_a_large_image_keep_the_rectangles_under_their_boxes():
     scene = _scene(400, 600, red=(200, 300, 230, 330), blue=(250, 100, 262, 150))
     sizes = set()
-    for batch in _batches(make_pipeline(examples_dataset([scene]).repeat(12), 1, 96, 128, training=True,
-                                        seed=2, augment="standard")):
+    for batch in _batches(
+        make_pipeline(
+            examples_dataset([scene]).repeat(12), 1, 96, 128, training=True, seed=2, augment="standard"
+        )
+    ):
         image, boxes, labels, _ = _unpadded(batch)
         sizes.add(image.shape[:2])
         _check_rectangles(image, boxes, labels)
@@ -167,10 +206,18 @@ def test_crops_prefer_windows_with_objects():
     """A 10 px object in a 1000 px image: a uniform 48 × 64 window holds it 0.4 % of the time;
     half the windows are placed on an object."""
     image = np.zeros((1000, 1000, 3), np.uint8)
-    ex = {"image": image, "boxes": np.array([[700, 300, 710, 310]], np.float32),
-          "labels": np.array([0], np.int32), "difficult": np.array([False])}
-    hits = sum(int((labels[0] >= 0).sum()) for _, _, _, labels, _ in _batches(
-        make_pipeline(examples_dataset([ex]).repeat(40), 1, 48, 64, training=True, seed=0, augment="none")))
+    ex = {
+        "image": image,
+        "boxes": np.array([[700, 300, 710, 310]], np.float32),
+        "labels": np.array([0], np.int32),
+        "difficult": np.array([False]),
+    }
+    hits = sum(
+        int((labels[0] >= 0).sum())
+        for _, _, _, labels, _ in _batches(
+            make_pipeline(examples_dataset([ex]).repeat(40), 1, 48, 64, training=True, seed=0, augment="none")
+        )
+    )
     assert 10 <= hits <= 30  # binomial(40, ≈ 0.5): outside this range with probability < 0.1 %
 
 
@@ -187,8 +234,11 @@ def test_auto_leaves_images_up_to_twice_max_side_untouched():
 
 def test_crop_size_cuts_windows_then_resizes():
     scene = _scene(150, 250, red=(40, 40, 70, 70), blue=(110, 150, 130, 250))
-    for batch in _batches(make_pipeline(examples_dataset([scene]).repeat(8), 1, 40, 1000, training=True,
-                                        seed=5, crop=80, augment="none")):
+    for batch in _batches(
+        make_pipeline(
+            examples_dataset([scene]).repeat(8), 1, 40, 1000, training=True, seed=5, crop=80, augment="none"
+        )
+    ):
         image, boxes, labels, _ = _unpadded(batch)
         assert image.shape[:2] == (40, 40)  # an 80 × 80 window at scale 1/2
         _check_rectangles(image, boxes, labels)
@@ -196,8 +246,13 @@ def test_crop_size_cuts_windows_then_resizes():
 
 def _varied_examples(count=6):
     rng = np.random.default_rng(1)
-    return [{**_scene(), "image": np.clip(_scene()["image"] + rng.integers(0, 20, (96, 128, 1)), 0, 255)
-             .astype(np.uint8)} for _ in range(count)]  # grey noise
+    return [
+        {
+            **_scene(),
+            "image": np.clip(_scene()["image"] + rng.integers(0, 20, (96, 128, 1)), 0, 255).astype(np.uint8),
+        }
+        for _ in range(count)
+    ]  # grey noise
 
 
 @pytest.mark.parametrize("preset", [p for p in AUGMENT_PRESETS if p != "none"])
@@ -205,8 +260,9 @@ def test_same_seed_same_batches_other_seed_other_batches(preset):
     ds = examples_dataset(_varied_examples(4))
 
     def run(seed):  # no shuffling: the batches differ only by their augmentation
-        return _batches(make_pipeline(ds, 2, 96, 128, training=True, seed=seed, augment=preset,
-                                      shuffle_buffer=1))
+        return _batches(
+            make_pipeline(ds, 2, 96, 128, training=True, seed=seed, augment=preset, shuffle_buffer=1)
+        )
 
     first, again, other = run(7), run(7), run(8)
     for a, b in zip(first, again):
@@ -222,8 +278,18 @@ def test_a_resumed_run_sees_the_same_epochs():
     examples = _varied_examples()
 
     def epoch(e):
-        return _batches(make_pipeline(examples_dataset(examples), 2, 96, 128, training=True,
-                                      seed=1000 * e, augment="strong", crop=64))
+        return _batches(
+            make_pipeline(
+                examples_dataset(examples),
+                2,
+                96,
+                128,
+                training=True,
+                seed=1000 * e,
+                augment="strong",
+                crop=64,
+            )
+        )
 
     keras.utils.set_random_seed(1)  # as rfcn-tf train does, from --seed
     uninterrupted = [epoch(e) for e in range(3)]
@@ -257,8 +323,11 @@ def test_a_keras_layer_or_a_seeded_function_as_augment():
     ds = examples_dataset([_scene()]).repeat(6)
     layer = keras.layers.RandomFlip("vertical", bounding_box_format="xyxy", seed=1)
     flipped = 0
-    for batch in _batches(make_pipeline(ds, 1, 96, 128, training=True, seed=0, augment=layer,
-                                        bounding_box_format="xyxy", crop=None)):
+    for batch in _batches(
+        make_pipeline(
+            ds, 1, 96, 128, training=True, seed=0, augment=layer, bounding_box_format="xyxy", crop=None
+        )
+    ):
         image, boxes, labels, _ = _unpadded(batch)
         _check_rectangles(image, boxes[:, [1, 0, 3, 2]], labels)
         flipped += boxes[0, 1] > 48
@@ -273,13 +342,23 @@ def test_a_keras_layer_or_a_seeded_function_as_augment():
     scene = {**_scene(), "difficult": np.array([False, True])}
 
     def run():
-        return _batches(make_pipeline(examples_dataset([scene]).repeat(10), 1, 96, 128, training=True,
-                                      seed=0, augment=drop_blue_sometimes, crop=None))
+        return _batches(
+            make_pipeline(
+                examples_dataset([scene]).repeat(10),
+                1,
+                96,
+                128,
+                training=True,
+                seed=0,
+                augment=drop_blue_sometimes,
+                crop=None,
+            )
+        )
 
     first = run()
     kept = [_unpadded(b)[2].tolist() for b in first]
     assert {tuple(k) for k in kept} == {(0,), (0, 1)}
-    assert all(_unpadded(b)[3].tolist() == [0, 1][:len(k)] for b, k in zip(first, kept))
+    assert all(_unpadded(b)[3].tolist() == [0, 1][: len(k)] for b, k in zip(first, kept))
     assert kept == [_unpadded(b)[2].tolist() for b in run()]
 
 

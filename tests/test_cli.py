@@ -40,9 +40,23 @@ def trained(tmp_path_factory, tfds_dir):
     """``rfcn-tf train --small`` (the demo's stride 8 by default) for one epoch on
     rfcn_shapes/tiny → its output directory."""
     out = tmp_path_factory.mktemp("train")
-    status = run_cli("train", "--small", "--dataset", "rfcn_shapes/tiny",
-                     "--data-dir", tfds_dir, *SIZE, "--batch-size", "4", "--epochs", "1",
-                     "--val-split", "validation", "--output-dir", out)
+    status = run_cli(
+        "train",
+        "--small",
+        "--dataset",
+        "rfcn_shapes/tiny",
+        "--data-dir",
+        tfds_dir,
+        *SIZE,
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--val-split",
+        "validation",
+        "--output-dir",
+        out,
+    )
     assert status == 0
     return out
 
@@ -63,17 +77,22 @@ def write_voc_folder(root):
     for i in range(4):
         image = np.full((96, 128, 3), 40, np.uint8) + rng.integers(0, 30, (96, 128, 3), dtype=np.uint8)
         objects = []
-        for name, colour, (x0, y0) in (("cat", (220, 60, 60), (10 + 4 * i, 12)),
-                                       ("dog", (60, 60, 220), (70, 40 + 3 * i))):
+        for name, colour, (x0, y0) in (
+            ("cat", (220, 60, 60), (10 + 4 * i, 12)),
+            ("dog", (60, 60, 220), (70, 40 + 3 * i)),
+        ):
             x1, y1 = x0 + 40, y0 + 36
             image[y0:y1, x0:x1] = colour
-            objects.append(f"<object><name>{name}</name><difficult>0</difficult><bndbox>"
-                           f"<xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax>"
-                           f"<ymax>{y1}</ymax></bndbox></object>")
+            objects.append(
+                f"<object><name>{name}</name><difficult>0</difficult><bndbox>"
+                f"<xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax>"
+                f"<ymax>{y1}</ymax></bndbox></object>"
+            )
         Image.fromarray(image).save(root / "JPEGImages" / f"img{i}.jpg", quality=95)
         (root / "Annotations" / f"img{i}.xml").write_text(
             f"<annotation><filename>img{i}.jpg</filename><size><width>128</width>"
-            f"<height>96</height><depth>3</depth></size>{''.join(objects)}</annotation>")
+            f"<height>96</height><depth>3</depth></size>{''.join(objects)}</annotation>"
+        )
     return root
 
 
@@ -94,11 +113,13 @@ def test_help_exits_zero_and_shows_usage(command, capsys):
 
 
 def test_subcommand_help_lists_its_options(capsys):
-    expected = {"train": ["--init", "--val-split", "--output-dir", "--small", "--feature-stride"],
-                "evaluate": ["--model", "--metric", "--output", "--split"],
-                "export": ["--export-dir", "--version", "--overwrite"],
-                "predict": ["--score-threshold", "inputs"],
-                "demo": ["--config", "--export-dir", "--epochs"]}
+    expected = {
+        "train": ["--init", "--val-split", "--output-dir", "--small", "--feature-stride"],
+        "evaluate": ["--model", "--metric", "--output", "--split"],
+        "export": ["--export-dir", "--version", "--overwrite"],
+        "predict": ["--score-threshold", "inputs"],
+        "demo": ["--config", "--export-dir", "--epochs"],
+    }
     for command, options in expected.items():
         with pytest.raises(SystemExit):
             main([command, "--help"])
@@ -117,8 +138,13 @@ def test_no_command_is_a_usage_error(capsys):
 def test_console_script_is_installed():
     script = os.path.join(os.path.dirname(sys.executable), "rfcn-tf")
     assert os.path.isfile(script), f"console script not installed at {script}"
-    done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    done = subprocess.run(
+        [script, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: rfcn-tf")
     for name in COMMANDS:
@@ -129,9 +155,13 @@ def test_console_script_is_installed():
 def test_without_tensorflow_the_import_names_the_extras(tmp_path):
     """A bare ``pip install rfcn_tf`` has no TensorFlow (it comes from [cpu] or [gpu])."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-I", "-S", "-c",
-                           f"import sys; sys.path.insert(0, {root!r}); import rfcn_tf"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {root!r}); import rfcn_tf"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert "rfcn_tf needs TensorFlow" in last and "rfcn_tf[cpu]" in last and "rfcn_tf[gpu]" in last
@@ -159,7 +189,8 @@ def test_train_draws_validation_images_and_ap_into_tensorboard(trained):
 
     events = read_events(str(trained / "logs" / "evaluation"))
     assert sorted(k for k in events if k.startswith("val_images/")) == [
-        f"val_images/{i}" for i in range(4)]  # --tensorboard-images' default
+        f"val_images/{i}" for i in range(4)
+    ]  # --tensorboard-images' default
     for i in range(4):
         picture = events[f"val_images/{i}"][0]  # epoch 0: ground truth | detections
         assert picture.shape == (128, 2 * 128 + 4, 3)  # 128 px images (SIZE), a 4 px gap
@@ -168,8 +199,7 @@ def test_train_draws_validation_images_and_ap_into_tensorboard(trained):
 
 
 @pytest.mark.slow
-def test_the_same_command_trains_bit_identical_weights_whether_or_not_it_built_the_data(
-        tmp_path):
+def test_the_same_command_trains_bit_identical_weights_whether_or_not_it_built_the_data(tmp_path):
     """Two processes run the same ``rfcn-tf train`` (no determinism flag: op determinism is
     the default): the first builds rfcn_shapes/tiny, the second finds it built. Building draws
     from the global random generators, which once made such runs' weights entirely different
@@ -179,10 +209,29 @@ def test_the_same_command_trains_bit_identical_weights_whether_or_not_it_built_t
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     for run in ("built", "reused"):
         done = subprocess.run(
-            [sys.executable, "-m", "rfcn_tf.cli", "train", "--small", "--dataset",
-             "rfcn_shapes/tiny", "--data-dir", str(tmp_path / "tfds"), *SIZE, "--batch-size", "4",
-             "--epochs", "1", "--output-dir", str(tmp_path / run)],
-            capture_output=True, text=True, timeout=600, env=env)
+            [
+                sys.executable,
+                "-m",
+                "rfcn_tf.cli",
+                "train",
+                "--small",
+                "--dataset",
+                "rfcn_shapes/tiny",
+                "--data-dir",
+                str(tmp_path / "tfds"),
+                *SIZE,
+                "--batch-size",
+                "4",
+                "--epochs",
+                "1",
+                "--output-dir",
+                str(tmp_path / run),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     first = keras.models.load_model(tmp_path / "built" / "final.keras").get_weights()
     second = keras.models.load_model(tmp_path / "reused" / "final.keras").get_weights()
@@ -193,8 +242,22 @@ def test_the_same_command_trains_bit_identical_weights_whether_or_not_it_built_t
 def test_fine_tuning_with_init_on_a_voc_folder_with_other_classes(trained, tmp_path):
     voc = write_voc_folder(tmp_path / "voc")
     out = tmp_path / "finetuned"
-    status = run_cli("train", "--init", trained / "final.keras", "--dataset", voc, "--split", "all",
-                     *SIZE, "--batch-size", "2", "--epochs", "1", "--output-dir", out)
+    status = run_cli(
+        "train",
+        "--init",
+        trained / "final.keras",
+        "--dataset",
+        voc,
+        "--split",
+        "all",
+        *SIZE,
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--output-dir",
+        out,
+    )
     assert status == 0
     model = keras.models.load_model(out / "final.keras")
     assert model.config.num_classes == 2
@@ -235,21 +298,48 @@ def assert_same_result(result, expected):
 
 def test_evaluate_keras_model_writes_json(trained, tfds_dir, api_result, tmp_path, capsys):
     output = tmp_path / "result.json"
-    status = run_cli("evaluate", "--model", trained / "final.keras", "--dataset", "rfcn_shapes/tiny",
-                     "--data-dir", tfds_dir, "--split", "test", *SIZE, "--batch-size", "4",
-                     "--output", output)
+    status = run_cli(
+        "evaluate",
+        "--model",
+        trained / "final.keras",
+        "--dataset",
+        "rfcn_shapes/tiny",
+        "--data-dir",
+        tfds_dir,
+        "--split",
+        "test",
+        *SIZE,
+        "--batch-size",
+        "4",
+        "--output",
+        output,
+    )
     assert status == 0
     assert_same_result(check_result_json(output), api_result)
     out = capsys.readouterr().out
     assert "mAP" in out and "circle" in out
 
 
-def test_evaluate_saved_model_directory_gives_the_keras_models_result(exported, tfds_dir, api_result,
-                                                                      tmp_path):
+def test_evaluate_saved_model_directory_gives_the_keras_models_result(
+    exported, tfds_dir, api_result, tmp_path
+):
     output = tmp_path / "result.json"
-    status = run_cli("evaluate", "--model", exported / "1", "--dataset", "rfcn_shapes/tiny",
-                     "--data-dir", tfds_dir, "--split", "test", *SIZE, "--batch-size", "4",
-                     "--output", output)
+    status = run_cli(
+        "evaluate",
+        "--model",
+        exported / "1",
+        "--dataset",
+        "rfcn_shapes/tiny",
+        "--data-dir",
+        tfds_dir,
+        "--split",
+        "test",
+        *SIZE,
+        "--batch-size",
+        "4",
+        "--output",
+        output,
+    )
     assert status == 0
     assert_same_result(check_result_json(output), api_result)
 
@@ -276,11 +366,14 @@ def test_export_versions_and_refuses_to_overwrite(trained, exported, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
-def test_export_tflite_and_onnx_evaluate_like_the_keras_model(fmt, trained, tfds_dir, api_result,
-                                                              tmp_path, capsys):
+def test_export_tflite_and_onnx_evaluate_like_the_keras_model(
+    fmt, trained, tfds_dir, api_result, tmp_path, capsys
+):
     export_dir = tmp_path / fmt
-    assert run_cli("export", "--model", trained / "final.keras", "--format", fmt,
-                   "--export-dir", export_dir) == 0
+    assert (
+        run_cli("export", "--model", trained / "final.keras", "--format", fmt, "--export-dir", export_dir)
+        == 0
+    )
     version = export_dir / "1"
     assert (version / f"model.{fmt}").is_file()
     assert (version / "labels.txt").read_text().split() == SHAPES
@@ -289,24 +382,42 @@ def test_export_tflite_and_onnx_evaluate_like_the_keras_model(fmt, trained, tfds
     assert f"model.{fmt}" in capsys.readouterr().out
 
     output = tmp_path / "result.json"
-    assert run_cli("evaluate", "--model", export_dir, "--dataset", "rfcn_shapes/tiny",
-                   "--data-dir", tfds_dir, "--split", "test", *SIZE, "--batch-size", "4",
-                   "--output", output) == 0
+    assert (
+        run_cli(
+            "evaluate",
+            "--model",
+            export_dir,
+            "--dataset",
+            "rfcn_shapes/tiny",
+            "--data-dir",
+            tfds_dir,
+            "--split",
+            "test",
+            *SIZE,
+            "--batch-size",
+            "4",
+            "--output",
+            output,
+        )
+        == 0
+    )
     result = check_result_json(output)
     assert result["num_detections"] == api_result["num_detections"]
     assert sum(api_result["num_detections"].values()) > 0
     assert result["mAP"] == pytest.approx(api_result["mAP"], abs=1e-3)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--format", "onnx", "--quantize", "float16"], "--quantize applies to --format tflite"),
-    (["--input-size", "100", "100"], "--input-size applies to tflite and onnx"),
-    (["--format", "tflite", "--opset", "13"], "--opset applies to --format onnx"),
-    (["--format", "tflite", "--input-size", "0", "100"], "input_size must be"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--format", "onnx", "--quantize", "float16"], "--quantize applies to --format tflite"),
+        (["--input-size", "100", "100"], "--input-size applies to tflite and onnx"),
+        (["--format", "tflite", "--opset", "13"], "--opset applies to --format onnx"),
+        (["--format", "tflite", "--input-size", "0", "100"], "input_size must be"),
+    ],
+)
 def test_export_option_errors_write_nothing(args, message, trained, tmp_path, capsys):
-    status = run_cli("export", "--model", trained / "final.keras", "--export-dir",
-                     tmp_path / "out", *args)
+    status = run_cli("export", "--model", trained / "final.keras", "--export-dir", tmp_path / "out", *args)
     assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("rfcn-tf export: error:") and message in err
@@ -314,8 +425,7 @@ def test_export_option_errors_write_nothing(args, message, trained, tmp_path, ca
 
 
 # ------------------------------------------------------------------------------ predict
-def test_predict_writes_json_and_pictures_and_reports_unreadable_files(trained, exported, tmp_path,
-                                                                       capsys):
+def test_predict_writes_json_and_pictures_and_reports_unreadable_files(trained, exported, tmp_path, capsys):
     rng = np.random.default_rng(0)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -325,8 +435,16 @@ def test_predict_writes_json_and_pictures_and_reports_unreadable_files(trained, 
     (inputs / "broken.png").write_bytes(b"this is not an image")
     out = tmp_path / "predictions"
 
-    status = run_cli("predict", "--model", exported, inputs / "a.png", inputs / "broken.png",
-                     inputs / "b.png", "--output-dir", out)
+    status = run_cli(
+        "predict",
+        "--model",
+        exported,
+        inputs / "a.png",
+        inputs / "broken.png",
+        inputs / "b.png",
+        "--output-dir",
+        out,
+    )
     assert status == 1
     assert "broken.png" in capsys.readouterr().out
 
@@ -355,8 +473,9 @@ def test_predict_writes_json_and_pictures_and_reports_unreadable_files(trained, 
         keep = expected["confidence"][0] >= 0.3
         boxes = [d["box"] for d in entry["detections"]]
         np.testing.assert_allclose(np.reshape(boxes, (-1, 4)), expected["boxes"][0][keep], atol=1e-3)
-        np.testing.assert_allclose([d["score"] for d in entry["detections"]],
-                                   expected["confidence"][0][keep], atol=1e-5)
+        np.testing.assert_allclose(
+            [d["score"] for d in entry["detections"]], expected["confidence"][0][keep], atol=1e-5
+        )
         assert [d["label"] for d in entry["detections"]] == expected["labels"][0][keep].tolist()
 
 
@@ -365,12 +484,22 @@ def test_predict_writes_json_and_pictures_and_reports_unreadable_files(trained, 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     saved = tmp_path / "saved"
-    status = run_cli("demo", "--config", "tiny", "--epochs", "1", "--num-pictures", "2",
-                     "--output-dir", out, "--export-dir", saved)
+    status = run_cli(
+        "demo",
+        "--config",
+        "tiny",
+        "--epochs",
+        "1",
+        "--num-pictures",
+        "2",
+        "--output-dir",
+        out,
+        "--export-dir",
+        saved,
+    )
     assert status == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    found = re.fullmatch(r"mAP@0\.5 = ([0-9.]+) \(VOC07 11-point; all-point AP ([0-9.]+)\)",
-                         lines[-1])
+    found = re.fullmatch(r"mAP@0\.5 = ([0-9.]+) \(VOC07 11-point; all-point AP ([0-9.]+)\)", lines[-1])
     assert found, lines[-1]
     map_value, all_point = float(found.group(1)), float(found.group(2))
     # The printed figures are the saved model's on the test split: evaluated again here.
@@ -378,10 +507,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     from rfcn_tf.evaluation import collect_detections, evaluate_detections
 
     model = keras.models.load_model(out / "rfcn_shapes.keras")
-    examples, names = load_examples("rfcn_shapes/tiny", "test",
-                                    data_dir=str(out / "tensorflow_datasets"))
-    data = make_pipeline(examples, 4, min_side=model.config.min_side,
-                         max_side=model.config.max_side)
+    examples, names = load_examples("rfcn_shapes/tiny", "test", data_dir=str(out / "tensorflow_datasets"))
+    data = make_pipeline(examples, 4, min_side=model.config.min_side, max_side=model.config.max_side)
     detections, ground_truth = collect_detections(model, data)
     assert sum(len(d["boxes"]) for d in detections) > 0
     for metric, printed in (("voc07", map_value), ("voc", all_point)):
@@ -409,8 +536,18 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ bad input
 def test_unknown_dataset_is_an_error_naming_it(tmp_path, capsys):
-    status = run_cli("train", "--small", "--dataset", "no_such_dataset_xyz", "--data-dir", tmp_path,
-                     "--epochs", "1", "--output-dir", tmp_path / "out")
+    status = run_cli(
+        "train",
+        "--small",
+        "--dataset",
+        "no_such_dataset_xyz",
+        "--data-dir",
+        tmp_path,
+        "--epochs",
+        "1",
+        "--output-dir",
+        tmp_path / "out",
+    )
     assert status == 2
     err = capsys.readouterr().err
     assert "rfcn-tf train: error:" in err and "no_such_dataset_xyz" in err
@@ -420,8 +557,9 @@ def test_unknown_dataset_is_an_error_naming_it(tmp_path, capsys):
 
 def test_voc_folder_without_the_split_file_is_an_error(tmp_path, capsys):
     voc = write_voc_folder(tmp_path / "voc")
-    status = run_cli("train", "--small", "--dataset", voc, "--epochs", "1",
-                     "--output-dir", tmp_path / "out")  # default --split train: no such file
+    status = run_cli(
+        "train", "--small", "--dataset", voc, "--epochs", "1", "--output-dir", tmp_path / "out"
+    )  # default --split train: no such file
     assert status == 2
     err = capsys.readouterr().err
     assert "rfcn-tf train: error:" in err and "train.txt" in err
@@ -430,11 +568,18 @@ def test_voc_folder_without_the_split_file_is_an_error(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["evaluate", "export", "predict"])
 def test_missing_model_is_an_error(command, tmp_path, capsys):
     missing = tmp_path / "missing.keras"
-    argv = {"evaluate": ["evaluate", "--model", missing, "--dataset", "rfcn_shapes/tiny",
-                         "--data-dir", tmp_path],
-            "export": ["export", "--model", missing, "--export-dir", tmp_path / "export"],
-            "predict": ["predict", "--model", missing, tmp_path / "image.png",
-                        "--output-dir", tmp_path / "predictions"]}[command]
+    argv = {
+        "evaluate": ["evaluate", "--model", missing, "--dataset", "rfcn_shapes/tiny", "--data-dir", tmp_path],
+        "export": ["export", "--model", missing, "--export-dir", tmp_path / "export"],
+        "predict": [
+            "predict",
+            "--model",
+            missing,
+            tmp_path / "image.png",
+            "--output-dir",
+            tmp_path / "predictions",
+        ],
+    }[command]
     status = run_cli(*argv)
     assert status == 2
     err = capsys.readouterr().err
@@ -444,7 +589,19 @@ def test_missing_model_is_an_error(command, tmp_path, capsys):
 
 
 def test_init_model_that_does_not_exist_is_an_error(tfds_dir, tmp_path, capsys):
-    status = run_cli("train", "--init", tmp_path / "missing.keras", "--dataset", "rfcn_shapes/tiny",
-                     "--data-dir", tfds_dir, *SIZE, "--epochs", "1", "--output-dir", tmp_path / "out")
+    status = run_cli(
+        "train",
+        "--init",
+        tmp_path / "missing.keras",
+        "--dataset",
+        "rfcn_shapes/tiny",
+        "--data-dir",
+        tfds_dir,
+        *SIZE,
+        "--epochs",
+        "1",
+        "--output-dir",
+        tmp_path / "out",
+    )
     assert status == 2
     assert "missing.keras" in capsys.readouterr().err

@@ -18,17 +18,26 @@ def _red_rect_example():
     """60 × 80 dark image, red on rows 10..29 and columns 50..69 → edge box [10, 50, 30, 70]."""
     image = np.full((60, 80, 3), (10, 20, 30), np.uint8)
     image[10:30, 50:70] = RED
-    return {"image": image, "boxes": np.array([[10, 50, 30, 70]], np.float32),
-            "labels": np.array([2], np.int32), "difficult": np.array([False])}
+    return {
+        "image": image,
+        "boxes": np.array([[10, 50, 30, 70]], np.float32),
+        "labels": np.array([2], np.int32),
+        "difficult": np.array([False]),
+    }
 
 
 def _assert_box_encloses_red(image, box):
     """Pixels 1 px inside the box are red, pixels 1 px outside are not."""
     ymin, xmin, ymax, xmax = box
-    inside = image[int(np.ceil(ymin)) + 1:int(np.floor(ymax)) - 1, int(np.ceil(xmin)) + 1:int(np.floor(xmax)) - 1]
+    inside = image[
+        int(np.ceil(ymin)) + 1 : int(np.floor(ymax)) - 1, int(np.ceil(xmin)) + 1 : int(np.floor(xmax)) - 1
+    ]
     assert inside.size and np.all(inside[..., 0] > 240)
     red = image[..., 0] > 128
-    red[max(int(np.floor(ymin)) - 1, 0):int(np.ceil(ymax)) + 1, max(int(np.floor(xmin)) - 1, 0):int(np.ceil(xmax)) + 1] = False
+    red[
+        max(int(np.floor(ymin)) - 1, 0) : int(np.ceil(ymax)) + 1,
+        max(int(np.floor(xmin)) - 1, 0) : int(np.ceil(xmax)) + 1,
+    ] = False
     assert not red.any()
 
 
@@ -48,9 +57,11 @@ def test_boxes_enclose_same_pixels_after_resize_and_flip(min_side):
 
 
 def test_mixed_sizes_are_padded_with_true_sizes_kept():
-    examples = [example(60, 80, [[5, 5, 20, 30]], [1]),
-                example(100, 50, [[0, 0, 10, 10], [20, 20, 50, 40], [60, 10, 90, 45]], [0, 3, 2]),
-                example(40, 40, [])]
+    examples = [
+        example(60, 80, [[5, 5, 20, 30]], [1]),
+        example(100, 50, [[0, 0, 10, 10], [20, 20, 50, 40], [60, 10, 90, 45]], [0, 3, 2]),
+        example(40, 40, []),
+    ]
     ds = make_pipeline(examples_dataset(examples), batch_size=3, min_side=60, max_side=100)
     inputs, targets = next(iter(ds))
     # scales: min(60/60, 100/80)=1; min(60/50, 100/100)=1; min(60/40, 100/40)=1.5
@@ -87,8 +98,10 @@ def test_more_boxes_than_max_boxes_names_the_example():
 
 def test_multi_scale_picks_several_sides_in_training_and_the_largest_otherwise():
     ds = examples_dataset([example(50, 50, [[1, 1, 5, 5]])]).repeat(30)
-    sizes = {int(x["image_sizes"][0, 0]) for x, _ in make_pipeline(ds, 1, min_side=(40, 60, 80), max_side=200,
-                                                                   training=True, seed=0)}
+    sizes = {
+        int(x["image_sizes"][0, 0])
+        for x, _ in make_pipeline(ds, 1, min_side=(40, 60, 80), max_side=200, training=True, seed=0)
+    }
     assert sizes == {40, 60, 80}
     sizes = {int(x["image_sizes"][0, 0]) for x, _ in make_pipeline(ds, 1, min_side=(40, 60), max_side=200)}
     assert sizes == {60}  # the model's inference scale
@@ -108,8 +121,13 @@ def _run(ds):
 
 def test_seed_makes_training_repeatable():
     rng = np.random.default_rng(0)
-    examples = [{**example(40, 60, [[5, 5, 20, 20 + i]], [i % 3]), "image": rng.integers(0, 255, (40, 60, 3), np.uint8)}
-                for i in range(10)]
+    examples = [
+        {
+            **example(40, 60, [[5, 5, 20, 20 + i]], [i % 3]),
+            "image": rng.integers(0, 255, (40, 60, 3), np.uint8),
+        }
+        for i in range(10)
+    ]
     make = lambda seed: make_pipeline(examples_dataset(examples), 2, 40, 100, training=True, seed=seed)  # noqa: E731
     first, second, other = _run(make(5)), _run(make(5)), _run(make(6))
     for (a_img, a_box), (b_img, b_box) in zip(first, second):
@@ -140,8 +158,11 @@ def test_read_image_converts_formats_to_rgb(tmp_path):
     rgba[..., :3], rgba[..., 3] = (10, 200, 30), 128
     jpeg_path = tmp_path / "photo.jpg"
     jpeg_path.write_bytes(_encoded(np.full((20, 40, 3), (200, 100, 50), np.uint8), "JPEG"))
-    cases = [(_encoded(gray, "PNG"), (77, 77, 77)), (_encoded(rgba, "PNG"), (10, 200, 30)),
-             (str(jpeg_path), (200, 100, 50))]
+    cases = [
+        (_encoded(gray, "PNG"), (77, 77, 77)),
+        (_encoded(rgba, "PNG"), (10, 200, 30)),
+        (str(jpeg_path), (200, 100, 50)),
+    ]
     for image, colour in cases:
         pixels, size = read_image(image)
         assert pixels.shape == (20, 40, 3) and pixels.dtype == np.uint8 and tuple(size) == (20, 40)

@@ -56,9 +56,12 @@ def test_render_boxes_are_tight_on_visible_uniform_pixels():
 
 def test_render_sizes_span_small_to_large():
     rng = np.random.default_rng(3)
-    sides = np.concatenate([
-        np.maximum(ex["boxes"][:, 2] - ex["boxes"][:, 0], ex["boxes"][:, 3] - ex["boxes"][:, 1])
-        for ex in (render_example(rng, 192, num_objects=5) for _ in range(20))])
+    sides = np.concatenate(
+        [
+            np.maximum(ex["boxes"][:, 2] - ex["boxes"][:, 0], ex["boxes"][:, 3] - ex["boxes"][:, 1])
+            for ex in (render_example(rng, 192, num_objects=5) for _ in range(20))
+        ]
+    )
     assert sides.min() < 20 and sides.max() > 70
     assert sides.min() >= 6 and sides.max() <= 192
 
@@ -93,7 +96,9 @@ def test_builder_is_deterministic(tiny_train, tiny_dirs):
 
 
 def test_pipeline_length_is_known(tiny_dirs):
-    examples, _ = data.load_examples("rfcn_shapes/tiny", "train", data_dir=str(tiny_dirs[0]), shuffle=True, seed=1)
+    examples, _ = data.load_examples(
+        "rfcn_shapes/tiny", "train", data_dir=str(tiny_dirs[0]), shuffle=True, seed=1
+    )
     batches = data.make_pipeline(examples, 5, min_side=128, max_side=128, training=True, seed=1)
     assert batches.cardinality().numpy() == -(-TINY.num_train // 5)
 
@@ -109,7 +114,8 @@ def test_builder_splits_differ_and_exist(tiny_dirs):
 
 def test_custom_config_sets_size_and_counts(tmp_path):
     config = data.RfcnShapesConfig(name="test96", image_size=96, num_train=3, num_validation=1, num_test=1)
-    examples, _ = data.load_examples("rfcn_shapes", "train", data_dir=str(tmp_path),
-                                     builder_kwargs={"config": config})
+    examples, _ = data.load_examples(
+        "rfcn_shapes", "train", data_dir=str(tmp_path), builder_kwargs={"config": config}
+    )
     images = [ex["image"] for ex in tfds.as_numpy(examples)]
     assert len(images) == 3 and all(im.shape == (96, 96, 3) for im in images)

@@ -20,8 +20,9 @@ def _clean_reference(boxes, height, width):
     return np.concatenate([lo, hi], axis=1)[keep], keep
 
 
-@pytest.mark.parametrize("name,flag", [("voc/2007", "is_difficult"), ("voc/2012", "is_difficult"),
-                                       ("coco/2017", "is_crowd")])
+@pytest.mark.parametrize(
+    "name,flag", [("voc/2007", "is_difficult"), ("voc/2012", "is_difficult"), ("coco/2017", "is_crowd")]
+)
 def test_tfds_adapters_on_mock_data(name, flag):
     with tfds.testing.mock_data(num_examples=3):
         raw = list(tfds.as_numpy(tfds.load(name, split="train")))
@@ -65,8 +66,15 @@ def _voc_folder(root):
     images = {
         "a": ("a.jpg", rgb, [("dog", (11, 6, 30, 20), False), ("cat", (1, 1, 60, 40), True)]),
         # inverted x, across the right edge, wholly outside (empty once clipped)
-        "b": ("b.png", gray, [("bird", (40, 5, 10, 25), False), ("dog", (30, 10, 80, 20), False),
-                              ("cat", (70, 5, 80, 9), False)]),
+        "b": (
+            "b.png",
+            gray,
+            [
+                ("bird", (40, 5, 10, 25), False),
+                ("dog", (30, 10, 80, 20), False),
+                ("cat", (70, 5, 80, 9), False),
+            ],
+        ),
         "c": ("c.png", rgba, []),
     }
     return write_voc(str(root), images, splits={"train": ["a", "b"], "val": ["c"]})
@@ -107,25 +115,37 @@ def test_voc_unknown_split_and_missing_image_are_explained(tmp_path):
 
 def test_corrupt_image_file_error_names_the_file(tmp_path):
     good = np.zeros((20, 20, 3), np.uint8)
-    root = write_voc(str(tmp_path / "voc"), {
-        "good": ("good.jpg", good, [("x", (1, 1, 5, 5), False)]),
-        "bad": ("bad.jpg", b"\xff\xd8\xff\xe0 truncated nonsense", [("x", (1, 1, 5, 5), False)]),
-    })
+    root = write_voc(
+        str(tmp_path / "voc"),
+        {
+            "good": ("good.jpg", good, [("x", (1, 1, 5, 5), False)]),
+            "bad": ("bad.jpg", b"\xff\xd8\xff\xe0 truncated nonsense", [("x", (1, 1, 5, 5), False)]),
+        },
+    )
     examples, _ = load_examples(root)
     with pytest.raises(tf.errors.InvalidArgumentError, match="bad.jpg"):
         list(examples)
 
 
 def _coco(tmp_path, annotations):
-    images = [(1, "one.jpg", np.full((40, 50, 3), 120, np.uint8)),
-              (2, "two.png", np.full((30, 30), 60, np.uint8)),
-              (5, "empty.jpg", np.zeros((20, 20, 3), np.uint8))]
-    return write_coco(str(tmp_path / "coco" / "annotations" / "instances_val.json"), images,
-                      [(7, "zebra"), (1, "person"), (3, "car")], annotations)
+    images = [
+        (1, "one.jpg", np.full((40, 50, 3), 120, np.uint8)),
+        (2, "two.png", np.full((30, 30), 60, np.uint8)),
+        (5, "empty.jpg", np.zeros((20, 20, 3), np.uint8)),
+    ]
+    return write_coco(
+        str(tmp_path / "coco" / "annotations" / "instances_val.json"),
+        images,
+        [(7, "zebra"), (1, "person"), (3, "car")],
+        annotations,
+    )
 
 
-COCO_ANNOTATIONS = [(10, 1, 7, [5.0, 10.0, 20.0, 15.0], 0), (11, 1, 1, [0.0, 0.0, 50.0, 40.0], 1),
-                    (12, 2, 3, [2.0, 3.0, 0.0, 10.0], 0)]  # zero width: dropped
+COCO_ANNOTATIONS = [
+    (10, 1, 7, [5.0, 10.0, 20.0, 15.0], 0),
+    (11, 1, 1, [0.0, 0.0, 50.0, 40.0], 1),
+    (12, 2, 3, [2.0, 3.0, 0.0, 10.0], 0),
+]  # zero width: dropped
 
 
 def test_coco_json_reader(tmp_path, caplog):
@@ -164,8 +184,12 @@ def test_coco_unknown_category_names_the_annotation(tmp_path):
 
 
 def test_label_out_of_range_names_the_example():
-    ds = examples_dataset([example(20, 20, [[1, 1, 5, 5]], [0], image_id="fine.jpg"),
-                           example(20, 20, [[1, 1, 5, 5]], [3], image_id="wrong_label.jpg")])
+    ds = examples_dataset(
+        [
+            example(20, 20, [[1, 1, 5, 5]], [0], image_id="fine.jpg"),
+            example(20, 20, [[1, 1, 5, 5]], [3], image_id="wrong_label.jpg"),
+        ]
+    )
     it = iter(validate_examples(ds, num_classes=3))
     next(it)
     with pytest.raises(tf.errors.InvalidArgumentError, match="wrong_label.jpg"):
@@ -173,8 +197,15 @@ def test_label_out_of_range_names_the_example():
 
 
 def test_graph_side_drops_are_counted_once_and_logged(caplog):
-    boxes = [[5, 5, 5, 9], [30, 30, 40, 40], [2, 18, 8, 12], [-4, -4, 3, 3]]  # zero h, outside, inverted, clipped
-    ds = validate_examples(examples_dataset([example(20, 20, boxes, [0, 1, 0, 1], image_id="counted.png")]), 2)
+    boxes = [
+        [5, 5, 5, 9],
+        [30, 30, 40, 40],
+        [2, 18, 8, 12],
+        [-4, -4, 3, 3],
+    ]  # zero h, outside, inverted, clipped
+    ds = validate_examples(
+        examples_dataset([example(20, 20, boxes, [0, 1, 0, 1], image_id="counted.png")]), 2
+    )
     for _ in range(2):  # two epochs: still counted once
         ex = next(iter(ds))
     np.testing.assert_allclose(ex["boxes"].numpy(), [[2, 12, 8, 18], [0, 0, 3, 3]])
@@ -194,7 +225,9 @@ def test_mismatched_object_counts_name_the_example():
 
 def test_folder_shuffle_is_a_repeatable_permutation(tmp_path):
     root = _voc_folder(tmp_path / "voc")
-    orders = [[ex["image_id"].numpy() for ex in load_examples(root, shuffle=True, seed=4)[0]] for _ in range(2)]
+    orders = [
+        [ex["image_id"].numpy() for ex in load_examples(root, shuffle=True, seed=4)[0]] for _ in range(2)
+    ]
     assert orders[0] == orders[1] and sorted(orders[0]) == [b"a", b"b", b"c"]
 
 

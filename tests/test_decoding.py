@@ -44,8 +44,24 @@ def exported(keras_path, tmp_path_factory):
     """``rfcn-tf export --max-detections 7 --proposals 150 --score-threshold 0.1`` → the
     version directory."""
     base = tmp_path_factory.mktemp("export") / "rfcn"
-    assert main(["export", "--model", str(keras_path), "--export-dir", str(base),
-                 "--max-detections", "7", "--proposals", "150", "--score-threshold", "0.1"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(keras_path),
+                "--export-dir",
+                str(base),
+                "--max-detections",
+                "7",
+                "--proposals",
+                "150",
+                "--score-threshold",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     return base / "1"
 
 
@@ -77,12 +93,13 @@ def test_with_decoding_keeps_the_weights_and_caps_the_detections(model, tmp_path
 def test_proposals_raise_the_pre_nms_count_when_needed():
     config = RFCNConfig.small()  # 1000 pre-NMS, 100 post-NMS at test time
     assert decoding_changes(config, proposals=500) == {"rpn_post_nms_test": 500}
-    assert decoding_changes(config, proposals=2000) == {"rpn_post_nms_test": 2000,
-                                                        "rpn_pre_nms_test": 2000}
+    assert decoding_changes(config, proposals=2000) == {"rpn_post_nms_test": 2000, "rpn_pre_nms_test": 2000}
     assert decoding_changes(config, max_detections=100, score_threshold=0.05) == {}
-    for kwargs, flag in (({"max_detections": 0}, "--max-detections"),
-                         ({"proposals": 2.5}, "--proposals"),
-                         ({"score_threshold": 1.0}, "--score-threshold")):
+    for kwargs, flag in (
+        ({"max_detections": 0}, "--max-detections"),
+        ({"proposals": 2.5}, "--proposals"),
+        ({"score_threshold": 1.0}, "--score-threshold"),
+    ):
         with pytest.raises(ValueError, match=f"^{list(kwargs)[0]} \\({flag}\\)"):
             decoding_changes(config, **kwargs)
 
@@ -104,28 +121,26 @@ def test_a_higher_score_threshold_filters_like_decoding_at_it(model):
 # ------------------------------------------------------------------------------ exports
 def test_the_export_carries_the_settings(model, exported):
     config = json.loads((exported / "assets.extra" / "rfcn_config.json").read_text())
-    assert (config["max_detections"], config["rpn_post_nms_test"], config["score_threshold"]) \
-        == (7, 150, 0.1)
+    assert (config["max_detections"], config["rpn_post_nms_test"], config["score_threshold"]) == (7, 150, 0.1)
     detector, _ = load_detector(exported)
     images = np.stack([random_image(150, 200, s) for s in range(2)])
     out = detector(images)
     assert out["boxes"].shape == (2, 7, 4)
-    expected = detections(with_decoding(model, max_detections=7, proposals=150,
-                                        score_threshold=0.1), images)
+    expected = detections(with_decoding(model, max_detections=7, proposals=150, score_threshold=0.1), images)
     assert_same_detections_any_order(out, expected, box_atol=0.05)
 
 
 def test_a_loaded_export_refuses_settings_it_cannot_change(model, exported):
-    for kwargs, message in (({"max_detections": 50}, "--max-detections: the export at .* "
-                                                     "max_detections=7"),
-                            ({"proposals": 300}, "--proposals: .*rpn_post_nms_test=150"),
-                            ({"score_threshold": 0.05}, "--score-threshold: .*score_threshold=0.1")):
+    for kwargs, message in (
+        ({"max_detections": 50}, "--max-detections: the export at .* max_detections=7"),
+        ({"proposals": 300}, "--proposals: .*rpn_post_nms_test=150"),
+        ({"score_threshold": 0.05}, "--score-threshold: .*score_threshold=0.1"),
+    ):
         with pytest.raises(ValueError, match=message):
             load_detector(exported, **kwargs)
     detector, _ = load_detector(exported, max_detections=7, score_threshold=0.4)
     images = random_image(150, 200, 3)[None]
-    expected = detections(with_decoding(model, max_detections=7, proposals=150,
-                                        score_threshold=0.4), images)
+    expected = detections(with_decoding(model, max_detections=7, proposals=150, score_threshold=0.4), images)
     assert_same_detections_any_order(detector(images), expected, box_atol=0.05)
 
 
@@ -136,10 +151,13 @@ def test_train_builds_the_model_with_the_settings(keras_path, voc):
     flags = ["--max-detections", "300", "--proposals", "2000", "--score-threshold", "0.2"]
     args = build_parser().parse_args(["train", "--small", "--dataset", str(voc), *flags])
     _, config = _build_model(args, NAMES, {})
-    assert (config.max_detections, config.rpn_post_nms_test, config.rpn_pre_nms_test,
-            config.score_threshold) == (300, 2000, 2000, 0.2)
-    args = build_parser().parse_args(["train", "--init", str(keras_path), "--dataset", str(voc),
-                                      *flags])
+    assert (
+        config.max_detections,
+        config.rpn_post_nms_test,
+        config.rpn_pre_nms_test,
+        config.score_threshold,
+    ) == (300, 2000, 2000, 0.2)
+    args = build_parser().parse_args(["train", "--init", str(keras_path), "--dataset", str(voc), *flags])
     model, config = _build_model(args, NAMES, {})  # --init: rebuilt, the weights kept
     assert (config.max_detections, config.rpn_post_nms_test) == (300, 2000)
     source = keras.models.load_model(keras_path)
@@ -150,20 +168,31 @@ def test_train_builds_the_model_with_the_settings(keras_path, voc):
 def test_predict_caps_and_warns_naming_the_flag(keras_path, tmp_path, caplog):
     path = write_png(tmp_path / "dense.png", random_image(150, 200, 1))
     with caplog.at_level(logging.WARNING):
-        assert main(["predict", "--model", str(keras_path), path, "--output-dir",
-                     str(tmp_path / "out"), "--max-detections", "2"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(keras_path),
+                    path,
+                    "--output-dir",
+                    str(tmp_path / "out"),
+                    "--max-detections",
+                    "2",
+                ]
+            )
+            == 0
+        )
     assert len(json.load(open(tmp_path / "out" / "detections.json"))[0]["detections"]) == 2
     assert "dense.png: reached the cap of 2 detections" in caplog.text
     assert "--max-detections" in caplog.text
 
 
-def test_evaluate_caps_warns_and_refuses_for_an_export(keras_path, exported, voc, tmp_path,
-                                                       caplog, capsys):
+def test_evaluate_caps_warns_and_refuses_for_an_export(keras_path, exported, voc, tmp_path, caplog, capsys):
     output = tmp_path / "result.json"
     common = ["--dataset", str(voc), "--split", "all", "--output", str(output)]
     with caplog.at_level(logging.WARNING):
-        assert main(["evaluate", "--model", str(keras_path), *common,
-                     "--max-detections", "3"]) == 0
+        assert main(["evaluate", "--model", str(keras_path), *common, "--max-detections", "3"]) == 0
     result = json.load(open(output))
     assert sum(result["num_detections"].values()) == 4 * 3  # 4 images, capped at 3
     assert "4 of 4 images: reached the cap of 3 detections" in caplog.text
@@ -172,19 +201,49 @@ def test_evaluate_caps_warns_and_refuses_for_an_export(keras_path, exported, voc
     assert err.startswith("rfcn-tf evaluate: error: --max-detections: the export")
 
 
-def test_evaluate_with_tiles_as_large_as_the_images_gives_the_plain_result(keras_path, voc,
-                                                                           tmp_path):
+def test_evaluate_with_tiles_as_large_as_the_images_gives_the_plain_result(keras_path, voc, tmp_path):
     """With one tile per image the detector resizes each image itself, as the plain
     evaluation's pipeline does ahead of it: the same detections, the same AP."""
     results = {}
     for name, extra in (("plain", []), ("tiled", ["--tile", "256", "--overlap", "0.1"])):
         output = tmp_path / f"{name}.json"
-        assert main(["evaluate", "--model", str(keras_path), "--dataset", str(voc),
-                     "--split", "all", "--output", str(output), *extra]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--model",
+                    str(keras_path),
+                    "--dataset",
+                    str(voc),
+                    "--split",
+                    "all",
+                    "--output",
+                    str(output),
+                    *extra,
+                ]
+            )
+            == 0
+        )
         results[name] = json.load(open(output))
     plain, tiled = results["plain"], results["tiled"]
     assert tiled["num_detections"] == plain["num_detections"]
     assert sum(plain["num_detections"].values()) > 0
     assert tiled["mAP"] == pytest.approx(plain["mAP"], abs=1e-4)
-    assert main(["evaluate", "--model", str(keras_path), "--dataset", str(voc), "--split", "all",
-                 "--tile", "64", "--min-side", "100"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(keras_path),
+                "--dataset",
+                str(voc),
+                "--split",
+                "all",
+                "--tile",
+                "64",
+                "--min-side",
+                "100",
+            ]
+        )
+        == 2
+    )

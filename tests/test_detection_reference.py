@@ -73,14 +73,24 @@ def image_scores_and_boxes(rois, valid, logits, deltas, image_size, box_std=BOX_
     scores = softmax(logits.astype(np.float64))[:, 1:]
     scores[~valid] = 0.0
     height, width = (float(v) for v in image_size)
-    boxes = np.stack([clip(decode(r, d, box_std), height, width)
-                      for r, d in zip(rois.astype(np.float64), deltas)])
+    boxes = np.stack(
+        [clip(decode(r, d, box_std), height, width) for r, d in zip(rois.astype(np.float64), deltas)]
+    )
     return scores, boxes
 
 
-def reference_decode(rois, valid, logits, deltas, image_sizes, scales=None, box_std=BOX_STD,
-                     nms_iou=NMS_IOU, score_threshold=SCORE_THRESHOLD,
-                     max_detections=MAX_DETECTIONS):
+def reference_decode(
+    rois,
+    valid,
+    logits,
+    deltas,
+    image_sizes,
+    scales=None,
+    box_std=BOX_STD,
+    nms_iou=NMS_IOU,
+    score_threshold=SCORE_THRESHOLD,
+    max_detections=MAX_DETECTIONS,
+):
     batch = rois.shape[0]
     out = {
         "boxes": np.zeros((batch, max_detections, 4)),
@@ -89,8 +99,9 @@ def reference_decode(rois, valid, logits, deltas, image_sizes, scales=None, box_
         "num_detections": np.zeros(batch, np.int32),
     }
     for b in range(batch):
-        scores, boxes = image_scores_and_boxes(rois[b], valid[b], logits[b], deltas[b],
-                                               image_sizes[b], box_std)
+        scores, boxes = image_scores_and_boxes(
+            rois[b], valid[b], logits[b], deltas[b], image_sizes[b], box_std
+        )
         candidates = []
         for c in range(scores.shape[1]):
             for i in nms(boxes, scores[:, c], nms_iou, score_threshold)[:max_detections]:
@@ -114,16 +125,19 @@ def reference_decode(rois, valid, logits, deltas, image_sizes, scales=None, box_
 
 
 def make_decoder(**overrides):
-    kwargs = dict(box_std=BOX_STD, nms_iou=NMS_IOU, score_threshold=SCORE_THRESHOLD,
-                  max_detections=MAX_DETECTIONS)
+    kwargs = dict(
+        box_std=BOX_STD, nms_iou=NMS_IOU, score_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS
+    )
     kwargs.update(overrides)
     return DetectionDecoder(**kwargs)
 
 
 def run(decoder, rois, valid, logits, deltas, image_sizes, scales=None):
     out = decoder(
-        tf.constant(rois, tf.float32), tf.constant(valid, tf.bool),
-        tf.constant(logits, tf.float32), tf.constant(deltas, tf.float32),
+        tf.constant(rois, tf.float32),
+        tf.constant(valid, tf.bool),
+        tf.constant(logits, tf.float32),
+        tf.constant(deltas, tf.float32),
         tf.constant(image_sizes, tf.int32),
         None if scales is None else tf.constant(scales, tf.float32),
     )
@@ -149,12 +163,12 @@ def _ambiguous(scores, boxes, valid, margin=1e-4):
     if np.any(np.diff(above) < margin):
         return True
     idx = np.flatnonzero(valid)
-    return any(abs(iou(boxes[i], boxes[j]) - NMS_IOU) < margin
-               for n, i in enumerate(idx) for j in idx[n + 1:])
+    return any(
+        abs(iou(boxes[i], boxes[j]) - NMS_IOU) < margin for n, i in enumerate(idx) for j in idx[n + 1 :]
+    )
 
 
-def random_inputs(seed, batch=2, num_rois=40, num_classes=3,
-                  image_sizes=((200, 300), (150, 260))):
+def random_inputs(seed, batch=2, num_rois=40, num_classes=3, image_sizes=((200, 300), (150, 260))):
     """Random RoIs (some invalid, some crossing the border after decoding) and logits
     spread widely enough that scores are distinct and clear of both thresholds."""
     rng = np.random.default_rng(seed)
@@ -170,8 +184,13 @@ def random_inputs(seed, batch=2, num_rois=40, num_classes=3,
             valid.append(rng.random(num_rois) < 0.8)
             logits.append(rng.normal(0.0, 3.0, (num_rois, num_classes + 1)))
             deltas.append(rng.normal(0.0, 1.5, (num_rois, 4)))
-        args = [np.array(rois, np.float32), np.array(valid), np.array(logits, np.float32),
-                np.array(deltas, np.float32), image_sizes]
+        args = [
+            np.array(rois, np.float32),
+            np.array(valid),
+            np.array(logits, np.float32),
+            np.array(deltas, np.float32),
+            image_sizes,
+        ]
         clear = True
         for b in range(batch):
             scores, boxes = image_scores_and_boxes(*(a[b] for a in args))
@@ -214,40 +233,38 @@ def test_random_inputs_match_reference(seed):
 
 def test_background_column_is_dropped():
     # RoI 0: background dominates → nothing. RoI 1: class 2 (column 3) dominates.
-    args = one_image([[10, 10, 40, 40], [50, 50, 90, 90]],
-                     [[10.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 10.0]])
+    args = one_image([[10, 10, 40, 40], [50, 50, 90, 90]], [[10.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 10.0]])
     out = run(make_decoder(), *args)
     assert_matches(out, reference_decode(*args))
     assert out["num_detections"][0] == 1
     assert out["labels"][0, 0] == 2
     np.testing.assert_allclose(out["boxes"][0, 0], [50, 50, 90, 90], atol=1e-3)
-    np.testing.assert_allclose(out["confidence"][0, 0], softmax(np.array([0, 0, 0, 10.0]))[3],
-                               atol=1e-5)
+    np.testing.assert_allclose(out["confidence"][0, 0], softmax(np.array([0, 0, 0, 10.0]))[3], atol=1e-5)
 
 
 def test_log_size_delta_clamp():
     # A 4×4 RoI centred in a 1000×1000 image: dh·0.2 = 20 is clamped to log(62.5), so the
     # box grows to 250 px tall — well inside the image, unlike the unclamped exp(20)·4.
     # dw·0.2 = 1 is below the clamp.
-    args = one_image([[498, 498, 502, 502]], [logit_for(0.9)], deltas=[[0, 0, 100.0, 5.0]],
-                     image_size=(1000, 1000))
+    args = one_image(
+        [[498, 498, 502, 502]], [logit_for(0.9)], deltas=[[0, 0, 100.0, 5.0]], image_size=(1000, 1000)
+    )
     out = run(make_decoder(), *args)
     half_w = 2.0 * math.e
-    np.testing.assert_allclose(out["boxes"][0, 0], [375, 500 - half_w, 625, 500 + half_w],
-                               atol=1e-3)
+    np.testing.assert_allclose(out["boxes"][0, 0], [375, 500 - half_w, 625, 500 + half_w], atol=1e-3)
     assert_matches(out, reference_decode(*args))
     # Against the border the clamped box is clipped: shifted down by 0.1·4·400 px.
-    args = one_image([[498, 498, 502, 502]], [logit_for(0.9)],
-                     deltas=[[400.0, 0, 100.0, 5.0]], image_size=(1000, 1000))
+    args = one_image(
+        [[498, 498, 502, 502]], [logit_for(0.9)], deltas=[[400.0, 0, 100.0, 5.0]], image_size=(1000, 1000)
+    )
     out = run(make_decoder(), *args)
-    np.testing.assert_allclose(out["boxes"][0, 0], [535, 500 - half_w, 785, 500 + half_w],
-                               atol=1e-3)
+    np.testing.assert_allclose(out["boxes"][0, 0], [535, 500 - half_w, 785, 500 + half_w], atol=1e-3)
     assert_matches(out, reference_decode(*args))
-    args = one_image([[498, 498, 502, 502]], [logit_for(0.9)],
-                     deltas=[[1000.0, 0, 100.0, 5.0]], image_size=(1000, 1000))
+    args = one_image(
+        [[498, 498, 502, 502]], [logit_for(0.9)], deltas=[[1000.0, 0, 100.0, 5.0]], image_size=(1000, 1000)
+    )
     out = run(make_decoder(), *args)
-    np.testing.assert_allclose(out["boxes"][0, 0], [775, 500 - half_w, 1000, 500 + half_w],
-                               atol=1e-3)
+    np.testing.assert_allclose(out["boxes"][0, 0], [775, 500 - half_w, 1000, 500 + half_w], atol=1e-3)
     assert_matches(out, reference_decode(*args))
 
 
@@ -332,8 +349,9 @@ def test_invalid_rois_never_appear():
     assert_matches(out, reference_decode(*args))
     count = out["num_detections"][0]
     assert count == 6  # 3 valid boxes × 2 classes, every one of them > 0.05
-    np.testing.assert_allclose(out["confidence"][0, :count],
-                               np.sort(softmax(valid_logits)[:, 1:].ravel())[::-1], atol=1e-5)
+    np.testing.assert_allclose(
+        out["confidence"][0, :count], np.sort(softmax(valid_logits)[:, 1:].ravel())[::-1], atol=1e-5
+    )
     assert np.all(out["boxes"][0, :count, 2] <= 50)
     # Random batches: every output box is (up to decoding) a valid RoI's box.
     args = random_inputs(11)
@@ -352,7 +370,6 @@ def test_scales_divide_boxes_per_axis():
     out = run(make_decoder(), *args, scales=scales)
     assert_matches(out, reference_decode(*args, scales=scales))
     unscaled = run(make_decoder(), *args)
-    np.testing.assert_allclose(out["boxes"], unscaled["boxes"] / np.tile(scales, 2)[:, None],
-                               atol=1e-4)
+    np.testing.assert_allclose(out["boxes"], unscaled["boxes"] / np.tile(scales, 2)[:, None], atol=1e-4)
     np.testing.assert_array_equal(out["labels"], unscaled["labels"])
     np.testing.assert_allclose(out["confidence"], unscaled["confidence"], atol=0)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, os, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -52,7 +52,7 @@ print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "single_loss": sing
                   "mirrored_loss": mirrored_loss, "norm_ratio": norm(replicated) / norm(single),
                   "frozen_losses": [frozen_single_loss, frozen_mirrored_loss],
                   "frozen_relative_difference": difference / norm(frozen_single)}))
-'''
+"""
 
 
 @pytest.mark.slow
@@ -61,8 +61,7 @@ def test_mirrored_strategy_trains_like_one_device(tmp_path):
     script.write_text(SCRIPT)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=600, env=env)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
@@ -86,22 +85,54 @@ def test_train_command_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
     devices are made before TensorFlow starts): a global batch of 2 × 2, a model that loads."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "rfcn_tf.cli", "train", "--small", "--dataset", "rfcn_shapes/tiny",
-               "--data-dir", str(tmp_path / "tfds"), "--min-side", "128", "--max-side", "128",
-               "--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "2",
-               "--epochs", "1", "--output-dir", str(tmp_path / "run")]
+    command = [
+        sys.executable,
+        "-m",
+        "rfcn_tf.cli",
+        "train",
+        "--small",
+        "--dataset",
+        "rfcn_shapes/tiny",
+        "--data-dir",
+        str(tmp_path / "tfds"),
+        "--min-side",
+        "128",
+        "--max-side",
+        "128",
+        "--strategy",
+        "mirrored",
+        "--cpu-replicas",
+        "2",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--output-dir",
+        str(tmp_path / "run"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "batches of 4 × 1 epochs on 2 replicas (mirrored)" in done.stdout, done.stdout
     check = subprocess.run(
-        [sys.executable, "-c", "import keras, rfcn_tf, sys; m = keras.models.load_model(sys.argv[1]); "
-         "print(m.config.num_classes, int(m.optimizer.iterations.numpy()))",
-         str(tmp_path / "run" / "final.keras")], capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            "-c",
+            "import keras, rfcn_tf, sys; m = keras.models.load_model(sys.argv[1]); "
+            "print(m.config.num_classes, int(m.optimizer.iterations.numpy()))",
+            str(tmp_path / "run" / "final.keras"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     # 16 images in global batches of 4: 4 steps. Under a strategy Keras builds the model on
     # a batch it takes from the training iterator; without the copy fit_detector puts first,
     # the epoch would run out of data a step early.
-    assert check.returncode == 0 and check.stdout.split()[-2:] == ["5", "4"], \
-        (check.stdout, check.stderr[-2000:])
+    assert check.returncode == 0 and check.stdout.split()[-2:] == ["5", "4"], (
+        check.stdout,
+        check.stderr[-2000:],
+    )
 
 
 def test_cpu_replicas_without_mirrored_is_an_error(capsys):

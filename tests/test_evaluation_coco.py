@@ -27,9 +27,7 @@ def random_data(seed):
         corner = rng.uniform(0, 300, (g, 2))
         gt_boxes = np.concatenate([corner, corner + rng.uniform(10, 150, (g, 2))], 1)
         gt_labels = rng.integers(0, NUM_CLASSES, g)
-        ground_truth.append(
-            {"boxes": gt_boxes, "labels": gt_labels, "difficult": rng.random(g) < 0.15}
-        )
+        ground_truth.append({"boxes": gt_boxes, "labels": gt_labels, "difficult": rng.random(g) < 0.15})
         copies = rng.integers(0, max(g, 1), 2 * g)
         boxes = gt_boxes[copies] + rng.normal(0, 6, (2 * g, 4)) if g else np.zeros((0, 4))
         boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
@@ -80,9 +78,7 @@ def pycocotools_stats(detections, ground_truth, cat_ids=None):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_pycocotools(seed):
     detections, ground_truth = random_data(seed)
-    result = evaluate_detections(
-        detections, ground_truth, metric="coco", num_classes=NUM_CLASSES
-    )
+    result = evaluate_detections(detections, ground_truth, metric="coco", num_classes=NUM_CLASSES)
     expected = pycocotools_stats(detections, ground_truth)
     np.testing.assert_allclose([result["coco"][k] for k in STAT_KEYS], expected)
     assert result["mAP"] == pytest.approx(expected[0])
@@ -106,9 +102,7 @@ def test_difficult_becomes_crowd():
 def test_no_detections_at_all():
     ground_truth = [{"boxes": [[0, 0, 50, 50]], "labels": [1]}, {"boxes": [], "labels": []}]
     detections = [{"boxes": [], "scores": [], "labels": []}] * 2
-    result = evaluate_detections(
-        detections, ground_truth, metric="coco", class_names=["a", "b"]
-    )
+    result = evaluate_detections(detections, ground_truth, metric="coco", class_names=["a", "b"])
     assert result["mAP"] == 0.0
     assert result["coco"]["AR100"] == 0.0
     assert result["per_class"]["b"] == 0.0

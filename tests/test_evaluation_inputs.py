@@ -123,6 +123,4 @@ def test_bad_options():
     with pytest.raises(ValueError, match="ground_truth is empty; expected at least one image"):
         evaluate_detections([], [], num_classes=2)
     with pytest.raises(ValueError, match="pass num_classes"):
-        evaluate_detections(
-            [{"boxes": [], "scores": [], "labels": []}], [{"boxes": [], "labels": []}]
-        )
+        evaluate_detections([{"boxes": [], "scores": [], "labels": []}], [{"boxes": [], "labels": []}])

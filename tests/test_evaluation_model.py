@@ -91,9 +91,7 @@ def test_callback_in_fit_feeds_history_and_checkpoint(tmp_path):
     )  # fmt: skip
     callback = MeanAveragePrecisionCallback(dataset, class_names=["thing"], verbose=0)
     # The callback comes before ModelCheckpoint so that the checkpoint sees val_mAP.
-    history = model.fit(
-        dataset, epochs=2, callbacks=[callback, checkpoint], verbose=0, shuffle=False
-    )
+    history = model.fit(dataset, epochs=2, callbacks=[callback, checkpoint], verbose=0, shuffle=False)
     assert history.history["val_mAP"] == [1.0, 1.0]
     assert history.history["val_AP/thing"] == [1.0, 1.0]
     assert checkpoint.best == 1.0
@@ -154,9 +152,7 @@ def test_original_scale_divides_both_sides():
     # (area 400, "small") with scale 2.
     big = [0.0, 0.0, 40.0, 40.0]
     dataset = make_dataset(box=big, scale=2.0)
-    detections, ground_truth = collect_detections(
-        padded_detector(big), dataset, original_scale=True
-    )
+    detections, ground_truth = collect_detections(padded_detector(big), dataset, original_scale=True)
     np.testing.assert_allclose(detections[1]["boxes"], [[0, 0, 20, 20]])
     np.testing.assert_allclose(ground_truth[1]["boxes"], [[0, 0, 20, 20]])
     np.testing.assert_array_equal(ground_truth[0]["difficult"], [False, True])

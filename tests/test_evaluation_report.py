@@ -9,9 +9,7 @@ def result_with_missing_class(metric="voc07"):
     # cat: one object found → AP 1; dog: no ground truth → NaN.
     detections = [{"boxes": [[0, 0, 40, 40]], "scores": [0.9], "labels": [0]}]
     ground_truth = [{"boxes": [[0, 0, 40, 40]], "labels": [0]}]
-    return evaluate_detections(
-        detections, ground_truth, metric=metric, class_names=["cat", "dog"]
-    )
+    return evaluate_detections(detections, ground_truth, metric=metric, class_names=["cat", "dog"])
 
 
 def test_format_table_voc():

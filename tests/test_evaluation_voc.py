@@ -73,9 +73,7 @@ DOG_AP = 0.5
 @pytest.mark.parametrize("metric", ["voc07", "voc"])
 def test_hand_case(metric):
     detections, ground_truth = hand_case()
-    result = evaluate_detections(
-        detections, ground_truth, metric=metric, class_names=NAMES
-    )
+    result = evaluate_detections(detections, ground_truth, metric=metric, class_names=NAMES)
     ap = result["per_class"]
     assert ap["cat"] == pytest.approx(CAT_AP[metric])
     assert ap["dog"] == pytest.approx(DOG_AP)
@@ -116,9 +114,7 @@ def test_stricter_iou_threshold_rejects_half_overlap():
 def test_best_overlap_decides_difficult():
     # The only detection overlaps difficult Y (IoU 1) more than X (IoU 90/110): it is
     # ignored rather than matched to X, so X is missed → AP 0 (not 1).
-    ground_truth = [
-        {"boxes": [[0, 0, 10, 10], [0, 1, 10, 11]], "labels": [0, 0], "difficult": [0, 1]}
-    ]
+    ground_truth = [{"boxes": [[0, 0, 10, 10], [0, 1, 10, 11]], "labels": [0, 0], "difficult": [0, 1]}]
     detections = [{"boxes": [[0, 1, 10, 11]], "scores": [0.9], "labels": [0]}]
     for metric in ("voc07", "voc"):
         result = evaluate_detections(detections, ground_truth, metric=metric)
@@ -227,9 +223,7 @@ def random_case(rng, num_images, num_classes):
         top_left = rng.uniform(0, 80, (g, 2))
         gt_boxes = np.concatenate([top_left, top_left + rng.uniform(5, 40, (g, 2))], 1)
         gt_labels = rng.integers(0, num_classes, g)
-        ground_truth.append(
-            {"boxes": gt_boxes, "labels": gt_labels, "difficult": rng.random(g) < 0.2}
-        )
+        ground_truth.append({"boxes": gt_boxes, "labels": gt_labels, "difficult": rng.random(g) < 0.2})
         # Jittered copies of objects (some twice → duplicates) plus random boxes.
         copies = rng.integers(0, g, rng.integers(0, 2 * g + 1)) if g else np.zeros(0, int)
         jittered = gt_boxes[copies] + rng.normal(0, 3, (len(copies), 4))
@@ -261,8 +255,7 @@ def test_random_against_reference(seed):
                 num_classes=num_classes, iou_threshold=threshold,
             )  # fmt: skip
             expected = [
-                reference_ap(detections, ground_truth, c, threshold, metric)
-                for c in range(num_classes)
+                reference_ap(detections, ground_truth, c, threshold, metric) for c in range(num_classes)
             ]
             np.testing.assert_allclose(
                 [result["per_class"][c] for c in range(num_classes)], expected, rtol=1e-12

@@ -65,12 +65,13 @@ def assert_same_detections(served, predicted, sizes, atol=1e-3):
     for b, n in enumerate(counts):
         height, width = sizes[b]
         scale = np.array([height, width, height, width], np.float64)
-        np.testing.assert_allclose(served["detection_boxes"][b, :n] * scale,
-                                   xywh_to_yxyx(predicted["boxes"][b, :n]), atol=atol)
-        np.testing.assert_allclose(served["detection_scores"][b, :n],
-                                   predicted["confidence"][b, :n], atol=1e-5)
-        np.testing.assert_array_equal(served["detection_classes"][b, :n],
-                                      predicted["labels"][b, :n])
+        np.testing.assert_allclose(
+            served["detection_boxes"][b, :n] * scale, xywh_to_yxyx(predicted["boxes"][b, :n]), atol=atol
+        )
+        np.testing.assert_allclose(
+            served["detection_scores"][b, :n], predicted["confidence"][b, :n], atol=1e-5
+        )
+        np.testing.assert_array_equal(served["detection_classes"][b, :n], predicted["labels"][b, :n])
         # Padding rows: zero boxes and scores, class -1.
         assert np.all(served["detection_boxes"][b, n:] == 0)
         assert np.all(served["detection_scores"][b, n:] == 0)
@@ -163,12 +164,15 @@ def test_failed_export_leaves_nothing(model, tmp_path, monkeypatch, fake_archive
     check_unchanged()
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(version=-1), ValueError, "non-negative integer"),
-    (dict(version="2"), ValueError, "non-negative integer"),
-    (dict(class_names=["a", "b"]), ValueError, "2 class names given for a model with 4 classes"),
-    (dict(class_names=["a", "b\nc", "d", "e"]), ValueError, "one-line"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(version=-1), ValueError, "non-negative integer"),
+        (dict(version="2"), ValueError, "non-negative integer"),
+        (dict(class_names=["a", "b"]), ValueError, "2 class names given for a model with 4 classes"),
+        (dict(class_names=["a", "b\nc", "d", "e"]), ValueError, "one-line"),
+    ],
+)
 def test_bad_export_arguments(model, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         export_saved_model(model, tmp_path / "m", **kwargs)
@@ -192,10 +196,23 @@ def test_clean_process_client_matches_predict(model, exported, tmp_path):
     mixed_files = [write_png(tmp_path / f"mixed{i}.png", im) for i, im in enumerate(mixed)]
     npz, response = tmp_path / "out.npz", tmp_path / "response.json"
     proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "serving_client.py"), exported, str(npz),
-         "--images", *same_files, "--encoded", *mixed_files, "--json", str(response)],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        [
+            sys.executable,
+            os.path.join(HERE, "serving_client.py"),
+            exported,
+            str(npz),
+            "--images",
+            *same_files,
+            "--encoded",
+            *mixed_files,
+            "--json",
+            str(response),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = dict(np.load(npz))
 
@@ -218,22 +235,33 @@ def test_clean_process_client_matches_predict(model, exported, tmp_path):
 @pytest.mark.slow
 def test_saved_model_cli_lists_signatures(model, exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    proc = subprocess.run([cli, "show", "--dir", exported, "--all"], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    proc = subprocess.run(
+        [cli, "show", "--dir", exported, "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    blocks = dict(re.findall(r"signature_def\['(\w+)'\]:\n(.*?)(?=signature_def\[|\Z)",
-                             proc.stdout, re.S))
+    blocks = dict(re.findall(r"signature_def\['(\w+)'\]:\n(.*?)(?=signature_def\[|\Z)", proc.stdout, re.S))
     assert {"serving_default", "serving_bytes", "predict_padded"} <= set(blocks)
 
     def listed(block, kind, name, dtype, shape):
-        return re.search(rf"{kind}\['{name}'\] tensor_info:\s+dtype: {dtype}\s+"
-                         rf"shape: {re.escape(shape)}\n", block)
+        return re.search(
+            rf"{kind}\['{name}'\] tensor_info:\s+dtype: {dtype}\s+"
+            rf"shape: {re.escape(shape)}\n",
+            block,
+        )
 
     assert listed(blocks["serving_default"], "inputs", "images", "DT_UINT8", "(-1, -1, -1, 3)")
     assert listed(blocks["serving_bytes"], "inputs", "encoded_images", "DT_STRING", "(-1)")
     m = model.config.max_detections
-    expected = {"detection_boxes": f"(-1, {m}, 4)", "detection_scores": f"(-1, {m})",
-                "detection_classes": f"(-1, {m})", "num_detections": "(-1)"}
+    expected = {
+        "detection_boxes": f"(-1, {m}, 4)",
+        "detection_scores": f"(-1, {m})",
+        "detection_classes": f"(-1, {m})",
+        "num_detections": "(-1)",
+    }
     for signature in ("serving_default", "serving_bytes"):
         block = blocks[signature]
         assert "DT_INVALID" not in block
@@ -247,15 +275,18 @@ def png_bytes(image):
     return tf.io.encode_png(image).numpy()
 
 
-@pytest.mark.parametrize("signature, inputs, match", [
-    ("serving_bytes", [b"this is not an image"], "not a PNG, JPEG, GIF, BMP or WebP image"),
-    ("serving_bytes", [png_bytes(random_image(8, 8, 0))[:40]], "PNG"),  # truncated
-    ("serving_bytes", [png_bytes(random_image(8, 8, 0)), b""], "empty, no image to decode"),
-    *[("serving_bytes", [data], f"declares {declared} pixels") for data, declared in BOMBS.values()],
-    ("serving_bytes", np.zeros([0], object), "empty batch"),
-    ("serving_default", np.zeros([1, 0, 5, 3], np.uint8), "at least 1x1 pixels"),
-    ("serving_default", np.zeros([0, 8, 8, 3], np.uint8), "empty batch"),
-])
+@pytest.mark.parametrize(
+    "signature, inputs, match",
+    [
+        ("serving_bytes", [b"this is not an image"], "not a PNG, JPEG, GIF, BMP or WebP image"),
+        ("serving_bytes", [png_bytes(random_image(8, 8, 0))[:40]], "PNG"),  # truncated
+        ("serving_bytes", [png_bytes(random_image(8, 8, 0)), b""], "empty, no image to decode"),
+        *[("serving_bytes", [data], f"declares {declared} pixels") for data, declared in BOMBS.values()],
+        ("serving_bytes", np.zeros([0], object), "empty batch"),
+        ("serving_default", np.zeros([1, 0, 5, 3], np.uint8), "at least 1x1 pixels"),
+        ("serving_default", np.zeros([0, 8, 8, 3], np.uint8), "empty batch"),
+    ],
+)
 def test_bad_requests_fail_clearly(loaded, signature, inputs, match):
     name = "encoded_images" if signature == "serving_bytes" else "images"
     dtype = tf.string if signature == "serving_bytes" else tf.uint8
@@ -267,10 +298,10 @@ def test_grayscale_and_rgba_png_are_converted(loaded):
     rgb = random_image(96, 128, 5)
     gray = rgb[..., :1]
     rgba = np.concatenate([rgb, np.full((96, 128, 1), 17, np.uint8)], axis=-1)
-    served = serve(loaded, "serving_bytes",
-                   encoded_images=tf.constant([png_bytes(gray), png_bytes(rgba)]))
-    expected = serve(loaded, "serving_default",
-                     images=tf.constant(np.stack([np.repeat(gray, 3, axis=-1), rgb])))
+    served = serve(loaded, "serving_bytes", encoded_images=tf.constant([png_bytes(gray), png_bytes(rgba)]))
+    expected = serve(
+        loaded, "serving_default", images=tf.constant(np.stack([np.repeat(gray, 3, axis=-1), rgb]))
+    )
     assert expected["num_detections"].min() > 0
     for key in OUTPUTS:
         np.testing.assert_allclose(served[key], expected[key], atol=1e-5)
@@ -300,13 +331,17 @@ def test_huge_image_runs_at_the_model_scale(model, loaded):
     assert expected["num_detections"][0] > 0
     n = expected["num_detections"][0]
     scale = np.array([192, 288, 192, 288], np.float32)
-    for served in (serve(loaded, "serving_default", images=tf.constant(image[None])),
-                   serve(loaded, "serving_bytes", encoded_images=tf.constant([png_bytes(image)]))):
+    for served in (
+        serve(loaded, "serving_default", images=tf.constant(image[None])),
+        serve(loaded, "serving_bytes", encoded_images=tf.constant([png_bytes(image)])),
+    ):
         assert served["num_detections"][0] == n
-        np.testing.assert_allclose(served["detection_boxes"][0, :n],
-                                   expected["boxes"][0, :n] / scale, atol=1e-4)
-        np.testing.assert_allclose(served["detection_scores"][0, :n], expected["confidence"][0, :n],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            served["detection_boxes"][0, :n], expected["boxes"][0, :n] / scale, atol=1e-4
+        )
+        np.testing.assert_allclose(
+            served["detection_scores"][0, :n], expected["confidence"][0, :n], atol=1e-5
+        )
     # A JPEG is decoded at 1/8 (500×750, still above the model's 192×288), not at full size.
     jpeg = tf.io.encode_jpeg(image, quality=90)
     served = serve(loaded, "serving_bytes", encoded_images=tf.constant([jpeg.numpy()]))
@@ -337,8 +372,7 @@ def test_load_detector_keras_file_and_saved_model(model, exported, tmp_path):
         assert out["labels"].dtype == np.int32 and out["num_detections"].dtype == np.int32
         for b, n in enumerate(predicted["num_detections"]):
             np.testing.assert_allclose(out["boxes"][b, :n], expected_boxes[b, :n], atol=1e-3)
-            np.testing.assert_allclose(out["confidence"][b, :n], predicted["confidence"][b, :n],
-                                       atol=1e-5)
+            np.testing.assert_allclose(out["confidence"][b, :n], predicted["confidence"][b, :n], atol=1e-5)
             np.testing.assert_array_equal(out["labels"][b], predicted["labels"][b])
     # A plain uint8 batch works too (true sizes = the batch's).
     single = detector(random_image(96, 128, 9)[None])
@@ -349,7 +383,9 @@ def test_load_detector_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model at"):
         load_detector(tmp_path / "missing")
     (tmp_path / "empty" / "3").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="neither an export \\(saved_model.pb, model.tflite or model.onnx\\)"):
+    with pytest.raises(
+        FileNotFoundError, match="neither an export \\(saved_model.pb, model.tflite or model.onnx\\)"
+    ):
         load_detector(tmp_path / "empty")
     (tmp_path / "model.h5").write_text("x")
     with pytest.raises(ValueError, match="expected a .keras file"):

@@ -7,15 +7,13 @@ import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig, pack_images
 from rfcn_tf.frozen import conv_batchnorm_pairs, fold_batchnorms, freeze_for_inference
-from tests.model_helpers import (assert_same_detections_any_order, random_image, sharpen,
-                                 trained_like)
+from tests.model_helpers import assert_same_detections_any_order, random_image, sharpen, trained_like
 
 
 @pytest.fixture(scope="module")
 def model():
     keras.utils.set_random_seed(3)
-    m = trained_like(RFCN(config=RFCNConfig.small(num_classes=3, bounding_box_format="xywh")),
-                     seed=3)
+    m = trained_like(RFCN(config=RFCNConfig.small(num_classes=3, bounding_box_format="xywh")), seed=3)
     sharpen(m)
     return m
 
@@ -29,11 +27,15 @@ def numpy(out):
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-@pytest.mark.parametrize("inputs", [
-    np.stack([random_image(96, 160, 1), random_image(96, 160, 2)]),   # one size: batched
-    pack_images([random_image(96, 160, 3), random_image(70, 120, 4)]),  # padded: image by image
-    [random_image(50, 64, 5)],                                          # a list of images
-], ids=["batch", "padded", "list"])
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        np.stack([random_image(96, 160, 1), random_image(96, 160, 2)]),  # one size: batched
+        pack_images([random_image(96, 160, 3), random_image(70, 120, 4)]),  # padded: image by image
+        [random_image(50, 64, 5)],  # a list of images
+    ],
+    ids=["batch", "padded", "list"],
+)
 def test_frozen_detections_are_the_models(model, frozen, inputs):
     expected = model.predict(inputs, verbose=0)
     out = numpy(frozen(inputs))
@@ -100,13 +102,15 @@ def assert_every_pair_folded(model, pairs):
     values = {id(v): value for v, value in folded}
     assert set(offsets) == {bn for _, bn in pairs}
     for conv, bn in pairs:
-        gamma, beta, mean, variance = (w.numpy().astype(np.float64) for w in
-                                       (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+        gamma, beta, mean, variance = (
+            w.numpy().astype(np.float64) for w in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
+        )
         assert np.ptp(gamma) > 0.1 and np.ptp(variance) > 0.1  # trained-like, not identity
         scale = gamma / np.sqrt(variance + bn.epsilon)
         bias = conv.bias.numpy().astype(np.float64) if conv.use_bias else 0.0
-        np.testing.assert_allclose(values[id(conv.kernel)], conv.kernel.numpy() * scale,
-                                   rtol=1e-6, err_msg=conv.name)
+        np.testing.assert_allclose(
+            values[id(conv.kernel)], conv.kernel.numpy() * scale, rtol=1e-6, err_msg=conv.name
+        )
         offset = (bias - mean) * scale + beta
         if conv.use_bias:
             np.testing.assert_allclose(values[id(conv.bias)], offset, atol=1e-6, err_msg=conv.name)
@@ -122,8 +126,11 @@ def test_batchnorms_fold_into_their_convolutions(backbone):
     the small backbone's none): every BatchNorm is folded, the folded values follow the
     definition (frozen module doc), and the detections stay the model's."""
     keras.utils.set_random_seed(4)
-    config = (RFCNConfig.small(num_classes=3) if backbone == "small" else
-              RFCNConfig(num_classes=3, backbone="resnet50", min_side=128, max_side=160))
+    config = (
+        RFCNConfig.small(num_classes=3)
+        if backbone == "small"
+        else RFCNConfig(num_classes=3, backbone="resnet50", min_side=128, max_side=160)
+    )
     m = trained_like(RFCN(config=config), seed=1)
     sharpen(m)
     pairs = conv_batchnorm_pairs(m)
@@ -139,5 +146,4 @@ def test_batchnorms_fold_into_their_convolutions(backbone):
     assert not any("call" in b.__dict__ for b in batchnorms)  # their own call back after the trace
     for v, before in zip(m.variables, weights):  # the model itself untouched
         np.testing.assert_array_equal(v.numpy(), before)
-    assert_same_detections_any_order(numpy(detector(image)), expected, box_atol=1e-2,
-                                     score_atol=1e-4)
+    assert_same_detections_any_order(numpy(detector(image)), expected, box_atol=1e-2, score_atol=1e-4)

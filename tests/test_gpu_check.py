@@ -19,8 +19,9 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.py")
 
 def run(*args, **extra_env):
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2", **extra_env}
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                          timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 def test_parity_check_catches_a_perturbed_device(monkeypatch):
@@ -57,19 +58,26 @@ def test_parity_check_catches_a_perturbed_device(monkeypatch):
 
 
 def test_cpu_wiring_reports_every_step():
-    done = run("--device", "cpu", "--config", "small", "--steps", "2", "--skip-tests",
-               "--policy", "mixed_bfloat16")
+    done = run(
+        "--device", "cpu", "--config", "small", "--steps", "2", "--skip-tests", "--policy", "mixed_bfloat16"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert [line[:5] for line in lines] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"], lines
     assert lines[0] == "[1/5] devices: /cpu:0"
-    parity = re.fullmatch(r"\[3/5\] /cpu:0 vs CPU: PSRoIPool forward (\S+), gradient (\S+); "
-                          r"one training step's weights (\S+) \(max abs difference\)", lines[2])
+    parity = re.fullmatch(
+        r"\[3/5\] /cpu:0 vs CPU: PSRoIPool forward (\S+), gradient (\S+); "
+        r"one training step's weights (\S+) \(max abs difference\)",
+        lines[2],
+    )
     assert parity, lines[2]
     assert float(parity.group(1)) == 0.0  # two clean runs: the same forward pass
     assert all(np.isfinite(float(v)) for v in parity.group(2, 3))
-    training = re.fullmatch(r"\[4/5\] training small \(mixed_bfloat16, 1 replica\(s\), XLA on\): "
-                            r"(\S+) images/s", lines[3])
+    training = re.fullmatch(
+        r"\[4/5\] training small \(mixed_bfloat16, 1 replica\(s\), XLA on\): "
+        r"(\S+) images/s",
+        lines[3],
+    )
     assert training and float(training.group(1)) > 0, lines[3]
     inference = re.fullmatch(r"\[5/5\] inference small, 300 RoIs: (\S+) ms/image \((.*)\)", lines[4])
     assert inference and float(inference.group(1)) > 0, lines[4]

@@ -137,8 +137,10 @@ def test_decompression_bombs_are_refused_from_the_header(kind):
     are refused before any decoder runs — none of them holds the pixels it declares."""
     data, declared = BOMBS[kind]
     width, height = (int(v) for v in declared.split("x"))
-    message = (f"image declares {declared} pixels ({width * height}), more than the limit of "
-               f"{MAX_IMAGE_PIXELS}; resize it before sending")
+    message = (
+        f"image declares {declared} pixels ({width * height}), more than the limit of "
+        f"{MAX_IMAGE_PIXELS}; resize it before sending"
+    )
     for decode in (decode_image, graph_decode):
         with pytest.raises(tf.errors.InvalidArgumentError) as error:
             decode(data)
@@ -156,7 +158,7 @@ def test_a_gif_frame_larger_than_its_canvas_is_found_after_real_frames():
     assert real[-1:] == b";" and len(real) > 4 * 256  # several 255-byte sub-blocks
     image, size = decode_image(real, max_pixels=120 * 160)  # its own frame: within the limit
     assert image.shape == (120, 160, 3) and tuple(size.numpy()) == (120, 160)
-    oversized = real[:-1] + gif(16, 16, frame=(400, 300))[13 + 6:]  # a second frame, then ";"
+    oversized = real[:-1] + gif(16, 16, frame=(400, 300))[13 + 6 :]  # a second frame, then ";"
     assert tuple(encoded_size(oversized).numpy()) == (120, 160)  # the canvas, as declared
     limited = functools.partial(decode_image, max_pixels=120 * 160)
     for decode in (limited, tf.function(limited, input_signature=SPEC)):
@@ -183,9 +185,15 @@ def large_jpeg(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "target, decoded",
-    [((300, 400), (300, 400)), ((301, 400), (600, 800)), ((300, 401), (600, 800)),
-     ((150, 200), (150, 200)), ((149, 199), (150, 200)), ((1200, 1600), (1200, 1600)),
-     ((1201, 1600), (1200, 1600))],
+    [
+        ((300, 400), (300, 400)),
+        ((301, 400), (600, 800)),
+        ((300, 401), (600, 800)),
+        ((150, 200), (150, 200)),
+        ((149, 199), (150, 200)),
+        ((1200, 1600), (1200, 1600)),
+        ((1201, 1600), (1200, 1600)),
+    ],
 )
 def test_jpeg_decodes_at_largest_ratio_not_below_target(large_jpeg, target, decoded):
     def target_size(height, width):

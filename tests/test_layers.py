@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 import rfcn_tf  # noqa: F401  (importing the package registers its classes)
-from rfcn_tf.layers import (AnchorGrid, DetectionDecoder, ImageResizer, PSRoIPool, Preprocess,
-                            ProposalLayer, RoIAlign, UnflattenRoIs, Vote)
+from rfcn_tf.layers import (
+    AnchorGrid,
+    DetectionDecoder,
+    ImageResizer,
+    Preprocess,
+    ProposalLayer,
+    PSRoIPool,
+    RoIAlign,
+    UnflattenRoIs,
+    Vote,
+)
 from tests.layer_harness import LayerCase, run_layer_test
 
 RNG = np.random.default_rng(0)
@@ -27,51 +36,84 @@ ANCHORS = AnchorGrid(8, (16.0,), (0.5, 1.0, 2.0))(floats(1, 3, 4, 3)).numpy()
 
 CASES = {
     "ImageResizer": LayerCase(
-        ImageResizer, dict(min_side=24, max_side=40),
+        ImageResizer,
+        dict(min_side=24, max_side=40),
         (RNG.uniform(0, 255, (1, 30, 50, 3)).astype(np.float32),),
-        symbolic=((None, None, None, 3),), mixed_outputs=("float32", "int32", "float32")),
+        symbolic=((None, None, None, 3),),
+        mixed_outputs=("float32", "int32", "float32"),
+    ),
     "Preprocess": LayerCase(
-        Preprocess, dict(stride=8),
+        Preprocess,
+        dict(stride=8),
         (RNG.uniform(0, 255, (2, 20, 30, 3)).astype(np.float32), np.array([[20, 30], [15, 25]], np.int32)),
-        symbolic=((None, None, None, 3), (None, 2)), mixed_outputs=("float16",)),
+        symbolic=((None, None, None, 3), (None, 2)),
+        mixed_outputs=("float16",),
+    ),
     "AnchorGrid": LayerCase(
-        AnchorGrid, dict(stride=8, scales=(16.0, 32.0), ratios=(0.5, 1.0, 2.0)), (floats(1, 3, 4, 6),),
-        symbolic=((None, None, None, 6),), mixed_outputs=("float32",)),
+        AnchorGrid,
+        dict(stride=8, scales=(16.0, 32.0), ratios=(0.5, 1.0, 2.0)),
+        (floats(1, 3, 4, 6),),
+        symbolic=((None, None, None, 6),),
+        mixed_outputs=("float32",),
+    ),
     "ProposalLayer": LayerCase(
-        ProposalLayer, dict(pre_nms_test=20, post_nms_test=8, nms_iou=0.7),
+        ProposalLayer,
+        dict(pre_nms_test=20, post_nms_test=8, nms_iou=0.7),
         (floats(1, 3, 4, 3), 0.1 * floats(1, 3, 4, 12), ANCHORS, np.array([[24, 32]], np.int32)),
         symbolic=((None, None, None, 3), (None, None, None, 12), (None, 4), (None, 2)),
-        mixed_outputs=("float32", "float32", "bool")),
+        mixed_outputs=("float32", "float32", "bool"),
+    ),
     "PSRoIPool": LayerCase(
-        PSRoIPool, dict(k=3, spatial_scale=1 / 8), (floats(1, 6, 8, 9 * 2), rois(5, 48, 64)),
-        symbolic=((None, None, None, 18), (None, None, 4)), mixed_outputs=("float16",),
-        mixed_inputs=("float16", None)),
+        PSRoIPool,
+        dict(k=3, spatial_scale=1 / 8),
+        (floats(1, 6, 8, 9 * 2), rois(5, 48, 64)),
+        symbolic=((None, None, None, 18), (None, None, 4)),
+        mixed_outputs=("float16",),
+        mixed_inputs=("float16", None),
+    ),
     "RoIAlign": LayerCase(
-        RoIAlign, dict(crop_size=4, spatial_scale=1 / 8), (floats(1, 6, 8, 5), rois(5, 48, 64)),
-        symbolic=((None, None, None, 5), (None, None, 4)), mixed_outputs=("float16",),
-        mixed_inputs=("float16", None)),
+        RoIAlign,
+        dict(crop_size=4, spatial_scale=1 / 8),
+        (floats(1, 6, 8, 5), rois(5, 48, 64)),
+        symbolic=((None, None, None, 5), (None, None, 4)),
+        mixed_outputs=("float16",),
+        mixed_inputs=("float16", None),
+    ),
     "Vote": LayerCase(
-        Vote, {}, (floats(1, 5, 3, 3, 2),), symbolic=((None, None, 3, 3, 2),),
-        mixed_outputs=("float16",)),
+        Vote, {}, (floats(1, 5, 3, 3, 2),), symbolic=((None, None, 3, 3, 2),), mixed_outputs=("float16",)
+    ),
     "UnflattenRoIs": LayerCase(
-        UnflattenRoIs, {}, (floats(5, 3), rois(5, 48, 64)), symbolic=((None, 3), (None, None, 4)),
-        mixed_outputs=("float32",), mixed_inputs=("float16", None)),
+        UnflattenRoIs,
+        {},
+        (floats(5, 3), rois(5, 48, 64)),
+        symbolic=((None, 3), (None, None, 4)),
+        mixed_outputs=("float32",),
+        mixed_inputs=("float16", None),
+    ),
     "DetectionDecoder": LayerCase(
-        DetectionDecoder, dict(max_detections=6, score_threshold=0.0, bounding_box_format="xywh"),
-        (rois(5, 48, 64), np.array([[True, True, True, True, False]]), floats(1, 5, 3),
-         floats(1, 5, 4), np.array([[48, 64]], np.int32), np.array([[0.5, 0.5]], np.float32)),
-        symbolic=((None, None, 4), (None, None), (None, None, 3), (None, None, 4), (None, 2),
-                  (None, 2)),
+        DetectionDecoder,
+        dict(max_detections=6, score_threshold=0.0, bounding_box_format="xywh"),
+        (
+            rois(5, 48, 64),
+            np.array([[True, True, True, True, False]]),
+            floats(1, 5, 3),
+            floats(1, 5, 4),
+            np.array([[48, 64]], np.int32),
+            np.array([[0.5, 0.5]], np.float32),
+        ),
+        symbolic=((None, None, 4), (None, None), (None, None, 3), (None, None, 4), (None, 2), (None, 2)),
         mixed_outputs=("float32", "float32", "int32", "int32"),  # boxes, confidence, labels, n
-        mixed_inputs=(None, None, "float16", "float16", None, None)),
+        mixed_inputs=(None, None, "float16", "float16", None, None),
+    ),
 }
 # Registered classes whose serialisation another test covers (a model, not a layer).
 COVERED_ELSEWHERE = {"RFCN": "tests/test_model.py::test_output_contract_and_keras_round_trip"}
 
 
 def test_every_registered_layer_has_a_harness_case():
-    registered = {name.split(">", 1)[1] for name in keras.saving.get_custom_objects()
-                  if name.startswith("rfcn_tf>")}
+    registered = {
+        name.split(">", 1)[1] for name in keras.saving.get_custom_objects() if name.startswith("rfcn_tf>")
+    }
     missing = registered - set(CASES) - set(COVERED_ELSEWHERE)
     assert not missing, f"registered layers without a case in tests/test_layers.py: {sorted(missing)}"
     assert set(CASES) <= registered

@@ -130,7 +130,9 @@ def _pipeline_losses(gt_boxes, gt_labels, rng):
 
 def test_no_gt_gives_finite_losses_and_gradients():
     rng = np.random.default_rng(3)
-    rpn, head_values, head = _pipeline_losses(np.zeros([2, 0, 4], np.float32), np.zeros([2, 0], np.int32), rng)
+    rpn, head_values, head = _pipeline_losses(
+        np.zeros([2, 0, 4], np.float32), np.zeros([2, 0], np.int32), rng
+    )
     _assert_finite(*rpn)
     _assert_finite(*head_values)
     assert rpn[0][1] == 0.0 and head_values[0][1] == 0.0  # no positives: no box loss

@@ -72,8 +72,9 @@ def test_a_step_stays_close_to_float32_and_50_do_not_diverge(policy, float32_ste
     assert difference < 0.25 * norm
     assert dot / (norm * np.sqrt(sum(np.sum(a * a) for a in update))) > 0.97
     model, run = trained(50)
-    assert np.all(np.isfinite(run["loss"])) and np.all(np.isfinite(
-        np.concatenate([v.numpy().ravel() for v in model.trainable_variables])))
+    assert np.all(np.isfinite(run["loss"])) and np.all(
+        np.isfinite(np.concatenate([v.numpy().ravel() for v in model.trainable_variables]))
+    )
 
 
 def trained_initial_weights():
@@ -95,11 +96,15 @@ def test_a_mixed_model_saves_and_exports(policy, tmp_path):
     assert fold_batchnorms(model)[1] == {}  # BatchNorms stay (float32 by design) in the export
     export = export_saved_model(model, tmp_path / "saved")
     served = tf.saved_model.load(export).signatures["predict_padded"](
-        images=tf.constant(images), image_sizes=tf.constant([[SIDE, SIDE]]))
+        images=tf.constant(images), image_sizes=tf.constant([[SIDE, SIDE]])
+    )
     # The SavedModel runs the mixed graph itself (float16 convolutions, float32 BatchNorms).
-    assert_same_detections_any_order({k: v.numpy() for k, v in served.items()},
-                                     {k: v.numpy() for k, v in out.items()},
-                                     box_atol=1e-2, score_atol=1e-4)
+    assert_same_detections_any_order(
+        {k: v.numpy() for k, v in served.items()},
+        {k: v.numpy() for k, v in out.items()},
+        box_atol=1e-2,
+        score_atol=1e-4,
+    )
     # The TFLite export computes in float32 (TFLite's built-in convolutions are float32):
     # the float32 model of the same weights, at the exports' accuracy (1 px, 1e-3).
     lite = export_tflite(model, tmp_path / "lite", input_size=(SIDE, SIDE))
@@ -108,8 +113,7 @@ def test_a_mixed_model_saves_and_exports(policy, tmp_path):
     assert float32.compute_dtype == "float32"
     expected = float32.predict(images, verbose=0)
     assert expected["num_detections"][0] > 0
-    assert_same_detections_any_order(runner(images=images), expected, box_atol=1.0,
-                                     score_atol=1e-3)
+    assert_same_detections_any_order(runner(images=images), expected, box_atol=1.0, score_atol=1e-3)
 
 
 def test_unknown_policy_is_refused():

@@ -1,10 +1,10 @@
 """The RFCN model: graph shapes at the paper's size, batching, saving, bad input."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from rfcn_tf import RFCN, RFCNConfig, pack_images
 from rfcn_tf.backbones import build_backbone
 from tests.model_helpers import sharpen
@@ -39,7 +39,8 @@ def test_resnet101_dilated_conv5_score_maps_at_paper_size(resnet101_model):
     assert model.config.k == 7 and model.config.head == "rfcn"
     assert (model.config.min_side, model.config.max_side) == (600, 1000)
     raw = graph_outputs(model, "class_maps", "box_maps", "rpn_objectness", "proposals")(
-        {"images": np.zeros((1, 600, 1000, 3), np.float32), "image_sizes": None})
+        {"images": np.zeros((1, 600, 1000, 3), np.float32), "image_sizes": None}
+    )
     # 600×1000 padded to 608×1008 → stride 16 → 38×63.
     assert raw["class_maps"].shape == (1, 38, 63, 7 * 7 * 21)
     assert raw["box_maps"].shape == (1, 38, 63, 4 * 7 * 7)
@@ -65,12 +66,26 @@ def test_functional_graph_runs_the_steps_in_the_papers_order(resnet101_model):
     votes and the proposals: each arrow checked on the graph's connections, and conv5 is
     not downstream of the RPN (R-FCN runs it once on the whole image)."""
     model = resnet101_model
-    chains = [["images", "resize", "preprocess", "resnet101_trunk", "rpn_conv", "rpn_objectness",
-               "proposals", "class_pool", "class_vote", "detections"],
-              ["resnet101_trunk", "resnet101_conv5", "reduce", "class_maps", "class_pool"],
-              ["rpn_conv", "rpn_deltas", "proposals"], ["anchors", "proposals"],
-              ["reduce", "box_maps", "box_pool", "box_vote", "detections"],
-              ["proposals", "box_pool"], ["proposals", "detections"]]
+    chains = [
+        [
+            "images",
+            "resize",
+            "preprocess",
+            "resnet101_trunk",
+            "rpn_conv",
+            "rpn_objectness",
+            "proposals",
+            "class_pool",
+            "class_vote",
+            "detections",
+        ],
+        ["resnet101_trunk", "resnet101_conv5", "reduce", "class_maps", "class_pool"],
+        ["rpn_conv", "rpn_deltas", "proposals"],
+        ["anchors", "proposals"],
+        ["reduce", "box_maps", "box_pool", "box_vote", "detections"],
+        ["proposals", "box_pool"],
+        ["proposals", "detections"],
+    ]
     for chain in chains:
         for before, after in zip(chain, chain[1:]):  # (a nested model: by its neighbours)
             assert upstream(model, after) is None or before in upstream(model, after), (before, after)
@@ -91,11 +106,13 @@ def test_functional_graph_runs_the_steps_in_the_papers_order(resnet101_model):
 def test_position_sensitive_maps_from_the_graph():
     model = small_model()
     maps = keras.Model(model.inputs, model.get_layer("class_maps").output)
-    out = maps({"images": np.zeros((2, 192, 256, 3), np.float32),
-                "image_sizes": np.array([[192, 256], [150, 200]])})
+    out = maps(
+        {"images": np.zeros((2, 192, 256, 3), np.float32), "image_sizes": np.array([[192, 256], [150, 200]])}
+    )
     assert out.shape == (2, 12, 16, 3 * 3 * 5)
     rois = keras.Model(model.input, model.get_layer("class_pool").output)(
-        {"images": np.zeros((1, 192, 192, 3), np.float32), "image_sizes": None})
+        {"images": np.zeros((1, 192, 192, 3), np.float32), "image_sizes": None}
+    )
     assert rois.shape == (1, 100, 3, 3, 5)
 
 
@@ -104,6 +121,7 @@ def test_plot_model_draws_rfcn(tmp_path):
     path = tmp_path / "rfcn.png"
     keras.utils.plot_model(model, to_file=str(path), show_shapes=True, show_layer_names=True)
     from PIL import Image
+
     with Image.open(path) as picture:
         assert picture.format == "PNG" and min(picture.size) > 1000  # ~25 layers, not one box
 
@@ -126,15 +144,19 @@ def test_backbone_weights_from_file_and_freezing(tmp_path):
     path = str(tmp_path / "resnet50_notop.weights.h5")
     base.save_weights(path)
     trunk, conv5 = build_backbone("resnet50", path, dilated_conv5=True)
-    np.testing.assert_array_equal(trunk.get_layer("conv1_conv").get_weights()[0],
-                                  base.get_layer("conv1_conv").get_weights()[0])
-    np.testing.assert_array_equal(conv5.get_layer("conv5_block2_2_conv").get_weights()[0],
-                                  base.get_layer("conv5_block2_2_conv").get_weights()[0])
+    np.testing.assert_array_equal(
+        trunk.get_layer("conv1_conv").get_weights()[0], base.get_layer("conv1_conv").get_weights()[0]
+    )
+    np.testing.assert_array_equal(
+        conv5.get_layer("conv5_block2_2_conv").get_weights()[0],
+        base.get_layer("conv5_block2_2_conv").get_weights()[0],
+    )
     # Loaded weights → conv1, res2 and every BatchNorm frozen by default.
     model = RFCN(num_classes=3, backbone="resnet50", backbone_weights=path)
     assert model.config.freeze_stem and model.config.freeze_batchnorm
-    np.testing.assert_array_equal(model.trunk.get_layer("conv1_conv").get_weights()[0],
-                                  base.get_layer("conv1_conv").get_weights()[0])
+    np.testing.assert_array_equal(
+        model.trunk.get_layer("conv1_conv").get_weights()[0], base.get_layer("conv1_conv").get_weights()[0]
+    )
     assert not model.trunk.get_layer("conv1_conv").trainable
     assert not model.trunk.get_layer("conv2_block1_1_conv").trainable
     assert model.trunk.get_layer("conv3_block1_1_conv").trainable
@@ -147,7 +169,8 @@ def test_backbone_weights_from_file_and_freezing(tmp_path):
 def test_small_backbone_at_stride_8():
     model = small_model(feature_stride=8, min_side=128, max_side=160)
     raw = graph_outputs(model, "class_maps", "box_maps", "rpn_objectness", "anchors")(
-        {"images": np.zeros((1, 128, 160, 3), np.float32), "image_sizes": None})
+        {"images": np.zeros((1, 128, 160, 3), np.float32), "image_sizes": None}
+    )
     assert raw["class_maps"].shape == (1, 16, 20, 3 * 3 * 5)
     assert raw["box_maps"].shape == (1, 16, 20, 4 * 3 * 3)
     assert raw["rpn_objectness"].shape == (1, 16, 20, 12)  # 4 scales × 3 ratios
@@ -279,12 +302,15 @@ def test_tiny_images_do_not_crash():
         assert np.all(out["boxes"][0, :n, 2] <= shape[0] + 1e-4)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((64, 64, 3), np.float32), r"\[batch, height, width, 3\]"),
-    (np.zeros((1, 64, 64, 4), np.float32), r"\[batch, height, width, 3\]"),
-    (np.zeros((0, 64, 64, 3), np.float32), "empty batch"),
-    (np.array([[["a"] * 3] * 4] * 4)[None], "uint8 or float"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((64, 64, 3), np.float32), r"\[batch, height, width, 3\]"),
+        (np.zeros((1, 64, 64, 4), np.float32), r"\[batch, height, width, 3\]"),
+        (np.zeros((0, 64, 64, 3), np.float32), "empty batch"),
+        (np.array([[["a"] * 3] * 4] * 4)[None], "uint8 or float"),
+    ],
+)
 def test_bad_images_raise_clear_errors(bad, message):
     model = small_model()
     with pytest.raises(ValueError, match=message):
@@ -300,16 +326,17 @@ def test_predict_names_the_shape_passed_and_a_nan_before_the_graph():
         model.predict(random_image(200, 240, 1), verbose=0)
     assert str(error.value).splitlines()[0] == (
         "RFCN expects RGB images of shape [batch, height, width, 3]; got shape (200, 240, 3); "
-        "one image needs a batch axis: images[None]")
+        "one image needs a batch axis: images[None]"
+    )
     image = random_image(40, 48, 2)
     image[5, 7, 1] = np.inf
     batch = np.stack([random_image(40, 48, 3), image])
-    for x in (batch, {"images": batch, "image_sizes": np.array([[40, 48], [40, 48]])},
-              [batch[0], image]):
+    for x in (batch, {"images": batch, "image_sizes": np.array([[40, 48], [40, 48]])}, [batch[0], image]):
         with pytest.raises(ValueError) as error:
             model.predict(x, verbose=0)
         assert str(error.value).splitlines()[0] == (
-            "images contain NaN or Inf (first at [image, row, column, channel] = [1, 5, 7, 1])")
+            "images contain NaN or Inf (first at [image, row, column, channel] = [1, 5, 7, 1])"
+        )
 
 
 def test_nan_image_and_oversized_image_sizes_raise():
@@ -322,15 +349,18 @@ def test_nan_image_and_oversized_image_sizes_raise():
         model({"images": random_image(32, 32, 9)[None], "image_sizes": np.array([[40, 32]])})
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"backbone": "vgg"}, "backbone"),
-    ({"head": "ssd"}, "head"),
-    ({"num_classes": 0}, "num_classes"),
-    ({"psroi_mode": "max"}, "psroi_mode"),
-    ({"class_names": ("a",)}, "class_names"),
-    ({"feature_stride": 12}, "feature_stride of the small backbone must be one of \\(8, 16\\)"),
-    ({"backbone": "resnet50", "feature_stride": 8}, "feature_stride of resnet50 must be 16"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"backbone": "vgg"}, "backbone"),
+        ({"head": "ssd"}, "head"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"psroi_mode": "max"}, "psroi_mode"),
+        ({"class_names": ("a",)}, "class_names"),
+        ({"feature_stride": 12}, "feature_stride of the small backbone must be one of \\(8, 16\\)"),
+        ({"backbone": "resnet50", "feature_stride": 8}, "feature_stride of resnet50 must be 16"),
+    ],
+)
 def test_bad_config_raises(change, message):
     with pytest.raises(ValueError, match=message):
         RFCNConfig.small(**{"num_classes": 4, **change})

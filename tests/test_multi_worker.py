@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 
 from rfcn_tf.data import load_examples
-
 from tests.process_helpers import sigkill_at
 
 pytestmark = pytest.mark.slow  # worker processes / the script in a process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-WORKER = r'''
+WORKER = r"""
 import json, os, sys
 task, ports, out, data_dir = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 if ports:
@@ -54,7 +53,7 @@ def batches(epoch):  # global batches of 4, the same on every worker
 model = train_multi_worker(build, batches, 2, out, strategy=strategy, log_every=1)
 np.savez(os.path.join(out, f"weights_{task}.npz"), *[v.numpy() for v in model.trainable_variables])
 print("steps", int(model.optimizer.iterations.numpy()), "replicas", strategy.num_replicas_in_sync)
-'''
+"""
 
 
 def free_ports(count):
@@ -77,11 +76,17 @@ def run_cluster(script, out, data_dir, attempts=3, timeout=600):
     os.makedirs(logs, exist_ok=True)
     for attempt in range(attempts):
         ports = json.dumps(free_ports(2))
-        files = [[open(os.path.join(logs, f"{i}.{name}"), "w+") for name in ("out", "err")]
-                 for i in range(2)]
-        workers = [subprocess.Popen([sys.executable, str(script), str(i), ports, str(out), data_dir],
-                                    stdout=files[i][0], stderr=files[i][1], text=True, env=env())
-                   for i in range(2)]
+        files = [[open(os.path.join(logs, f"{i}.{name}"), "w+") for name in ("out", "err")] for i in range(2)]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(i), ports, str(out), data_dir],
+                stdout=files[i][0],
+                stderr=files[i][1],
+                text=True,
+                env=env(),
+            )
+            for i in range(2)
+        ]
         deadline = time.monotonic() + timeout
         try:
             while any(w.poll() is None for w in workers):
@@ -136,8 +141,13 @@ def test_two_workers_train_identically_and_as_one_process(tmp_path, data_dir):
     assert not (out / ".worker_1_checkpoints").exists()  # the non-chief's copies are removed
 
     single = tmp_path / "single"
-    done = subprocess.run([sys.executable, str(script), "0", "[]", str(single), data_dir],
-                          capture_output=True, text=True, timeout=600, env=env())
+    done = subprocess.run(
+        [sys.executable, str(script), "0", "[]", str(single), data_dir],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env(),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "steps 8 replicas 1" in done.stdout
 
@@ -152,10 +162,30 @@ def test_two_workers_train_identically_and_as_one_process(tmp_path, data_dir):
 
 
 def train_command(data_dir, out, epochs):
-    return [sys.executable, "-m", "rfcn_tf.cli", "train", "--small", "--dataset", "rfcn_shapes/tiny",
-            "--data-dir", data_dir, "--min-side", "128", "--max-side", "128", "--batch-size", "4",
-            "--epochs", str(epochs), "--strategy", "multi_worker", "--deterministic",
-            "--output-dir", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "rfcn_tf.cli",
+        "train",
+        "--small",
+        "--dataset",
+        "rfcn_shapes/tiny",
+        "--data-dir",
+        data_dir,
+        "--min-side",
+        "128",
+        "--max-side",
+        "128",
+        "--batch-size",
+        "4",
+        "--epochs",
+        str(epochs),
+        "--strategy",
+        "multi_worker",
+        "--deterministic",
+        "--output-dir",
+        str(out),
+    ]
 
 
 def test_sigkilled_run_resumes_to_the_uninterrupted_runs_weights(tmp_path, data_dir):
@@ -163,23 +193,23 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_runs_weights(tmp_path, data_
     checkpoint, then the same command again: it resumes after the last saved epoch and ends
     bit-identical to a run that was never interrupted (op determinism on; an epoch's input
     order depends on the seed and the epoch only)."""
-    whole = subprocess.run(train_command(data_dir, tmp_path / "whole", 3), capture_output=True,
-                           text=True, timeout=600, env=env())
+    whole = subprocess.run(
+        train_command(data_dir, tmp_path / "whole", 3), capture_output=True, text=True, timeout=600, env=env()
+    )
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     killed = tmp_path / "killed"
     # "epoch 1/3:" is printed once the epoch's checkpoint is written.
-    status = sigkill_at(train_command(data_dir, killed, 3), env(),
-                        lambda line: line.startswith("epoch 1/3:"))
+    status = sigkill_at(train_command(data_dir, killed, 3), env(), lambda line: line.startswith("epoch 1/3:"))
     assert status == -9
     assert not (killed / "final.keras").exists()
 
-    resumed = subprocess.run(train_command(data_dir, killed, 3), capture_output=True, text=True,
-                             timeout=600, env=env())
+    resumed = subprocess.run(
+        train_command(data_dir, killed, 3), capture_output=True, text=True, timeout=600, env=env()
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     done = [line for line in resumed.stdout.splitlines() if line.startswith("resumed from")]
-    assert done and ("after epoch 1, step 4" in done[0] or "after epoch 2, step 8" in done[0]), \
-        resumed.stdout
+    assert done and ("after epoch 1, step 4" in done[0] or "after epoch 2, step 8" in done[0]), resumed.stdout
     import keras
 
     import rfcn_tf  # noqa: F401  (registers the model class)

@@ -9,7 +9,9 @@ import pytest
 
 from rfcn_tf.data import load_examples
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "overhead_sites.py")
+_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "overhead_sites.py"
+)
 
 
 def _module():
@@ -47,7 +49,7 @@ def test_boxes_lie_in_the_image_and_frame_the_drawn_bodies():
     bodies = np.zeros((height, width), bool)
     for (y0, x0, y1, x1), (my, mx, mask) in zip(boxes.astype(int), masks):
         full = np.zeros((height, width), bool)
-        full[my:my + mask.shape[0], mx:mx + mask.shape[1]] = mask
+        full[my : my + mask.shape[0], mx : mx + mask.shape[1]] = mask
         rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
         assert (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1) == (y0, x0, y1, x1)  # tight on the body
         assert changed[full].mean() > 0.99  # the body was drawn there
@@ -60,28 +62,38 @@ def test_boxes_lie_in_the_image_and_frame_the_drawn_bodies():
     rims = np.zeros_like(bodies)
     for dy in range(3):
         for dx in range(3):
-            rims |= padded[dy:dy + height, dx:dx + width]
+            rims |= padded[dy : dy + height, dx : dx + width]
     outside = changed & ~rims
     assert outside.sum() > 100  # there are shadows
     assert np.all(painted[outside] <= ground[outside] + 1e-3)
 
 
 def test_sites_differ_in_colour_statistics():
-    means = {site: np.stack([sites.render_scene(seed, site, 0, **SMALL)["image"].reshape(-1, 3).mean(axis=0)
-                             for seed in (0, 1)]) for site in sites.SITE_KEYS}
+    means = {
+        site: np.stack(
+            [
+                sites.render_scene(seed, site, 0, **SMALL)["image"].reshape(-1, 3).mean(axis=0)
+                for seed in (0, 1)
+            ]
+        )
+        for site in sites.SITE_KEYS
+    }
     for one, other in [("A", "B"), ("A", "C"), ("B", "C")]:
         # Every scene of one site is far (RGB distance of the mean colour) from every scene of the other.
         distances = np.linalg.norm(means[one][:, None] - means[other][None], axis=-1)
         assert distances.min() > 25, (one, other, distances)
-    counts = {site: len(sites.render_scene(0, site, 0, photo_size=(500, 500))["boxes"]) for site in ("A", "C")}
+    counts = {
+        site: len(sites.render_scene(0, site, 0, photo_size=(500, 500))["boxes"]) for site in ("A", "C")
+    }
     assert counts["C"] > 1.5 * counts["A"]  # denser
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("sites") / "voc")
-    splits = sites.make_sites(root, photos={"A": 2, "B": 1, "C": 1}, tile=128, photo_size=(260, 300),
-                              object_size=(10, 30))
+    splits = sites.make_sites(
+        root, photos={"A": 2, "B": 1, "C": 1}, tile=128, photo_size=(260, 300), object_size=(10, 30)
+    )
     return root, splits
 
 
@@ -114,7 +126,9 @@ def test_tiles_hold_the_photo_objects_they_cut(folder):
         ty, tx = int(tile_id[-5:-3]), int(tile_id[-2:])
         y0, x0 = 128 * ty, 128 * tx
         # Each whole object inside the tile appears in it with the same box.
-        inside = boxes[(boxes[:, 0] >= y0) & (boxes[:, 1] >= x0) & (boxes[:, 2] <= y0 + 128) & (boxes[:, 3] <= x0 + 128)]
+        inside = boxes[
+            (boxes[:, 0] >= y0) & (boxes[:, 1] >= x0) & (boxes[:, 2] <= y0 + 128) & (boxes[:, 3] <= x0 + 128)
+        ]
         local = inside - np.array([y0, x0, y0, x0], np.float32)
         for box in local:
             assert np.any(np.all(np.abs(e["boxes"] - box) < 1e-4, axis=1)), (tile_id, box)
@@ -144,14 +158,21 @@ def test_photo_scores_from_a_predict_json(folder, tmp_path):
 
     root, _ = folder
     records, _ = read_voc_folder(root, "photos_B")
-    perfect = [{"file": p, "detections": [{"box": b.tolist(), "score": 1.0, "label": 0} for b in boxes]}
-               for p, boxes in zip(records.paths, records.boxes)]
+    perfect = [
+        {"file": p, "detections": [{"box": b.tolist(), "score": 1.0, "label": 0} for b in boxes]}
+        for p, boxes in zip(records.paths, records.boxes)
+    ]
     (tmp_path / "perfect.json").write_text(json.dumps(perfect))
     assert sites.photo_scores(root, "photos_B", tmp_path / "perfect.json") == (1.0, 1.0)
 
-    half = [{"file": p, "detections": [{"box": [0, 0, 3, 3], "score": 0.9, "label": 0}]
-             + [{"box": b.tolist(), "score": 0.5, "label": 0} for b in boxes[::2]]}
-            for p, boxes in zip(records.paths, records.boxes)]
+    half = [
+        {
+            "file": p,
+            "detections": [{"box": [0, 0, 3, 3], "score": 0.9, "label": 0}]
+            + [{"box": b.tolist(), "score": 0.5, "label": 0} for b in boxes[::2]],
+        }
+        for p, boxes in zip(records.paths, records.boxes)
+    ]
     (tmp_path / "half.json").write_text(json.dumps(half))
     ap, recall = sites.photo_scores(root, "photos_B", tmp_path / "half.json")
     positives = sum(len(b) for b in records.boxes)

@@ -10,7 +10,9 @@ from PIL import Image
 
 from rfcn_tf.data import load_examples
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "own_voc_folder.py")
+_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "own_voc_folder.py"
+)
 
 
 def _module():
@@ -34,8 +36,11 @@ def folder(tmp_path_factory):
 
 
 def _read_all(root):
-    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
-            for d, _, files in os.walk(root) for f in files}
+    return {
+        os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+        for d, _, files in os.walk(root)
+        for f in files
+    }
 
 
 def _xml(root, image_id):
@@ -88,13 +93,19 @@ def test_loads_with_mixed_sizes_boxes_inside_and_difficult(folder):
     labels = np.concatenate([ex["labels"] for ex in examples])
     assert set(labels.tolist()) == {0, 1, 2}
     # Difficult flags are rare (~5 %): look for them over every split.
-    difficult = [obj.findtext("difficult") for name in os.listdir(os.path.join(folder, "Annotations"))
-                 for obj in _xml(folder, name[:-4]).findall("object")]
+    difficult = [
+        obj.findtext("difficult")
+        for name in os.listdir(os.path.join(folder, "Annotations"))
+        for obj in _xml(folder, name[:-4]).findall("object")
+    ]
     assert "1" in difficult and difficult.count("1") < len(difficult) // 4
     loaded = sum(int(ex["difficult"].sum()) for ex in examples)
-    assert loaded == sum(d == "1" for name in os.listdir(os.path.join(folder, "Annotations"))
-                         if name.startswith("train") for d in
-                         [obj.findtext("difficult") for obj in _xml(folder, name[:-4]).findall("object")])
+    assert loaded == sum(
+        d == "1"
+        for name in os.listdir(os.path.join(folder, "Annotations"))
+        if name.startswith("train")
+        for d in [obj.findtext("difficult") for obj in _xml(folder, name[:-4]).findall("object")]
+    )
 
 
 def test_xml_boxes_round_trip_to_the_generator_boxes(folder):
@@ -103,7 +114,9 @@ def test_xml_boxes_round_trip_to_the_generator_boxes(folder):
     for i, ex in enumerate(dataset.as_numpy_iterator()):
         assert ex["image_id"].decode() == f"val_{i:05d}"
         _, _, _, objects = own_voc.make_example(0, 1, i)
-        np.testing.assert_array_equal(ex["boxes"], np.array([o["box"] for o in objects], np.float32).reshape(-1, 4))
+        np.testing.assert_array_equal(
+            ex["boxes"], np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
+        )
         assert [class_names[k] for k in ex["labels"]] == [o["name"] for o in objects]
         assert ex["difficult"].tolist() == [o["difficult"] for o in objects]
         for obj in _xml(folder, f"val_{i:05d}").findall("object"):
@@ -129,18 +142,24 @@ def test_regenerating_smaller_removes_stale_files(tmp_path):
     own_voc.make_voc_folder(root, num_train=3, num_val=1, num_test=1)
     own_voc.make_voc_folder(root, num_train=2, num_val=0, num_test=1)
     assert sorted(os.listdir(os.path.join(root, "Annotations"))) == [
-        "test_00000.xml", "train_00000.xml", "train_00001.xml"]
+        "test_00000.xml",
+        "train_00000.xml",
+        "train_00001.xml",
+    ]
     dataset, _ = load_examples(root, None)  # every XML: nothing stale left to read
     assert len(list(dataset)) == 3
 
 
 def test_parse_val_map_from_progress_bar_output():
-    output = ("Epoch 1/3\n\x1b[1m 1/50\x1b[0m ━━ - loss: 2.1\b\b\r\x1b[1m50/50\x1b[0m ━━ 3s/step - loss: 1.2"
-              " - val_AP/cross: 0.1000 - val_mAP: 0.0500\n"
-              "Epoch 2/3\n\x1b[1m50/50\x1b[0m - loss: 1.0 - val_mAP: 2.0000e-04 - val_AP/hexagon: 0.2\n"
-              "Epoch 3/3\n\x1b[1m50/50\x1b[0m - loss: 0.9 - val_mAP: nan\nsaved runs/final.keras\n")
+    output = (
+        "Epoch 1/3\n\x1b[1m 1/50\x1b[0m ━━ - loss: 2.1\b\b\r\x1b[1m50/50\x1b[0m ━━ 3s/step - loss: 1.2"
+        " - val_AP/cross: 0.1000 - val_mAP: 0.0500\n"
+        "Epoch 2/3\n\x1b[1m50/50\x1b[0m - loss: 1.0 - val_mAP: 2.0000e-04 - val_AP/hexagon: 0.2\n"
+        "Epoch 3/3\n\x1b[1m50/50\x1b[0m - loss: 0.9 - val_mAP: nan\nsaved runs/final.keras\n"
+    )
     values = own_voc.parse_val_map(output)
     assert values[1] == pytest.approx(0.05) and values[2] == pytest.approx(2e-4) and np.isnan(values[3])
-    table = own_voc.format_results([{"seed": 0, "val_mAP": values, "test_mAP": 0.5,
-                                     "train_minutes": 1.25, "eval_minutes": 0.1}])
+    table = own_voc.format_results(
+        [{"seed": 0, "val_mAP": values, "test_mAP": 0.5, "train_minutes": 1.25, "eval_minutes": 0.1}]
+    )
     assert "val_mAP e3" in table and "0.500" in table

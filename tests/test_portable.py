@@ -19,8 +19,7 @@ from rfcn_tf.layers.heads import RoIAlign
 from rfcn_tf.layers.sampling import gather_crop_and_resize
 from rfcn_tf.layers.transform import ImageResizer
 from rfcn_tf.loading import load_detector
-from tests.model_helpers import (assert_same_detections_any_order, random_image, sharpen,
-                                 trained_like)
+from tests.model_helpers import assert_same_detections_any_order, random_image, sharpen, trained_like
 
 NAMES = ["circle", "square", "triangle"]
 
@@ -37,9 +36,10 @@ def test_gather_crop_and_resize_equals_crop_and_resize(shape, crop_size):
     indices = rng.integers(0, shape[0], 40).astype(np.int32)
     weights = tf.constant(rng.normal(size=(40,) + crop_size + (shape[-1],)), tf.float32)
     results = []
-    for crop in (lambda: tf.image.crop_and_resize(image, boxes, indices, crop_size,
-                                                  extrapolation_value=0.25),
-                 lambda: gather_crop_and_resize(image, boxes, indices, crop_size, 0.25)):
+    for crop in (
+        lambda: tf.image.crop_and_resize(image, boxes, indices, crop_size, extrapolation_value=0.25),
+        lambda: gather_crop_and_resize(image, boxes, indices, crop_size, 0.25),
+    ):
         with tf.GradientTape() as tape:
             tape.watch(image)
             values = crop()
@@ -79,16 +79,24 @@ def test_per_class_nms_equals_combined_non_max_suppression(threshold):
     for m in (10, 300):
         out = nms.per_class_nms(tf.constant(boxes), tf.constant(scores), sizes, m, 0.3, threshold)
         ref = tf.image.combined_non_max_suppression(
-            boxes[:, :, None], scores, m, m, iou_threshold=0.3, score_threshold=threshold,
-            pad_per_class=False, clip_boxes=False)
+            boxes[:, :, None],
+            scores,
+            m,
+            m,
+            iou_threshold=0.3,
+            score_threshold=threshold,
+            pad_per_class=False,
+            clip_boxes=False,
+        )
         count = ref.valid_detections.numpy()
         np.testing.assert_array_equal(out[3].numpy(), count)
         assert 0 < count.min() and (m == 10 or count.max() < m)
         np.testing.assert_allclose(out[0].numpy(), ref.nmsed_boxes.numpy(), atol=1e-4)
         np.testing.assert_allclose(out[1].numpy(), ref.nmsed_scores.numpy(), atol=1e-7)
         for b in range(3):
-            np.testing.assert_array_equal(out[2].numpy()[b, : count[b]],
-                                          ref.nmsed_classes.numpy()[b, : count[b]])
+            np.testing.assert_array_equal(
+                out[2].numpy()[b, : count[b]], ref.nmsed_classes.numpy()[b, : count[b]]
+            )
 
 
 def test_per_image_unrolled_equals_map_fn():
@@ -129,8 +137,7 @@ def model():
     statistics (which the converters fold: identity ones would hide a wrong fold),
     sharpened class maps (well-ordered scores)."""
     keras.utils.set_random_seed(11)
-    m = RFCN(config=RFCNConfig.small(num_classes=3, class_names=NAMES,
-                                     bounding_box_format="xywh"))
+    m = RFCN(config=RFCNConfig.small(num_classes=3, class_names=NAMES, bounding_box_format="xywh"))
     trained_like(m, seed=11)
     sharpen(m)
     return m
@@ -160,8 +167,9 @@ def assert_same_detections(out, ref, box_tol=1.0, score_tol=1e-3):
     folding rounds otherwise, and near-tied scores may swap ranks."""
     ref = {k: np.asarray(v) for k, v in ref.items()}
     assert ref["num_detections"].min() > 0
-    assert_same_detections_any_order({k: np.asarray(v) for k, v in out.items()}, ref,
-                                     box_atol=box_tol, score_atol=score_tol)
+    assert_same_detections_any_order(
+        {k: np.asarray(v) for k, v in out.items()}, ref, box_atol=box_tol, score_atol=score_tol
+    )
 
 
 @pytest.mark.parametrize("head", ["rfcn", "faster_rcnn"])
@@ -194,8 +202,9 @@ def exports(model, faster_model, tmp_path_factory):
     out = {}
     for size in (None, (240, 300)):
         for q in ("none",) if size else portable.QUANTIZATIONS:
-            out["tflite", q, size] = export_tflite(model, root / f"tflite_{q}", input_size=size,
-                                                   quantization=q)
+            out["tflite", q, size] = export_tflite(
+                model, root / f"tflite_{q}", input_size=size, quantization=q
+            )
         out["onnx", "none", size] = export_onnx(model, root / "onnx", input_size=size)
     out["tflite", "faster_rcnn"] = export_tflite(faster_model, root / "faster_tflite")
     out["onnx", "faster_rcnn"] = export_onnx(faster_model, root / "faster_onnx")
@@ -208,8 +217,9 @@ def run_tflite(directory, image):
 
 
 def run_onnx(directory, image):
-    session = onnxruntime.InferenceSession(os.path.join(directory, "model.onnx"),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        os.path.join(directory, "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, {"images": image})))
 
@@ -242,14 +252,20 @@ def test_tflite_uses_builtin_ops_only_and_records_them(exports):
         assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], ops
         assert {"CONV_2D", "GATHER", "NON_MAX_SUPPRESSION_V4"} <= set(ops)
         assert "CROP_AND_RESIZE" not in ops
-        assert sorted(os.listdir(directory)) == ["export.json", "labels.txt", "model.tflite",
-                                                 "rfcn_config.json"]
+        assert sorted(os.listdir(directory)) == [
+            "export.json",
+            "labels.txt",
+            "model.tflite",
+            "rfcn_config.json",
+        ]
 
 
 @pytest.mark.slow  # the exports fixture: eight conversions
 def test_quantised_tflite_files_are_smaller_and_close(model, exports):
-    sizes = {q: os.path.getsize(os.path.join(exports["tflite", q, None], "model.tflite"))
-             for q in portable.QUANTIZATIONS}
+    sizes = {
+        q: os.path.getsize(os.path.join(exports["tflite", q, None], "model.tflite"))
+        for q in portable.QUANTIZATIONS
+    }
     assert sizes["float16"] < 0.6 * sizes["none"] and sizes["dynamic_int8"] < 0.35 * sizes["none"]
     image = photos(1, *portable.default_input_size(model.config))
     ref = model(image)
@@ -279,8 +295,10 @@ def test_loaded_export_detects_like_the_model_on_images_of_any_size(fmt, model, 
     image = photos(1, 240, 300, seed=7)
     ref = model(image)
     out = detector(image)
-    ref = {**{k: v.numpy() for k, v in ref.items()},
-           "boxes": keras.utils.bounding_boxes.convert_format(ref["boxes"], "xywh", "yxyx")}
+    ref = {
+        **{k: v.numpy() for k, v in ref.items()},
+        "boxes": keras.utils.bounding_boxes.convert_format(ref["boxes"], "xywh", "yxyx"),
+    }
     assert_same_detections(out, ref)  # the export's own size: the model's detections, yxyx
     small = detector(photos(2, 120, 150, seed=8))  # fitted into 240×300, boxes mapped back
     assert small["boxes"].shape == (2, 100, 4) and small["num_detections"].min() > 0

@@ -48,8 +48,7 @@ def test_folder_json_pictures_and_errors(model, folder, tmp_path, caplog):
         results = predict_files(model, root, out_dir, score_threshold=0.3, batch_size=3)
     with open(out_dir / "detections.json") as f:
         assert json.load(f) == results
-    assert [os.path.basename(r["file"]) for r in results] == [
-        "a.jpg", "a.png", "corrupt.png", "empty.jpg"]
+    assert [os.path.basename(r["file"]) for r in results] == ["a.jpg", "a.png", "corrupt.png", "empty.jpg"]
 
     for r in results[2:]:
         assert "error" in r and "detections" not in r
@@ -67,8 +66,9 @@ def test_folder_json_pictures_and_errors(model, folder, tmp_path, caplog):
         kept_total += keep.sum()
         dropped_total += (~keep).sum()
         assert len(r["detections"]) == keep.sum()
-        for d, box, score, label in zip(r["detections"], predicted["boxes"][b, :n][keep],
-                                        scores[keep], predicted["labels"][b, :n][keep]):
+        for d, box, score, label in zip(
+            r["detections"], predicted["boxes"][b, :n][keep], scores[keep], predicted["labels"][b, :n][keep]
+        ):
             np.testing.assert_allclose(d["box"], box, atol=1e-2)
             assert d["score"] == pytest.approx(float(score), abs=1e-5)
             assert d["label"] == label and d["label_name"] == NAMES[label]
@@ -106,17 +106,30 @@ def test_scripts_export_then_predict(model, folder, tmp_path, monkeypatch):
     root, _ = folder
     keras_path = tmp_path / "model.keras"
     model.save(keras_path)
-    assert run_script(monkeypatch, "export", "--model", keras_path,
-                      "--export-dir", tmp_path / "saved" / "rfcn") == 0
+    assert (
+        run_script(monkeypatch, "export", "--model", keras_path, "--export-dir", tmp_path / "saved" / "rfcn")
+        == 0
+    )
     version_dir = tmp_path / "saved" / "rfcn" / "1"
     assert (version_dir / "saved_model.pb").is_file()
 
     outputs = {}
     for source, model_path in (("keras", keras_path), ("saved_model", version_dir.parent)):
         out_dir = tmp_path / source
-        code = run_script(monkeypatch, "predict", "--model", model_path, root / "a.png",
-                          root / "corrupt.png", "--output-dir", out_dir,
-                          "--score-threshold", "0.2", "--class-names", "w,x,y,z")
+        code = run_script(
+            monkeypatch,
+            "predict",
+            "--model",
+            model_path,
+            root / "a.png",
+            root / "corrupt.png",
+            "--output-dir",
+            out_dir,
+            "--score-threshold",
+            "0.2",
+            "--class-names",
+            "w,x,y,z",
+        )
         assert code == 1  # corrupt.png could not be read
         with open(out_dir / "detections.json") as f:
             outputs[source] = json.load(f)

@@ -28,28 +28,30 @@ def _rois(rng, height, width, scale, batch):
 
     per_image = []
     for _ in range(batch):
-        per_image.append([
-            # inside
-            box(u(0, 0.4 * ih), u(0, 0.4 * iw), u(0.3, 0.6) * ih, u(0.3, 0.6) * iw),
-            box(u(0, 0.2 * ih), u(0, 0.2 * iw), u(0.6, 0.8) * ih, u(0.6, 0.8) * iw),
-            # crossing the top-left / bottom-right border
-            box(u(-0.3, 0) * ih, u(-0.3, 0) * iw, u(0.5, 0.9) * ih, u(0.5, 0.9) * iw),
-            box(u(0.5, 0.8) * ih, u(0.5, 0.8) * iw, u(0.4, 0.7) * ih, u(0.4, 0.7) * iw),
-            # reaching far beyond -1 and H/W (samples there count as 0 in align mode)
-            box(u(-1.0, -0.6) * ih, u(-1.0, -0.6) * iw, u(2.0, 2.5) * ih, u(2.0, 2.5) * iw),
-            box(u(0.2, 0.5) * ih, u(-0.9, -0.5) * iw, u(0.3, 1.2) * ih, u(0.7, 1.8) * iw),
-            # entirely outside
-            box(u(1.3, 1.5) * ih, u(0, 0.5) * iw, u(0.1, 0.3) * ih, u(0.1, 0.3) * iw),
-            # tiny (under a map pixel)
-            box(u(0, 0.9) * ih, u(0, 0.9) * iw, u(0.05, 0.9) / scale, u(0.05, 0.9) / scale),
-            # zero-area, and zero height only
-            box(u(0, 0.9) * ih, u(0, 0.9) * iw, 0.0, 0.0),
-            box(u(0, 0.9) * ih, u(0, 0.5) * iw, 0.0, u(0.2, 0.5) * iw),
-            # inverted (ymax < ymin, xmax < xmin)
-            box(u(0.5, 0.9) * ih, u(0.5, 0.9) * iw, -u(0.2, 0.4) * ih, -u(0.2, 0.4) * iw),
-            # arbitrary
-            box(u(-0.2, 1.0) * ih, u(-0.2, 1.0) * iw, u(0, 1.0) * ih, u(0, 1.0) * iw),
-        ])
+        per_image.append(
+            [
+                # inside
+                box(u(0, 0.4 * ih), u(0, 0.4 * iw), u(0.3, 0.6) * ih, u(0.3, 0.6) * iw),
+                box(u(0, 0.2 * ih), u(0, 0.2 * iw), u(0.6, 0.8) * ih, u(0.6, 0.8) * iw),
+                # crossing the top-left / bottom-right border
+                box(u(-0.3, 0) * ih, u(-0.3, 0) * iw, u(0.5, 0.9) * ih, u(0.5, 0.9) * iw),
+                box(u(0.5, 0.8) * ih, u(0.5, 0.8) * iw, u(0.4, 0.7) * ih, u(0.4, 0.7) * iw),
+                # reaching far beyond -1 and H/W (samples there count as 0 in align mode)
+                box(u(-1.0, -0.6) * ih, u(-1.0, -0.6) * iw, u(2.0, 2.5) * ih, u(2.0, 2.5) * iw),
+                box(u(0.2, 0.5) * ih, u(-0.9, -0.5) * iw, u(0.3, 1.2) * ih, u(0.7, 1.8) * iw),
+                # entirely outside
+                box(u(1.3, 1.5) * ih, u(0, 0.5) * iw, u(0.1, 0.3) * ih, u(0.1, 0.3) * iw),
+                # tiny (under a map pixel)
+                box(u(0, 0.9) * ih, u(0, 0.9) * iw, u(0.05, 0.9) / scale, u(0.05, 0.9) / scale),
+                # zero-area, and zero height only
+                box(u(0, 0.9) * ih, u(0, 0.9) * iw, 0.0, 0.0),
+                box(u(0, 0.9) * ih, u(0, 0.5) * iw, 0.0, u(0.2, 0.5) * iw),
+                # inverted (ymax < ymin, xmax < xmin)
+                box(u(0.5, 0.9) * ih, u(0.5, 0.9) * iw, -u(0.2, 0.4) * ih, -u(0.2, 0.4) * iw),
+                # arbitrary
+                box(u(-0.2, 1.0) * ih, u(-0.2, 1.0) * iw, u(0, 1.0) * ih, u(0, 1.0) * iw),
+            ]
+        )
     return np.asarray(per_image, np.float32)
 
 
@@ -72,8 +74,9 @@ def test_matches_reference(mode, k, n, depth, height, width, batch, scale, imple
     rng = np.random.default_rng([k, n, depth, height, width, mode == "align"])
     maps = rng.normal(size=(batch, height, width, k * k * depth)).astype(np.float32)
     rois = _rois(rng, height, width, scale, batch)
-    out = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode,
-                    implementation=implementation)(maps, rois)
+    out = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode, implementation=implementation)(
+        maps, rois
+    )
     assert out.shape == (batch, rois.shape[1], k, k, depth)
     expected = ref.psroi_pool(maps, rois, k, scale, n, mode)
     np.testing.assert_allclose(out.numpy(), expected, atol=ATOL, rtol=RTOL)
@@ -100,12 +103,16 @@ def test_class_major_maps_permuted_as_documented_pool_to_their_own_channels(mode
     output d reads exactly channel (d·k + i)·k + j."""
     k, depth = 3, 4
     class_major = np.broadcast_to(np.arange(k * k * depth, dtype=np.float32), (1, 12, 12, k * k * depth))
-    bin_major = class_major.reshape(1, 12, 12, depth, k, k).transpose(0, 1, 2, 4, 5, 3).reshape(
-        1, 12, 12, k * k * depth)
+    bin_major = (
+        class_major.reshape(1, 12, 12, depth, k, k)
+        .transpose(0, 1, 2, 4, 5, 3)
+        .reshape(1, 12, 12, k * k * depth)
+    )
     rois = np.array([[[40.0, 50.0, 140.0, 150.0]]], np.float32)
     out = PSRoIPool(k=k, spatial_scale=1 / 16, mode=mode)(bin_major, rois).numpy()[0, 0]
-    expected = np.array([[[(d * k + i) * k + j for d in range(depth)] for j in range(k)]
-                         for i in range(k)], np.float32)
+    expected = np.array(
+        [[[(d * k + i) * k + j for d in range(depth)] for j in range(k)] for i in range(k)], np.float32
+    )
     np.testing.assert_allclose(out, expected, atol=1e-5)
     np.testing.assert_array_equal(ref.class_major_to_bin_major(class_major, k), bin_major)
 
@@ -186,28 +193,28 @@ def test_zero_area_roi_samples_one_point(mode):
     out = PSRoIPool(k=k, mode=mode)(maps, rois).numpy()[0, 0]
     # every bin reads the same channel values (tiled maps) at the same point
     np.testing.assert_allclose(out, np.broadcast_to(out[0, 0], out.shape), atol=1e-6)
-    np.testing.assert_allclose(
-        out, ref.psroi_pool(maps, rois, k, 1 / 16, 2, mode)[0, 0], atol=ATOL
-    )
+    np.testing.assert_allclose(out, ref.psroi_pool(maps, rois, k, 1 / 16, 2, mode)[0, 0], atol=ATOL)
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("mode", ["align", "crop"])
-@pytest.mark.parametrize("k,n,height,width", [
-    (3, 2, 5, 6),
-    (2, 1, 4, 5),
-    (2, 3, 4, 5),  # align: interior samples, the padded-map path
-    (3, 2, 1, 6),  # align: the one-pixel axis gets a zero row
-    (3, 1, 6, 1),
-])
+@pytest.mark.parametrize(
+    "k,n,height,width",
+    [
+        (3, 2, 5, 6),
+        (2, 1, 4, 5),
+        (2, 3, 4, 5),  # align: interior samples, the padded-map path
+        (3, 2, 1, 6),  # align: the one-pixel axis gets a zero row
+        (3, 1, 6, 1),
+    ],
+)
 def test_gradient_matches_numpy_adjoint(mode, implementation, k, n, height, width):
     rng = np.random.default_rng([11, k, n, height, width])
     depth, scale = 2, 1 / 16
     maps = tf.constant(rng.normal(size=(2, height, width, k * k * depth)), tf.float32)
     rois = tf.constant(_rois(rng, height, width, scale, 2))
     weights = rng.normal(size=(2, rois.shape[1], k, k, depth)).astype(np.float32)
-    layer = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode,
-                      implementation=implementation)
+    layer = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode, implementation=implementation)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([maps, rois])
         loss = tf.reduce_sum(layer(maps, rois) * weights)
@@ -259,8 +266,10 @@ def test_dynamic_shapes_in_tf_function():
         maps = rng.normal(size=(batch, height, width, 18)).astype(np.float32)
         rois = _rois(rng, height, width, 1 / 16, batch)[:, :count]
         np.testing.assert_allclose(
-            fn(maps, rois).numpy(), ref.psroi_pool(maps, rois, 3, 1 / 16, 2, "align"),
-            atol=ATOL, rtol=RTOL,
+            fn(maps, rois).numpy(),
+            ref.psroi_pool(maps, rois, 3, 1 / 16, 2, "align"),
+            atol=ATOL,
+            rtol=RTOL,
         )
     with pytest.raises(tf.errors.InvalidArgumentError, match="divisible by k\\*k = 9"):
         fn(np.zeros((1, 4, 4, 10), np.float32), np.zeros((1, 1, 4), np.float32))
@@ -271,13 +280,18 @@ def test_dynamic_shapes_in_tf_function():
 
 
 def test_config_round_trip():
-    layer = PSRoIPool(k=5, spatial_scale=0.125, samples_per_bin=3, mode="crop",
-                      implementation="gather", name="ps")
+    layer = PSRoIPool(
+        k=5, spatial_scale=0.125, samples_per_bin=3, mode="crop", implementation="gather", name="ps"
+    )
     config = layer.get_config()
     keys = ("k", "spatial_scale", "samples_per_bin", "mode", "implementation")
     assert {key: config[key] for key in keys} == {
-        "k": 5, "spatial_scale": 0.125, "samples_per_bin": 3, "mode": "crop",
-        "implementation": "gather"}
+        "k": 5,
+        "spatial_scale": 0.125,
+        "samples_per_bin": 3,
+        "mode": "crop",
+        "implementation": "gather",
+    }
     clone = PSRoIPool.from_config(config)
     assert clone.get_config() == config
     rng = np.random.default_rng(4)
@@ -315,9 +329,7 @@ def test_mixed_precision_output_dtype():
     rois = _rois(rng, 6, 7, 1 / 16, 1)
     out = PSRoIPool(k=3, dtype="mixed_float16")(maps, rois)
     assert out.dtype == tf.float16
-    np.testing.assert_allclose(
-        out.numpy(), ref.psroi_pool(maps, rois, 3, 1 / 16, 2, "align"), atol=1e-2
-    )
+    np.testing.assert_allclose(out.numpy(), ref.psroi_pool(maps, rois, 3, 1 / 16, 2, "align"), atol=1e-2)
 
 
 @pytest.mark.parametrize(
@@ -362,4 +374,3 @@ def test_nan_rois_rejected():
     rois = np.array([[[0.0, 0.0, np.nan, 10.0]]], np.float32)
     with pytest.raises(tf.errors.InvalidArgumentError, match="PSRoIPool: `rois` contains NaN"):
         PSRoIPool(k=1)(np.zeros((1, 4, 4, 1), np.float32), rois)
-

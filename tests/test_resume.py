@@ -16,7 +16,6 @@ import pytest
 import rfcn_tf  # noqa: F401  (registers the model class)
 from rfcn_tf.backup import CrashSafeBackup, last_backup_epoch
 from rfcn_tf.data import load_examples
-
 from tests.process_helpers import sigkill_at
 
 EPOCHS = 3
@@ -36,15 +35,39 @@ def data_dir(tmp_path_factory):
 
 
 def train_args(data_dir, out):
-    return ["train", "--small", "--dataset", "rfcn_shapes/tiny", "--data-dir", data_dir,
-            "--min-side", "128", "--max-side", "128", "--batch-size", "2",
-            "--epochs", str(EPOCHS), "--deterministic", "--log-every", "1", "--seed", "3",
-            "--output-dir", str(out)]
+    return [
+        "train",
+        "--small",
+        "--dataset",
+        "rfcn_shapes/tiny",
+        "--data-dir",
+        data_dir,
+        "--min-side",
+        "128",
+        "--max-side",
+        "128",
+        "--batch-size",
+        "2",
+        "--epochs",
+        str(EPOCHS),
+        "--deterministic",
+        "--log-every",
+        "1",
+        "--seed",
+        "3",
+        "--output-dir",
+        str(out),
+    ]
 
 
 def train(data_dir, out):
-    done = subprocess.run([sys.executable, "-m", "rfcn_tf.cli", *train_args(data_dir, out)],
-                          capture_output=True, text=True, timeout=600, env=env())
+    done = subprocess.run(
+        [sys.executable, "-m", "rfcn_tf.cli", *train_args(data_dir, out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env(),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -66,8 +89,11 @@ def assert_same_run(model, reference):
 @pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data_dir, uninterrupted, tmp_path):
     out = tmp_path / "killed"
-    status = sigkill_at([sys.executable, "-m", "rfcn_tf.cli", *train_args(data_dir, out)], env(),
-                        lambda line: f"epoch 2/{EPOCHS} step 5/{STEPS}:" in line)  # epoch 1 saved
+    status = sigkill_at(
+        [sys.executable, "-m", "rfcn_tf.cli", *train_args(data_dir, out)],
+        env(),
+        lambda line: f"epoch 2/{EPOCHS} step 5/{STEPS}:" in line,
+    )  # epoch 1 saved
     assert status == -9
     assert last_backup_epoch(str(out / "backup")) == 1 and not (out / "final.keras").exists()
 
@@ -78,7 +104,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data_dir, uninterrup
     assert not os.listdir(out / "backup")  # removed when training ended
 
 
-CRASH_WHILE_SAVING = r'''
+CRASH_WHILE_SAVING = r"""
 import os, sys
 import keras
 from rfcn_tf.cli import main
@@ -92,17 +118,21 @@ def save_then_die(self, path, *args, **kwargs):
         os._exit(9)
 keras.Model.save_weights = save_then_die
 main(sys.argv[1:])
-'''
+"""
 
 
 @pytest.mark.slow
-def test_a_kill_while_the_backup_is_written_leaves_the_last_one_loadable(
-        data_dir, uninterrupted, tmp_path):
+def test_a_kill_while_the_backup_is_written_leaves_the_last_one_loadable(data_dir, uninterrupted, tmp_path):
     out = tmp_path / "crashed"
     script = tmp_path / "crash.py"
     script.write_text(CRASH_WHILE_SAVING)
-    done = subprocess.run([sys.executable, str(script), *train_args(data_dir, out)],
-                          capture_output=True, text=True, timeout=600, env=env())
+    done = subprocess.run(
+        [sys.executable, str(script), *train_args(data_dir, out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env(),
+    )
     assert done.returncode == 9, done.stderr[-3000:]
     names = sorted(os.listdir(out / "backup"))
     assert names == ["epoch-1.weights.h5", "partial-epoch-2.weights.h5"], names
@@ -115,11 +145,15 @@ def test_a_kill_while_the_backup_is_written_leaves_the_last_one_loadable(
 def test_last_backup_epoch_reads_only_complete_backups(tmp_path):
     assert last_backup_epoch(str(tmp_path)) == 0
     assert last_backup_epoch(str(tmp_path / "missing")) == 0
-    for name in ("epoch-3.weights.h5", "epoch-12.weights.h5", "partial-epoch-13.weights.h5",
-                 "epoch-x.weights.h5", "notes.txt"):
+    for name in (
+        "epoch-3.weights.h5",
+        "epoch-12.weights.h5",
+        "partial-epoch-13.weights.h5",
+        "epoch-x.weights.h5",
+        "notes.txt",
+    ):
         (tmp_path / name).write_bytes(b"")
     assert last_backup_epoch(str(tmp_path)) == 12
     callback = CrashSafeBackup(str(tmp_path))
     callback._remove(keep=str(tmp_path / "epoch-12.weights.h5"))
-    assert sorted(os.listdir(tmp_path)) == ["epoch-12.weights.h5", "epoch-x.weights.h5",
-                                            "notes.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["epoch-12.weights.h5", "epoch-x.weights.h5", "notes.txt"]

@@ -63,16 +63,11 @@ def test_anchor_targets_without_any_gt_sample_inside_negatives():
     labels, box_targets = targets.assign_anchor_targets(
         ANCHORS, no_boxes, no_labels, sizes, SEED, batch_size=100
     )
-    inside = [
-        (ANCHORS[:, :2] >= 0).all(1) & (ANCHORS[:, 2] <= h) & (ANCHORS[:, 3] <= w)
-        for h, w in sizes
-    ]
+    inside = [(ANCHORS[:, :2] >= 0).all(1) & (ANCHORS[:, 2] <= h) & (ANCHORS[:, 3] <= w) for h, w in sizes]
     np.testing.assert_array_equal(labels.numpy(), np.where(inside, 0, -1))
     assert not box_targets.numpy().any()
 
-    labels, _ = targets.assign_anchor_targets(
-        ANCHORS, no_boxes, no_labels, sizes, SEED, batch_size=3
-    )
+    labels, _ = targets.assign_anchor_targets(ANCHORS, no_boxes, no_labels, sizes, SEED, batch_size=3)
     np.testing.assert_array_equal((labels.numpy() == 0).sum(axis=1), [3, 3])
     assert ((labels.numpy() == 0) <= np.array(inside)).all()
 
@@ -126,7 +121,13 @@ def _random_anchor_case(rng, batch=3, max_gt=5, image=128):
 def _full_anchor_labelling(anchors, gt_boxes, gt_labels, sizes, allowed_border=0.0):
     # Sampling everything (batch_size ≥ A, no positive cap) leaves the full labelling.
     return targets.assign_anchor_targets(
-        anchors, gt_boxes, gt_labels, sizes, SEED, batch_size=len(anchors), positive_fraction=1.0,
+        anchors,
+        gt_boxes,
+        gt_labels,
+        sizes,
+        SEED,
+        batch_size=len(anchors),
+        positive_fraction=1.0,
         allowed_border=allowed_border,
     )
 
@@ -138,8 +139,9 @@ def test_anchor_full_labelling_matches_reference(allowed_border):
         anchors, gt_boxes, gt_labels, sizes = _random_anchor_case(rng)
         labels, box_targets = _full_anchor_labelling(anchors, gt_boxes, gt_labels, sizes, allowed_border)
         for b in range(len(gt_boxes)):
-            want_labels, want_targets = ref.anchor_labels(anchors, gt_boxes[b], gt_labels[b], sizes[b],
-                                                          allowed_border=allowed_border)
+            want_labels, want_targets = ref.anchor_labels(
+                anchors, gt_boxes[b], gt_labels[b], sizes[b], allowed_border=allowed_border
+            )
             np.testing.assert_array_equal(labels.numpy()[b], want_labels)
             np.testing.assert_allclose(box_targets.numpy()[b], want_targets, atol=1e-4)
         assert (labels.numpy() == 1).any() and (labels.numpy() == 0).any()
@@ -248,9 +250,7 @@ def test_roi_targets_hand_built():
     out = targets.assign_roi_targets(rois, roi_valid, gt_boxes, gt_labels)
 
     np.testing.assert_array_equal(out["rois"].numpy()[:, 4:], gt_boxes)
-    np.testing.assert_array_equal(
-        out["valid"].numpy(), [[1, 1, 1, 0, 1, 1, 0], [1, 1, 0, 0, 0, 0, 0]]
-    )
+    np.testing.assert_array_equal(out["valid"].numpy(), [[1, 1, 1, 0, 1, 1, 0], [1, 1, 0, 0, 0, 0, 0]])
     # Roi 2 equals a padded gt row: background. Roi 3 equals gt A but is invalid.
     np.testing.assert_array_equal(
         out["labels"].numpy(), [[4, 1, 0, -1, 4, 1, -1], [0, 0, -1, -1, -1, -1, -1]]
@@ -321,11 +321,11 @@ def test_targets_run_in_tf_function_without_retracing():
         ],
     )
     anchor_args = (ANCHORS, HAND_GT_BOXES, HAND_GT_LABELS, HAND_SIZES, SEED)
-    for got, want in zip(
-        anchor_fn(*anchor_args), targets.assign_anchor_targets(*anchor_args, batch_size=4)
-    ):
+    for got, want in zip(anchor_fn(*anchor_args), targets.assign_anchor_targets(*anchor_args, batch_size=4)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
-    labels, _ = anchor_fn(ANCHORS[:5], np.zeros([2, 0, 4], np.float32), np.zeros([2, 0], np.int32), HAND_SIZES[:2], SEED)
+    labels, _ = anchor_fn(
+        ANCHORS[:5], np.zeros([2, 0, 4], np.float32), np.zeros([2, 0], np.int32), HAND_SIZES[:2], SEED
+    )
     assert labels.shape == (2, 5)
 
     rois, roi_valid, gt_boxes, gt_labels = _random_roi_case(np.random.default_rng(5))
@@ -333,7 +333,9 @@ def test_targets_run_in_tf_function_without_retracing():
     want = targets.assign_roi_targets(rois, roi_valid, gt_boxes, gt_labels)
     for key in want:  # graph-mode rewrites may change the last float bit
         np.testing.assert_allclose(out[key].numpy(), want[key].numpy(), rtol=1e-6, atol=1e-6)
-    out = roi_fn(rois[:1, :7], roi_valid[:1, :7], np.zeros([1, 0, 4], np.float32), np.zeros([1, 0], np.int32), SEED)
+    out = roi_fn(
+        rois[:1, :7], roi_valid[:1, :7], np.zeros([1, 0, 4], np.float32), np.zeros([1, 0], np.int32), SEED
+    )
     assert out["labels"].shape == (1, 7)
     assert out["ohem"].numpy().sum() == min(2, roi_valid[0, :7].sum())
     assert anchor_fn.experimental_get_tracing_count() == 1

@@ -20,9 +20,17 @@ NAMES = ["circle", "square", "triangle"]
 
 
 # ------------------------------------------------------------------------------ the grid
-@pytest.mark.parametrize("height,width,tile,overlap", [
-    (1000, 1000, 192, 0.2), (700, 333, (192, 320), 0.25), (192, 320, (192, 320), 0.2),
-    (150, 2000, 192, 0.5), (401, 400, 200, 0.0), (999, 37, 64, 0.9)])
+@pytest.mark.parametrize(
+    "height,width,tile,overlap",
+    [
+        (1000, 1000, 192, 0.2),
+        (700, 333, (192, 320), 0.25),
+        (192, 320, (192, 320), 0.2),
+        (150, 2000, 192, 0.5),
+        (401, 400, 200, 0.0),
+        (999, 37, 64, 0.9),
+    ],
+)
 def test_grid_covers_the_image_with_the_stated_overlap(height, width, tile, overlap):
     windows = tile_grid(height, width, tile, overlap)
     tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
@@ -75,10 +83,12 @@ def fake_detector(objects, max_detections=100, calls=None):
         tiles = np.asarray(tiles)
         if calls is not None:
             calls.append(tiles.shape)
-        out = {"boxes": np.zeros((len(tiles), max_detections, 4), np.float32),
-               "confidence": np.zeros((len(tiles), max_detections), np.float32),
-               "labels": np.full((len(tiles), max_detections), -1, np.int32),
-               "num_detections": np.zeros(len(tiles), np.int32)}
+        out = {
+            "boxes": np.zeros((len(tiles), max_detections, 4), np.float32),
+            "confidence": np.zeros((len(tiles), max_detections), np.float32),
+            "labels": np.full((len(tiles), max_detections), -1, np.int32),
+            "num_detections": np.zeros(len(tiles), np.int32),
+        }
         for b, tile in enumerate(tiles):
             found = []
             for k in np.unique(tile[..., 0])[1:].astype(int) - 1:
@@ -96,8 +106,7 @@ def fake_detector(objects, max_detections=100, calls=None):
 
 def as_set(out):
     n = out["num_detections"][0]
-    return sorted((tuple(np.round(b, 4)), int(l)) for b, l in zip(out["boxes"][0, :n],
-                                                                  out["labels"][0, :n]))
+    return sorted((tuple(np.round(b, 4)), int(l)) for b, l in zip(out["boxes"][0, :n], out["labels"][0, :n]))
 
 
 def expected_set(objects):
@@ -107,9 +116,9 @@ def expected_set(objects):
 # Tiles of 100 × 100 at overlap 0.3 on 250 × 330: y from 0, 50, 100, 150; x from 0, 58,
 # 115, 172, 230.
 OBJECTS = [
-    (10, 10, 30, 40, 0),      # inside the first tile only
-    (80, 80, 95, 97, 1),      # in the overlap of four tiles, whole in each
-    (40, 90, 60, 120, 2),     # cut by y = 50, x = 100 and x = 115; whole in one tile
+    (10, 10, 30, 40, 0),  # inside the first tile only
+    (80, 80, 95, 97, 1),  # in the overlap of four tiles, whole in each
+    (40, 90, 60, 120, 2),  # cut by y = 50, x = 100 and x = 115; whole in one tile
     (200, 300, 250, 330, 0),  # at the image's corner: touching its edge is no cut
     (140, 160, 170, 176, 1),  # cut by y = 150 and x = 172; whole in one tile
     (120, 5, 135, 25, 2),
@@ -136,10 +145,11 @@ def test_plain_nms_keeps_the_cut_pieces_that_edges_drops():
     assert set(expected_set(OBJECTS)) <= set(found)  # every whole box is there …
     assert len(found) > len(OBJECTS)  # … and cut pieces too (IoU with the whole box < 0.3)
     # With an IoU threshold of 1 nothing merges: every tile's view of every object stays.
-    everything = predict_tiled(detector, image, tile=100, overlap=0.3, merge="nms",
-                               iou_threshold=1.0)
-    views = sum(detector(image[None, y0:y1, x0:x1])["num_detections"][0]
-                for y0, x0, y1, x1 in tile_grid(250, 330, 100, 0.3))
+    everything = predict_tiled(detector, image, tile=100, overlap=0.3, merge="nms", iou_threshold=1.0)
+    views = sum(
+        detector(image[None, y0:y1, x0:x1])["num_detections"][0]
+        for y0, x0, y1, x1 in tile_grid(250, 330, 100, 0.3)
+    )
     assert everything["num_detections"][0] == views > len(found)
 
 
@@ -171,8 +181,16 @@ def test_merge_nms_equals_greedy_nms_from_the_definition(seed):
     scores, labels = rng.permutation(400) / 400.0, rng.integers(0, 3, 400)
     windows = np.array([[0, 0, 400, 400]])
     for threshold in (0.1, 0.3, 0.6):
-        kept = merge_detections(boxes, scores, labels, windows, np.zeros(400, int), (400, 400),
-                                merge="nms", iou_threshold=threshold)
+        kept = merge_detections(
+            boxes,
+            scores,
+            labels,
+            windows,
+            np.zeros(400, int),
+            (400, 400),
+            merge="nms",
+            iou_threshold=threshold,
+        )
         np.testing.assert_array_equal(kept, reference_nms(boxes, scores, labels, threshold))
 
 
@@ -250,8 +268,9 @@ def test_tiles_of_the_real_model_are_shifted_into_the_image(model):
     """Without merging (IoU threshold 1), the result is every tile's own detections moved by
     the tile's corner, best first."""
     image = random_image(300, 500, 5)
-    out = predict_tiled(model, image, tile=(160, 256), overlap=0.0, merge="nms",
-                        iou_threshold=1.0, batch_size=3)
+    out = predict_tiled(
+        model, image, tile=(160, 256), overlap=0.0, merge="nms", iou_threshold=1.0, batch_size=3
+    )
     boxes, scores = [], []
     for y0, x0, y1, x1 in tile_grid(300, 500, (160, 256), 0.0):
         part = model.predict(image[None, y0:y1, x0:x1], verbose=0)
@@ -269,9 +288,11 @@ def test_tiles_of_the_real_model_are_shifted_into_the_image(model):
 def exports(model, tmp_path_factory):
     """The model as a SavedModel and as TFLite and ONNX exports of a 96 × 128 input."""
     root = tmp_path_factory.mktemp("exports")
-    return {"saved_model": export_saved_model(model, root / "saved"),
-            "tflite": export_tflite(model, root / "tflite", input_size=(96, 128)),
-            "onnx": export_onnx(model, root / "onnx", input_size=(96, 128))}
+    return {
+        "saved_model": export_saved_model(model, root / "saved"),
+        "tflite": export_tflite(model, root / "tflite", input_size=(96, 128)),
+        "onnx": export_onnx(model, root / "onnx", input_size=(96, 128)),
+    }
 
 
 @pytest.mark.parametrize("fmt", ["saved_model", "tflite", "onnx"])
@@ -294,8 +315,9 @@ def test_a_large_image_is_read_window_by_window():
     detector = fake_detector([])
     inner = detector._fn
     detector._fn = lambda tiles: (seen.append((tiles.dtype, tiles.shape)), inner(tiles))[1]
-    image = np.lib.stride_tricks.as_strided(np.zeros(3, np.uint8), (5000, 7000, 3), (0, 0, 1),
-                                            writeable=False)
+    image = np.lib.stride_tricks.as_strided(
+        np.zeros(3, np.uint8), (5000, 7000, 3), (0, 0, 1), writeable=False
+    )
     out = predict_tiled(detector, image, tile=1000, overlap=0.1, batch_size=8)
     assert out["num_detections"][0] == 0
     assert all(dtype == np.uint8 and shape[1:] == (1000, 1000, 3) for dtype, shape in seen)
@@ -309,19 +331,52 @@ def test_predict_and_evaluate_with_tile_on_the_command_line(model, tmp_path, cap
     image = random_image(250, 420, 9)
     path = write_png(tmp_path / "large.png", image)
     out_dir = tmp_path / "out"
-    assert main(["predict", "--model", str(keras_path), path, "--output-dir", str(out_dir),
-                 "--tile", "128x160", "--overlap", "0.25", "--batch-size", "3"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(keras_path),
+                path,
+                "--output-dir",
+                str(out_dir),
+                "--tile",
+                "128x160",
+                "--overlap",
+                "0.25",
+                "--batch-size",
+                "3",
+            ]
+        )
+        == 0
+    )
     result = json.load(open(out_dir / "detections.json"))[0]
     # --score-threshold (0.3) applies to each tile's detections, before merging
     reporting, _ = keras_detector(model, score_threshold=0.3)
     expected = predict_tiled(reporting, image, tile=(128, 160), overlap=0.25)
     assert len(result["detections"]) == expected["num_detections"][0] > 0
-    np.testing.assert_allclose([d["box"] for d in result["detections"]], expected["boxes"][0],
-                               atol=1e-3)
+    np.testing.assert_allclose([d["box"] for d in result["detections"]], expected["boxes"][0], atol=1e-3)
     assert min(d["score"] for d in result["detections"]) >= 0.3
-    assert main(["predict", "--model", str(keras_path), path, "--output-dir", str(out_dir),
-                 "--overlap", "0.3"]) == 2
+    assert (
+        main(["predict", "--model", str(keras_path), path, "--output-dir", str(out_dir), "--overlap", "0.3"])
+        == 2
+    )
     assert "--overlap applies with --tile" in capsys.readouterr().err
-    assert main(["predict", "--model", str(keras_path), path, "--output-dir", str(out_dir),
-                 "--tile", "auto", "--max-pixels", "1000"]) == 1  # refused: too many pixels
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(keras_path),
+                path,
+                "--output-dir",
+                str(out_dir),
+                "--tile",
+                "auto",
+                "--max-pixels",
+                "1000",
+            ]
+        )
+        == 1
+    )  # refused: too many pixels
     assert "more than the limit of 1000" in json.load(open(out_dir / "detections.json"))[0]["error"]

@@ -1,10 +1,10 @@
 """Training end to end: fit, OHEM/random sampling, degenerate targets, fine-tuning, resume."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from rfcn_tf import RFCN, RFCNConfig
 from rfcn_tf.backup import CrashSafeBackup
 from rfcn_tf.data import load_examples, make_pipeline
@@ -26,8 +26,11 @@ def batches(examples, count, batch_size=4, side=128):
 
 def small(names, side=128, **overrides):
     """The small config at the batches' scale (so the model's own resize is the identity)."""
-    return RFCN(config=RFCNConfig.small(num_classes=len(names), class_names=tuple(names),
-                                        min_side=side, max_side=side, **overrides))
+    return RFCN(
+        config=RFCNConfig.small(
+            num_classes=len(names), class_names=tuple(names), min_side=side, max_side=side, **overrides
+        )
+    )
 
 
 def all_finite(model):
@@ -135,8 +138,9 @@ def test_labels_out_of_range_raise_during_training():
     model.compile(optimizer="sgd")
     images = np.zeros((1, 64, 64, 3), np.float32)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be in 0..1"):
-        model.train_on_batch(images, {"boxes": np.array([[[1, 1, 20, 20]]], np.float32),
-                                      "labels": np.array([[5]], np.int32)})
+        model.train_on_batch(
+            images, {"boxes": np.array([[[1, 1, 20, 20]]], np.float32), "labels": np.array([[5]], np.int32)}
+        )
 
 
 def test_fine_tuning_to_a_different_class_count(tiny_shapes):
@@ -158,9 +162,11 @@ def test_fine_tuning_to_a_different_class_count(tiny_shapes):
         with_num_classes(source, 3, ["one"])
     # The new model trains on labels of its own classes.
     target.compile(optimizer=keras.optimizers.Adam(1e-3))
-    logs = target.train_on_batch(np.zeros((1, 64, 64, 3), np.float32),
-                                 {"boxes": np.array([[[5, 5, 40, 40]]], np.float32),
-                                  "labels": np.array([[1]], np.int32)}, return_dict=True)
+    logs = target.train_on_batch(
+        np.zeros((1, 64, 64, 3), np.float32),
+        {"boxes": np.array([[[5, 5, 40, 40]]], np.float32), "labels": np.array([[1]], np.int32)},
+        return_dict=True,
+    )
     assert np.isfinite(logs["loss"])
 
 
@@ -183,8 +189,13 @@ def test_faster_rcnn_head_trains_its_batchnorm():
     norms = [l for l in model.conv5.layers if isinstance(l, keras.layers.BatchNormalization)]
     before = [l.moving_mean.numpy().copy() for l in norms]
     images = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
-    model.train_on_batch(images, {"boxes": np.array([[[5, 5, 60, 70]], [[30, 20, 90, 110]]], np.float32),
-                                  "labels": np.array([[0], [1]], np.int32)})
+    model.train_on_batch(
+        images,
+        {
+            "boxes": np.array([[[5, 5, 60, 70]], [[30, 20, 90, 110]]], np.float32),
+            "labels": np.array([[0], [1]], np.int32),
+        },
+    )
     assert all(not np.allclose(b, l.moving_mean.numpy()) for b, l in zip(before, norms))
 
 
@@ -215,13 +226,16 @@ def test_recipe_defaults_schedules_and_warmup():
 def test_optimizer_with_warmup_round_trips_in_a_keras_file(tmp_path):
     model = small(["a"])
     model.compile(optimizer=make_optimizer(1e-3, optimizer="adamw", total_steps=20, warmup_steps=4))
-    model.train_on_batch(np.zeros((1, 64, 64, 3), np.float32),
-                         {"boxes": np.array([[[5, 5, 40, 40]]], np.float32), "labels": np.array([[0]], np.int32)})
+    model.train_on_batch(
+        np.zeros((1, 64, 64, 3), np.float32),
+        {"boxes": np.array([[[5, 5, 40, 40]]], np.float32), "labels": np.array([[0]], np.int32)},
+    )
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras")
     for step in (0, 3, 10, 19):
         assert float(again.optimizer._learning_rate(step)) == pytest.approx(
-            float(model.optimizer._learning_rate(step)))
+            float(model.optimizer._learning_rate(step))
+        )
 
 
 def test_bounding_box_format_is_honoured_in_training_and_evaluation(tiny_shapes, overfitted):
@@ -233,8 +247,13 @@ def test_bounding_box_format_is_honoured_in_training_and_evaluation(tiny_shapes,
     xywh.set_weights(yxyx.get_weights())
     results = []
     for model in (yxyx, xywh):
-        data = make_pipeline(examples.take(8), 4, min_side=192, max_side=192,
-                             bounding_box_format=model.config.bounding_box_format)
+        data = make_pipeline(
+            examples.take(8),
+            4,
+            min_side=192,
+            max_side=192,
+            bounding_box_format=model.config.bounding_box_format,
+        )
         model.compile(optimizer="sgd")
         losses = model.evaluate(data, verbose=0, return_dict=True)
         results.append((losses, evaluate_model(model, data, class_names=names)))
@@ -293,8 +312,10 @@ def test_one_training_step_of_full_resnet101_at_600x1000():
     model = RFCN(num_classes=20, backbone="resnet101")
     model.compile(optimizer=make_optimizer())
     image = np.random.default_rng(0).uniform(0, 255, (1, 600, 1000, 3)).astype(np.float32)
-    targets = {"boxes": np.array([[[100, 200, 400, 600], [50, 50, 150, 180]]], np.float32),
-               "labels": np.array([[3, 14]], np.int32)}
+    targets = {
+        "boxes": np.array([[[100, 200, 400, 600], [50, 50, 150, 180]]], np.float32),
+        "labels": np.array([[3, 14]], np.int32),
+    }
     before = model.get_layer("class_maps").get_weights()[0].copy()
     logs = model.train_on_batch(image, targets, return_dict=True)
     assert all(np.isfinite(logs[name]) for name in LOSS_NAMES)

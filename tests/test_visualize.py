@@ -1,12 +1,11 @@
 """Tests for rfcn_tf.visualize: detection drawing, the score-map figure, PNG output."""
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-import keras
-
-from rfcn_tf import RFCN, RFCNConfig, PSRoIPool
+from rfcn_tf import RFCN, PSRoIPool, RFCNConfig
 from rfcn_tf import visualize as vis
 
 
@@ -75,9 +74,7 @@ def test_two_classes_get_different_fixed_colours():
     palette = {vis.class_color(c) for c in range(20)}
     assert len(palette) == 20
     image = np.zeros((100, 200, 3), np.uint8)
-    out = vis.draw_detections(
-        image, [[30, 10, 90, 80], [30, 110, 90, 190]], [0.9, 0.8], [0, 1], line_width=2
-    )
+    out = vis.draw_detections(image, [[30, 10, 90, 80], [30, 110, 90, 190]], [0.9, 0.8], [0, 1], line_width=2)
     assert tuple(out[60, 10]) == vis.class_color(0)
     assert tuple(out[60, 110]) == vis.class_color(1)
     assert tuple(out[60, 10]) != tuple(out[60, 110])
@@ -86,9 +83,7 @@ def test_two_classes_get_different_fixed_colours():
 def test_padding_and_low_scores_are_not_drawn():
     image = np.zeros((80, 80, 3), np.uint8)
     boxes = [[10, 10, 60, 60], [20, 20, 70, 70], [5, 5, 30, 30]]
-    out = vis.draw_detections(
-        image, boxes, [0.9, 0.2, 0.95], [-1, 1, -1], score_threshold=0.5
-    )
+    out = vis.draw_detections(image, boxes, [0.9, 0.2, 0.95], [-1, 1, -1], score_threshold=0.5)
     assert not out.any()
     # the same box above the threshold is drawn
     out = vis.draw_detections(image, boxes, [0.9, 0.6, 0.95], [-1, 1, -1], score_threshold=0.5)
@@ -199,7 +194,11 @@ def test_figure_size_follows_layout():
     assert layout.tile_size == (94, 125)
     assert layout.image_box[2:] == (288, 384)
     seven = vis.score_map_figure(
-        np.zeros((60, 100, 3), np.uint8), np.zeros((4, 7, 49 * 21)), [10, 10, 50, 90], 19, 7,
+        np.zeros((60, 100, 3), np.uint8),
+        np.zeros((4, 7, 49 * 21)),
+        [10, 10, 50, 90],
+        19,
+        7,
         votes=np.zeros((7, 7)),
     )
     assert seven.shape[:2] == (
@@ -211,12 +210,9 @@ def test_figure_size_follows_layout():
 def test_hottest_tile_and_vote_follow_the_bin_major_layout():
     image = np.zeros((H, W, 3), np.uint8)
     maps = _hand_built_maps()
-    figure = vis.score_map_figure(image, maps, ROI, 1, K, votes=_model_votes(maps, ROI, 1),
-                                  class_name="cat")
+    figure = vis.score_map_figure(image, maps, ROI, 1, K, votes=_model_votes(maps, ROI, 1), class_name="cat")
     layout = vis.score_map_figure_layout(H, W, K)
-    tile_luma = np.array(
-        [[_luma(_crop(figure, layout.tile_box(i, j))) for j in range(K)] for i in range(K)]
-    )
+    tile_luma = np.array([[_luma(_crop(figure, layout.tile_box(i, j))) for j in range(K)] for i in range(K)])
     assert np.unravel_index(tile_luma.argmax(), tile_luma.shape) == (0, 0)
     assert tile_luma[0, 0] > tile_luma.flatten()[1:].max() + 50
     # the other tiles all show the cold end of the colour map
@@ -275,8 +271,9 @@ def test_explained_votes_are_the_models_own():
     proposals (given in the input's pixels) the mean of its bins is the graph's class vote."""
     model = RFCN(config=RFCNConfig.small(num_classes=2, min_side=96, max_side=160))
     image = np.random.default_rng(3).uniform(0, 255, (1, 48, 80, 3)).astype(np.float32)
-    graph = keras.Model(model.input, [model.get_layer("class_vote").output,
-                                      model.get_layer("proposals").output[0]])
+    graph = keras.Model(
+        model.input, [model.get_layer("class_vote").output, model.get_layer("proposals").output[0]]
+    )
     logits, proposals = graph({"images": image, "image_sizes": None})
     explained = model.explain(image, proposals / 2.0)  # the model works at 2× this image
     np.testing.assert_allclose(explained["rois"], proposals, atol=1e-4)
@@ -318,8 +315,14 @@ def test_save_png_and_figure_write_readable_pngs(tmp_path):
         np.testing.assert_array_equal(np.asarray(png.convert("RGB")), image)
     figure_path = tmp_path / "figs" / "score.png"
     figure = vis.save_score_map_figure(
-        figure_path, np.zeros((H, W, 3), np.uint8), _hand_built_maps(), ROI, 1, K,
-        votes=VOTES, class_name="cat",
+        figure_path,
+        np.zeros((H, W, 3), np.uint8),
+        _hand_built_maps(),
+        ROI,
+        1,
+        K,
+        votes=VOTES,
+        class_name="cat",
     )
     with Image.open(figure_path) as png:
         assert png.size == (figure.shape[1], figure.shape[0])

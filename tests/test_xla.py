@@ -28,8 +28,7 @@ def one_step(jit_compile):
     before = [v.numpy() for v in model.trainable_variables]
     images, targets = batch()
     logs = model.train_on_batch(images, targets, return_dict=True)
-    update = np.concatenate([(v.numpy() - b).ravel()
-                             for v, b in zip(model.trainable_variables, before)])
+    update = np.concatenate([(v.numpy() - b).ravel() for v, b in zip(model.trainable_variables, before)])
     return model, logs, update
 
 
@@ -65,7 +64,7 @@ def test_jit_detections_equal_the_plain_ones(steps):
     assert_same_detections_any_order(jit, plain)
     # A padded batch runs image by image, through the same compiled convolutions.
     padded = np.zeros((2, SIDE + 16, SIDE + 48, 3), np.float32)
-    padded[:, :SIDE, :SIDE + 32] = images
+    padded[:, :SIDE, : SIDE + 32] = images
     sizes = np.array([[SIDE, SIDE + 32]] * 2, np.int32)
     out = steps[True][0].predict_on_batch({"images": padded, "image_sizes": sizes})
     assert_same_detections_any_order(out, plain)

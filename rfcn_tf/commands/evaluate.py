@@ -9,8 +9,9 @@ from rfcn_tf.tiling import add_tiling_arguments, tile_from_args
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", required=True,
-                        help="a .keras file or a SavedModel directory (rfcn-tf export)")
+    parser.add_argument(
+        "--model", required=True, help="a .keras file or a SavedModel directory (rfcn-tf export)"
+    )
     add_dataset_arguments(parser, default_split="test")
     parser.add_argument("--metric", default="voc07", choices=METRICS)
     parser.add_argument("--iou-threshold", type=float, default=0.5)
@@ -27,15 +28,24 @@ def run(args):
     detector, model_class_names = load_detector(args.model, **decoding_args(args))
     examples, class_names = examples_from_args(args, args.split)
     if model_class_names and list(model_class_names) != list(class_names):
-        raise ValueError(f"the model's classes {list(model_class_names)} differ from the "
-                         f"dataset's {list(class_names)}")
+        raise ValueError(
+            f"the model's classes {list(model_class_names)} differ from the dataset's {list(class_names)}"
+        )
     if tiling["tile"] is not None:  # each image at its own size, tile by tile
         if args.min_side is not None or args.max_side is not None:
-            raise ValueError("--min-side/--max-side do not apply with --tile: each tile is "
-                             "seen at the model's own scale")
-        result = evaluate_tiled(detector, examples, batch_size=args.batch_size,
-                                metric=args.metric, class_names=class_names,
-                                iou_threshold=args.iou_threshold, verbose=1, **tiling)
+            raise ValueError(
+                "--min-side/--max-side do not apply with --tile: each tile is seen at the model's own scale"
+            )
+        result = evaluate_tiled(
+            detector,
+            examples,
+            batch_size=args.batch_size,
+            metric=args.metric,
+            class_names=class_names,
+            iou_threshold=args.iou_threshold,
+            verbose=1,
+            **tiling,
+        )
         return _report(result, args.output)
     # Batches at the model's own scale (its resize is then the identity), boxes in yxyx
     # (a loaded detector's format).
@@ -52,9 +62,16 @@ def run(args):
         counts.append((count_capped(out["num_detections"], cap), len(out["num_detections"])))
         return out
 
-    result = evaluate_model(detect, dataset, metric=args.metric, class_names=class_names,
-                            iou_threshold=args.iou_threshold, original_scale=True, verbose=1,
-                            bounding_box_format="yxyx")
+    result = evaluate_model(
+        detect,
+        dataset,
+        metric=args.metric,
+        class_names=class_names,
+        iou_threshold=args.iou_threshold,
+        original_scale=True,
+        verbose=1,
+        bounding_box_format="yxyx",
+    )
     capped = sum(c for c, _ in counts)
     if capped:
         warn_capped(f"{capped} of {sum(n for _, n in counts)} images", cap)

@@ -4,8 +4,7 @@ ONNX export."""
 import os
 
 from rfcn_tf.decoding import add_decoding_arguments, decoding_args, with_decoding
-from rfcn_tf.export import (DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite,
-                            load_keras)
+from rfcn_tf.export import DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite, load_keras
 from rfcn_tf.portable import ONNX_OPSET, QUANTIZATIONS
 from rfcn_tf.progress import Progress
 from rfcn_tf.signatures import PADDED_SIGNATURE
@@ -25,26 +24,48 @@ def parse_class_names(value):
 
 def add_arguments(parser):
     parser.add_argument("--model", required=True, help="the trained model, a .keras file")
-    parser.add_argument("--format", choices=FORMATS, default="saved_model",
-                        help="saved_model (TF Serving; any image size), tflite (TFLite built-in "
-                             "ops only) or onnx; the last two take one image of --input-size")
-    parser.add_argument("--export-dir", default=None,
-                        help="versions go to EXPORT_DIR/VERSION (default "
-                             + ", ".join(f"{d} for {f}" for f, d in DEFAULT_DIRS.items()) + ")")
-    parser.add_argument("--version", type=int, default=None,
-                        help="version number (default: one more than the highest present, or 1)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="saved_model",
+        help="saved_model (TF Serving; any image size), tflite (TFLite built-in "
+        "ops only) or onnx; the last two take one image of --input-size",
+    )
+    parser.add_argument(
+        "--export-dir",
+        default=None,
+        help="versions go to EXPORT_DIR/VERSION (default "
+        + ", ".join(f"{d} for {f}" for f, d in DEFAULT_DIRS.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="version number (default: one more than the highest present, or 1)",
+    )
     parser.add_argument("--class-names", default=None, help=CLASS_NAMES_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                        default=None,
-                        help="tflite/onnx: the fixed image size the export takes (the model "
-                             "resizes it to its own scale inside; default: the model's scale, "
-                             "MIN_SIDE MAX_SIDE)")
-    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
-                        help="tflite: store weights as float16, or as int8 with activations "
-                             "quantised on the fly (dynamic_int8); default none (float32)")
-    parser.add_argument("--opset", type=int, default=ONNX_OPSET,
-                        help=f"onnx: the ONNX opset (default {ONNX_OPSET})")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        default=None,
+        help="tflite/onnx: the fixed image size the export takes (the model "
+        "resizes it to its own scale inside; default: the model's scale, "
+        "MIN_SIDE MAX_SIDE)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        default="none",
+        help="tflite: store weights as float16, or as int8 with activations "
+        "quantised on the fly (dynamic_int8); default none (float32)",
+    )
+    parser.add_argument(
+        "--opset", type=int, default=ONNX_OPSET, help=f"onnx: the ONNX opset (default {ONNX_OPSET})"
+    )
     add_decoding_arguments(parser)
 
 
@@ -56,8 +77,9 @@ def run(args):
         raise ValueError("--input-size applies to tflite and onnx; a SavedModel takes any size")
     if fmt != "onnx" and args.opset != ONNX_OPSET:
         raise ValueError(f"--opset applies to --format onnx, not {fmt}")
-    common = dict(version=args.version, class_names=parse_class_names(args.class_names),
-                  overwrite=args.overwrite)
+    common = dict(
+        version=args.version, class_names=parse_class_names(args.class_names), overwrite=args.overwrite
+    )
     export_dir = args.export_dir or DEFAULT_DIRS[fmt]
     # Two stages: loading the model, then converting and writing it (no items to count).
     progress = Progress(2, "export", "stages", every=1)
@@ -67,15 +89,13 @@ def run(args):
         path = export_saved_model(model, export_dir, **common)
         wrote = f"{path} (signatures serving_default, serving_bytes, {PADDED_SIGNATURE})"
     elif fmt == "tflite":
-        path = export_tflite(model, export_dir, input_size=args.input_size,
-                             quantization=args.quantize, **common)
-        wrote = (f"{path}/model.tflite (TFLite built-in ops; input images [1, H, W, 3] "
-                 "float32 RGB 0..255)")
+        path = export_tflite(
+            model, export_dir, input_size=args.input_size, quantization=args.quantize, **common
+        )
+        wrote = f"{path}/model.tflite (TFLite built-in ops; input images [1, H, W, 3] float32 RGB 0..255)"
     else:
-        path = export_onnx(model, export_dir, input_size=args.input_size,
-                           opset=args.opset, **common)
-        wrote = (f"{path}/model.onnx (opset {args.opset}; input images [1, H, W, 3] "
-                 "float32 RGB 0..255)")
+        path = export_onnx(model, export_dir, input_size=args.input_size, opset=args.opset, **common)
+        wrote = f"{path}/model.onnx (opset {args.opset}; input images [1, H, W, 3] float32 RGB 0..255)"
     progress.update(2)
     progress.finish()
     print(f"wrote {wrote}")

@@ -11,37 +11,64 @@ from rfcn_tf.data.sources import load_examples
 
 def add_dataset_arguments(parser, default_split):
     group = parser.add_argument_group("dataset")
-    group.add_argument("--dataset", default="rfcn_shapes",
-                       help="'rfcn_shapes' (built in), a TFDS name such as 'voc/2007', a Pascal-VOC "
-                            "folder, a COCO folder or a COCO JSON file (default: rfcn_shapes)")
-    group.add_argument("--split", default=default_split,
-                       help=f"split to use (default: {default_split}); for a Pascal-VOC folder a name in "
-                            "ImageSets/Main, or 'all' for every annotation (a folder without ImageSets)")
+    group.add_argument(
+        "--dataset",
+        default="rfcn_shapes",
+        help="'rfcn_shapes' (built in), a TFDS name such as 'voc/2007', a Pascal-VOC "
+        "folder, a COCO folder or a COCO JSON file (default: rfcn_shapes)",
+    )
+    group.add_argument(
+        "--split",
+        default=default_split,
+        help=f"split to use (default: {default_split}); for a Pascal-VOC folder a name in "
+        "ImageSets/Main, or 'all' for every annotation (a folder without ImageSets)",
+    )
     group.add_argument("--data-dir", default=None, help="TFDS data directory")
     group.add_argument("--image-dir", default=None, help="image folder of a COCO JSON file")
-    group.add_argument("--min-side", type=int, nargs="+", default=None,
-                       help="the model's scale: shorter image side (default: the configuration's, "
-                            "600, or 192 with --small); several values = multi-scale training")
-    group.add_argument("--max-side", type=int, default=None,
-                       help="cap on the longer side (default: the configuration's, 1000, or 320 with --small)")
-    group.add_argument("--batch-size", type=int, default=1,
-                       help="images per batch (default 1); training under --strategy mirrored: "
-                            "per replica")
+    group.add_argument(
+        "--min-side",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the model's scale: shorter image side (default: the configuration's, "
+        "600, or 192 with --small); several values = multi-scale training",
+    )
+    group.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="cap on the longer side (default: the configuration's, 1000, or 320 with --small)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="images per batch (default 1); training under --strategy mirrored: per replica",
+    )
 
 
 def add_augment_arguments(parser):
     """``--augment`` and ``--crop`` (training only; ``docs/augmentation.md``)."""
     group = parser.add_argument_group("augmentation")
-    group.add_argument("--augment", default="flip", choices=AUGMENT_PRESETS,
-                       help="training augmentation: none; flip (default: horizontal flips); "
-                            "standard (colour, blur, scale jitter, translation, flips); strong "
-                            "(more of it); overhead (standard + vertical flips and 90° rotations, "
-                            "for top-down images)")
-    group.add_argument("--crop", default="auto", type=_crop_value, metavar="SIZE|auto|none",
-                       help="train on random crops at native resolution: auto (default) cuts "
-                            f"images longer than {AUTO_FACTOR} × max-side into min-side × max-side "
-                            "windows; SIZE: SIZE × SIZE windows of every larger image, then the "
-                            "usual resize; none")
+    group.add_argument(
+        "--augment",
+        default="flip",
+        choices=AUGMENT_PRESETS,
+        help="training augmentation: none; flip (default: horizontal flips); "
+        "standard (colour, blur, scale jitter, translation, flips); strong "
+        "(more of it); overhead (standard + vertical flips and 90° rotations, "
+        "for top-down images)",
+    )
+    group.add_argument(
+        "--crop",
+        default="auto",
+        type=_crop_value,
+        metavar="SIZE|auto|none",
+        help="train on random crops at native resolution: auto (default) cuts "
+        f"images longer than {AUTO_FACTOR} × max-side into min-side × max-side "
+        "windows; SIZE: SIZE × SIZE windows of every larger image, then the "
+        "usual resize; none",
+    )
 
 
 def _crop_value(text):
@@ -58,27 +85,42 @@ def _crop_value(text):
 
 def examples_from_args(args, split, training=False, seed=None):
     """→ ``(examples, class_names)`` following the options above."""
-    return load_examples(args.dataset, _source_split(args.dataset, split), data_dir=args.data_dir,
-                         image_dir=args.image_dir, shuffle=training, seed=seed)
+    return load_examples(
+        args.dataset,
+        _source_split(args.dataset, split),
+        data_dir=args.data_dir,
+        image_dir=args.image_dir,
+        shuffle=training,
+        seed=seed,
+    )
 
 
-def batches_from_args(args, examples, config, training=False, seed=None, replicas=1,
-                      drop_remainder=False):
+def batches_from_args(args, examples, config, training=False, seed=None, replicas=1, drop_remainder=False):
     """Examples → batches of ``--batch-size × replicas`` at ``config``'s scale (``min_side`` /
     ``max_side``; the model resizes to it as well, so this only saves work) with boxes in its
     box format; in training with ``--augment`` and ``--crop``."""
     augment = {"augment": args.augment, "crop": args.crop} if training else {}
-    return make_pipeline(examples, args.batch_size * replicas, min_side=config.min_side,
-                         max_side=config.max_side, training=training, seed=seed,
-                         drop_remainder=drop_remainder,
-                         bounding_box_format=config.bounding_box_format, **augment)
+    return make_pipeline(
+        examples,
+        args.batch_size * replicas,
+        min_side=config.min_side,
+        max_side=config.max_side,
+        training=training,
+        seed=seed,
+        drop_remainder=drop_remainder,
+        bounding_box_format=config.bounding_box_format,
+        **augment,
+    )
 
 
 def _source_split(dataset, split):
     """``--split all`` on a Pascal-VOC folder without an ``ImageSets/Main/all.txt`` → None
     (every annotation): the command line has no other way to say "no split file"."""
     root = os.path.expanduser(dataset)
-    if (split == "all" and os.path.isdir(os.path.join(root, "Annotations"))
-            and not os.path.isfile(os.path.join(root, "ImageSets", "Main", "all.txt"))):
+    if (
+        split == "all"
+        and os.path.isdir(os.path.join(root, "Annotations"))
+        and not os.path.isfile(os.path.join(root, "ImageSets", "Main", "all.txt"))
+    ):
         return None
     return split

@@ -46,10 +46,26 @@ from rfcn_tf.inputs import from_model_format, to_model_format
 
 AUGMENT_PRESETS = ("none", "flip", "standard", "strong", "overhead")
 
-_STANDARD = {"brightness": 0.1, "contrast": 0.2, "saturation": 1.3, "hue": 0.02, "blur": (0.2, 1.0),
-             "scale": (0.75, 1 / 0.75), "aspect": 1.0, "translate": 0.1}
-_STRONG = {"brightness": 0.2, "contrast": 0.4, "saturation": 1.6, "hue": 0.05, "blur": (0.4, 1.5),
-           "scale": (0.6, 1 / 0.6), "aspect": 1.2, "translate": 0.2}
+_STANDARD = {
+    "brightness": 0.1,
+    "contrast": 0.2,
+    "saturation": 1.3,
+    "hue": 0.02,
+    "blur": (0.2, 1.0),
+    "scale": (0.75, 1 / 0.75),
+    "aspect": 1.0,
+    "translate": 0.1,
+}
+_STRONG = {
+    "brightness": 0.2,
+    "contrast": 0.4,
+    "saturation": 1.6,
+    "hue": 0.05,
+    "blur": (0.4, 1.5),
+    "scale": (0.6, 1 / 0.6),
+    "aspect": 1.2,
+    "translate": 0.2,
+}
 
 # Stream ids of the stateless draws: [rand, id]. 0 (the multi-scale side) and 1 (the
 # horizontal flip, as in 0.5.1) are the pipeline's; 2 is the crop window (``crops.py``).
@@ -85,7 +101,8 @@ class _KerasStep:
         images = self.layer.transform_images(images, transformation)
         if self.moves_boxes:
             moved = self.layer.transform_bounding_boxes(
-                {"boxes": boxes, "labels": tf.zeros(tf.shape(boxes)[:2], tf.int32)}, transformation)
+                {"boxes": boxes, "labels": tf.zeros(tf.shape(boxes)[:2], tf.int32)}, transformation
+            )
             boxes = moved["boxes"]
         return images, boxes, area_scale
 
@@ -119,23 +136,30 @@ def _zoom(scale, aspect):
     """Objects ×s (log-uniform in ``scale``) about the centre, their aspect ratio ×a
     (log-uniform in [1/aspect, aspect]): RandomZoom's factors are 1/(s·√a), 1/(s/√a)."""
     factor = (1 / scale[1] - 1, 1 / scale[0] - 1)  # RandomZoom's zoom is 1 + factor = 1/s
-    layer = keras.layers.RandomZoom(factor, factor, fill_mode="constant", fill_value=0.0,
-                                    bounding_box_format="yxyx", dtype="float32")
+    layer = keras.layers.RandomZoom(
+        factor, factor, fill_mode="constant", fill_value=0.0, bounding_box_format="yxyx", dtype="float32"
+    )
 
     def draw(images, rand):
         u = _uniform(rand, _ZOOM, [2, 1])
         s, a = _log_between(u[0], *scale), _log_between(u[1], 1 / aspect, aspect)
         sy, sx = s * tf.sqrt(a), s / tf.sqrt(a)
-        return ({"height_zoom": 1 / sy[:, None], "width_zoom": 1 / sx[:, None],
-                 "input_shape": _float_shape(images)}, sy[0] * sx[0])
+        return (
+            {
+                "height_zoom": 1 / sy[:, None],
+                "width_zoom": 1 / sx[:, None],
+                "input_shape": _float_shape(images),
+            },
+            sy[0] * sx[0],
+        )
 
     return _KerasStep(layer, draw, moves_boxes=True)
 
 
 def _translate(fraction):
-    layer = keras.layers.RandomTranslation(fraction, fraction, fill_mode="constant",
-                                           fill_value=0.0, bounding_box_format="yxyx",
-                                           dtype="float32")
+    layer = keras.layers.RandomTranslation(
+        fraction, fraction, fill_mode="constant", fill_value=0.0, bounding_box_format="yxyx", dtype="float32"
+    )
 
     def draw(images, rand):
         shape = _float_shape(images)
@@ -165,8 +189,9 @@ def _contrast(factor):
 
 def _saturation(ratio):
     # RandomSaturation's factor f multiplies the HSV saturation by f / (1 − f)
-    layer = keras.layers.RandomSaturation((1 / (1 + ratio), ratio / (1 + ratio)),
-                                          value_range=(0, 255), dtype="float32")
+    layer = keras.layers.RandomSaturation(
+        (1 / (1 + ratio), ratio / (1 + ratio)), value_range=(0, 255), dtype="float32"
+    )
 
     def draw(images, rand):
         return {"factor": _log_between(_uniform(rand, _SATURATION, [1]), 1 / ratio, ratio)}, 1.0
@@ -184,14 +209,14 @@ def _hue(shift):
 
 
 def _blur(probability, max_sigma):
-    layer = keras.layers.RandomGaussianBlur(probability, kernel_size=5, sigma=(0.1, max_sigma),
-                                            value_range=(0, 255), dtype="float32")
+    layer = keras.layers.RandomGaussianBlur(
+        probability, kernel_size=5, sigma=(0.1, max_sigma), value_range=(0, 255), dtype="float32"
+    )
 
     def draw(images, rand):
         u = _uniform(rand, _BLUR, [2])
         sigma = 0.1 + u[1] * (max_sigma - 0.1)
-        return {"should_apply_blur": (u[0] < probability)[None],
-                "blur_factor": tf.fill([2], sigma)}, 1.0
+        return {"should_apply_blur": (u[0] < probability)[None], "blur_factor": tf.fill([2], sigma)}, 1.0
 
     return _KerasStep(layer, draw, moves_boxes=False)
 
@@ -204,16 +229,25 @@ class _Rot90:
         size = tf.cast(tf.shape(images)[1:3], tf.float32)
         h, w = size[0], size[1]
         y0, x0, y1, x1 = tf.unstack(boxes, 4, axis=-1)
-        turns = tf.stack([tf.stack([y0, x0, y1, x1], -1),
-                          tf.stack([w - x1, y0, w - x0, y1], -1),
-                          tf.stack([h - y1, w - x1, h - y0, w - x0], -1),
-                          tf.stack([x0, h - y1, x1, h - y0], -1)])
+        turns = tf.stack(
+            [
+                tf.stack([y0, x0, y1, x1], -1),
+                tf.stack([w - x1, y0, w - x0, y1], -1),
+                tf.stack([h - y1, w - x1, h - y0, w - x0], -1),
+                tf.stack([x0, h - y1, x1, h - y0], -1),
+            ]
+        )
         return tf.image.rot90(images, k), tf.gather(turns, k), 1.0
 
 
 def _photometric(p):
-    return [_brightness(p["brightness"]), _contrast(p["contrast"]),
-            _saturation(p["saturation"]), _hue(p["hue"]), _blur(*p["blur"])]
+    return [
+        _brightness(p["brightness"]),
+        _contrast(p["contrast"]),
+        _saturation(p["saturation"]),
+        _hue(p["hue"]),
+        _blur(*p["blur"]),
+    ]
 
 
 def _geometric(p):
@@ -231,10 +265,10 @@ def preset_steps(name):
     if name == "strong":
         return _photometric(_STRONG) + _geometric(_STRONG)
     if name == "overhead":
-        return (_photometric(_STANDARD) + _geometric(_STANDARD)
-                + [_Flip(1, _VFLIP), _Rot90()])
-    raise ValueError(f"augment (--augment) must be one of {AUGMENT_PRESETS}, a Keras layer or a "
-                     f"callable; got {name!r}")
+        return _photometric(_STANDARD) + _geometric(_STANDARD) + [_Flip(1, _VFLIP), _Rot90()]
+    raise ValueError(
+        f"augment (--augment) must be one of {AUGMENT_PRESETS}, a Keras layer or a callable; got {name!r}"
+    )
 
 
 def make_augmentation(augment, bounding_box_format="yxyx"):
@@ -268,13 +302,18 @@ def make_augmentation(augment, bounding_box_format="yxyx"):
     is_layer = isinstance(augment, keras.layers.Layer)
 
     def custom(image, boxes, rand):
-        data = {"images": image, "bounding_boxes": {
-            "boxes": to_model_format(boxes, bounding_box_format),
-            "labels": tf.zeros(tf.shape(boxes)[:1], tf.int32)}}
+        data = {
+            "images": image,
+            "bounding_boxes": {
+                "boxes": to_model_format(boxes, bounding_box_format),
+                "labels": tf.zeros(tf.shape(boxes)[:1], tf.int32),
+            },
+        }
         out = augment(data, training=True) if is_layer else augment(data, _seed(rand, 12))
         moved = from_model_format(tf.cast(out["bounding_boxes"]["boxes"], tf.float32), bounding_box_format)
-        tf.debugging.assert_equal(tf.shape(moved)[0], tf.shape(boxes)[0],
-                                  message="augment must keep the number of boxes")
+        tf.debugging.assert_equal(
+            tf.shape(moved)[0], tf.shape(boxes)[0], message="augment must keep the number of boxes"
+        )
         gone = tf.cast(out["bounding_boxes"]["labels"], tf.int32) < 0
         moved = tf.where(gone[:, None], 0.0, moved)
         return tf.cast(out["images"], tf.float32), moved, None

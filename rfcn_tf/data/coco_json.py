@@ -38,12 +38,16 @@ def read_coco_json(json_path, image_dir=None):
     annotations = data.get("annotations", [])
     for ann in annotations:
         if ann["image_id"] not in images:
-            raise ValueError(f"{json_path}: annotation {ann.get('id')} refers to image_id "
-                             f"{ann['image_id']}, which is not in 'images'")
+            raise ValueError(
+                f"{json_path}: annotation {ann.get('id')} refers to image_id "
+                f"{ann['image_id']}, which is not in 'images'"
+            )
         if ann["category_id"] not in label_of:
             image = images[ann["image_id"]]["file_name"]
-            raise ValueError(f"{json_path}: annotation {ann.get('id')} of image {image}: category_id "
-                             f"{ann['category_id']} is not among the category ids {sorted(label_of)}")
+            raise ValueError(
+                f"{json_path}: annotation {ann.get('id')} of image {image}: category_id "
+                f"{ann['category_id']} is not among the category ids {sorted(label_of)}"
+            )
     xywh = np.array([ann["bbox"] for ann in annotations], np.float32).reshape(-1, 4)
     boxes = np.asarray(bounding_boxes.convert_format(xywh, source="xywh", target="yxyx"))
     labels = np.array([label_of[ann["category_id"]] for ann in annotations], np.int32)
@@ -56,8 +60,10 @@ def read_coco_json(json_path, image_dir=None):
     for image_id, image in images.items():
         path = os.path.join(image_dir, image["file_name"])
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{json_path}: image {image['file_name']} not found at {path} "
-                                    "(pass image_dir= the folder holding the images)")
+            raise FileNotFoundError(
+                f"{json_path}: image {image['file_name']} not found at {path} "
+                "(pass image_dir= the folder holding the images)"
+            )
         rows = np.array(rows_of[image_id], np.int64)
         records.paths.append(path)
         records.image_ids.append(str(image["file_name"]))

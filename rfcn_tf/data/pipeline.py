@@ -55,9 +55,22 @@ def _resize(image, min_side, max_side):
     return resize_image(image, new_size), new_size, ratios, tf.reduce_min(ratios)
 
 
-def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=False, seed=None,
-                  deterministic=None, max_boxes=None, shuffle_buffer=256, drop_remainder=False,
-                  bounding_box_format="yxyx", augment="flip", crop="auto", min_visible=0.5):
+def make_pipeline(
+    examples,
+    batch_size,
+    min_side=600,
+    max_side=1000,
+    training=False,
+    seed=None,
+    deterministic=None,
+    max_boxes=None,
+    shuffle_buffer=256,
+    drop_remainder=False,
+    bounding_box_format="yxyx",
+    augment="flip",
+    crop="auto",
+    min_visible=0.5,
+):
     """Common examples → prefetched ``(inputs, targets)`` batches (module doc).
 
     examples: a dataset from :func:`load_examples` (or any dataset of validated common
@@ -102,8 +115,10 @@ def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=Fa
         boxes = tf.reshape(tf.cast(ex["boxes"], tf.float32), [-1, 4])
         if max_boxes is not None:
             name = ex["image_id"] if has_id else "(no image_id)"
-            tf.debugging.Assert(tf.shape(boxes)[0] <= max_boxes,
-                                ["example", name, "has", tf.shape(boxes)[0], "boxes, more than max_boxes =", max_boxes])
+            tf.debugging.Assert(
+                tf.shape(boxes)[0] <= max_boxes,
+                ["example", name, "has", tf.shape(boxes)[0], "boxes, more than max_boxes =", max_boxes],
+            )
         side = sides[0]
         if len(sides) > 1:
             pick = tf.random.stateless_uniform([], tf.stack([rand, 0]), 0, len(sides), tf.int32)
@@ -113,7 +128,9 @@ def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=Fa
         full_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # before any cut
         cut = False
         if training and crop is not None:
-            image, boxes = random_crop(image, boxes, crop_window(tf.shape(image)[:2], crop, side, max_side), rand)
+            image, boxes = random_crop(
+                image, boxes, crop_window(tf.shape(image)[:2], crop, side, max_side), rand
+            )
             cut = True
         image, size, ratios, scale = _resize(image, side, max_side)
         boxes = boxes * tf.tile(ratios, [2])
@@ -125,26 +142,53 @@ def make_pipeline(examples, batch_size, min_side=600, max_side=1000, training=Fa
             cut = True
         if cut:
             boxes, labels, difficult = mark_cut_boxes(boxes, full_area, labels, difficult, min_visible)
-        return {"image": image, "image_size": size, "scale": scale, "boxes": boxes,
-                "labels": labels, "difficult": difficult}
+        return {
+            "image": image,
+            "image_size": size,
+            "scale": scale,
+            "boxes": boxes,
+            "labels": labels,
+            "difficult": difficult,
+        }
 
     ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
     n = max_boxes
     ds = ds.padded_batch(
         batch_size,
-        padded_shapes={"image": [None, None, 3], "image_size": [2], "scale": [],
-                       "boxes": [n, 4], "labels": [n], "difficult": [n]},
-        padding_values={"image": 0.0, "image_size": 0, "scale": 0.0,
-                        "boxes": -1.0, "labels": -1, "difficult": 0},
+        padded_shapes={
+            "image": [None, None, 3],
+            "image_size": [2],
+            "scale": [],
+            "boxes": [n, 4],
+            "labels": [n],
+            "difficult": [n],
+        },
+        padding_values={
+            "image": 0.0,
+            "image_size": 0,
+            "scale": 0.0,
+            "boxes": -1.0,
+            "labels": -1,
+            "difficult": 0,
+        },
         drop_remainder=drop_remainder,
     )
+
     def to_format(boxes):
         converted = to_model_format(boxes, bounding_box_format)
         return tf.where(boxes < 0, boxes, converted)  # keep the -1 padding
 
-    ds = ds.map(lambda b: ({"images": b["image"], "image_sizes": b["image_size"]},
-                           {"boxes": to_format(b["boxes"]), "labels": b["labels"],
-                            "difficult": b["difficult"], "scales": b["scale"]}))
+    ds = ds.map(
+        lambda b: (
+            {"images": b["image"], "image_sizes": b["image_size"]},
+            {
+                "boxes": to_format(b["boxes"]),
+                "labels": b["labels"],
+                "difficult": b["difficult"],
+                "scales": b["scale"],
+            },
+        )
+    )
     options = tf.data.Options()
     options.deterministic = deterministic
     return ds.with_options(options).prefetch(AUTOTUNE)

@@ -7,7 +7,6 @@ naming the file when its element is reached.
 """
 
 import dataclasses
-from typing import List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -20,13 +19,13 @@ from rfcn_tf.image_io import MAX_IMAGE_PIXELS, decode_image
 class Records:
     """One entry per image. Boxes float32 [n, 4] absolute yxyx pixels (edge convention)."""
 
-    paths: List[str]
-    image_ids: List[str]
-    boxes: List[np.ndarray]
-    labels: List[np.ndarray]
-    difficult: List[np.ndarray]
+    paths: list[str]
+    image_ids: list[str]
+    boxes: list[np.ndarray]
+    labels: list[np.ndarray]
+    difficult: list[np.ndarray]
     # (height, width) the annotation declares, or None; used to clip before decoding.
-    sizes: List[Optional[Tuple[int, int]]]
+    sizes: list[tuple[int, int] | None]
 
     def __len__(self):
         return len(self.paths)
@@ -45,12 +44,19 @@ def clean_records(records, source):
     splits = np.cumsum(counts)[:-1]
     per_image_keep = np.split(keep, splits)
     per_image_boxes = np.split(boxes, splits)
-    dropped = [(image_id, int((~k).sum())) for image_id, k in zip(records.image_ids, per_image_keep) if not k.all()]
+    dropped = [
+        (image_id, int((~k).sum())) for image_id, k in zip(records.image_ids, per_image_keep) if not k.all()
+    ]
     if dropped:
         total = sum(n for _, n in dropped)
         names = ", ".join(image_id for image_id, _ in dropped[:10]) + (", …" if len(dropped) > 10 else "")
-        logger.warning("%s: %d empty boxes dropped (zero area after sorting and clipping) in %d images: %s",
-                       source, total, len(dropped), names)
+        logger.warning(
+            "%s: %d empty boxes dropped (zero area after sorting and clipping) in %d images: %s",
+            source,
+            total,
+            len(dropped),
+            names,
+        )
     return dataclasses.replace(
         records,
         boxes=[b[k] for b, k in zip(per_image_boxes, per_image_keep)],
@@ -67,20 +73,36 @@ def _ragged(arrays, dtype, inner_shape=()):
 
 def _decode_or_flag(record):
     """A one-element dataset: the record with its decoded image, or with ``ok`` False."""
+
     def decode(r):
         image, _ = decode_image(tf.io.read_file(r["path"]))
         return {**r, "image": image, "ok": tf.constant(True)}
 
     decoded = tf.data.Dataset.from_tensors(record).map(decode).ignore_errors()
-    failed = tf.data.Dataset.from_tensors({**record, "image": tf.zeros([0, 0, 3], tf.uint8), "ok": tf.constant(False)})
+    failed = tf.data.Dataset.from_tensors(
+        {**record, "image": tf.zeros([0, 0, 3], tf.uint8), "ok": tf.constant(False)}
+    )
     return decoded.concatenate(failed).take(1)
 
 
 def _to_example(r):
-    tf.debugging.Assert(r["ok"], ["could not read or decode the image file", r["path"],
-                                  "(expected a readable JPEG, PNG, GIF, BMP or WebP file of at most", MAX_IMAGE_PIXELS, "pixels)"])
-    return {"image": r["image"], "boxes": r["boxes"], "labels": r["labels"],
-            "difficult": r["difficult"], "image_id": r["image_id"]}
+    tf.debugging.Assert(
+        r["ok"],
+        [
+            "could not read or decode the image file",
+            r["path"],
+            "(expected a readable JPEG, PNG, GIF, BMP or WebP file of at most",
+            MAX_IMAGE_PIXELS,
+            "pixels)",
+        ],
+    )
+    return {
+        "image": r["image"],
+        "boxes": r["boxes"],
+        "labels": r["labels"],
+        "difficult": r["difficult"],
+        "image_id": r["image_id"],
+    }
 
 
 def records_to_examples(records, shuffle=False, seed=None):
@@ -90,13 +112,15 @@ def records_to_examples(records, shuffle=False, seed=None):
     """
     if len(records) == 0:
         raise ValueError("no images to read: the annotations list no images")
-    ds = tf.data.Dataset.from_tensor_slices({
-        "path": tf.constant(records.paths, tf.string),
-        "image_id": tf.constant(records.image_ids, tf.string),
-        "boxes": _ragged(records.boxes, np.float32, (4,)),
-        "labels": _ragged(records.labels, np.int32),
-        "difficult": _ragged(records.difficult, bool),
-    })
+    ds = tf.data.Dataset.from_tensor_slices(
+        {
+            "path": tf.constant(records.paths, tf.string),
+            "image_id": tf.constant(records.image_ids, tf.string),
+            "boxes": _ragged(records.boxes, np.float32, (4,)),
+            "labels": _ragged(records.labels, np.int32),
+            "difficult": _ragged(records.difficult, bool),
+        }
+    )
     if shuffle:
         ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     # ignore_errors inside a one-element dataset turns a decoding error into a flag that

@@ -166,7 +166,9 @@ def render_example(rng, image_size=192, num_objects=3, max_iou=0.3, min_visible=
     _clutter(rng, image)
     masks, labels, full_areas = [], [], []
     for k in range(num_objects):
-        label = int(first_label) if k == 0 and first_label is not None else int(rng.integers(len(CLASS_NAMES)))
+        label = (
+            int(first_label) if k == 0 and first_label is not None else int(rng.integers(len(CLASS_NAMES)))
+        )
         for _ in range(PLACEMENT_TRIES):
             placed = _try_place(rng, size, label, masks, max_iou, min_visible, full_areas)
             if placed is not None:

@@ -43,13 +43,21 @@ class RfcnShapes(tfds.core.GeneratorBasedBuilder):
     """Circles, squares, triangles, stars and rings on textured backgrounds."""
 
     VERSION = tfds.core.Version("1.2.0")
-    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Smallest objects 20 px instead of 12 (at 192 px).",
-                     "1.2.0": "4000 train images instead of 1000 (validation and test unchanged)."}
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Smallest objects 20 px instead of 12 (at 192 px).",
+        "1.2.0": "4000 train images instead of 1000 (validation and test unchanged).",
+    }
     BUILDER_CONFIGS = [
         RfcnShapesConfig(name="default", description="192 px, 4000/200/200 images."),
         RfcnShapesConfig(
-            name="tiny", description="128 px, 16/8/8 images, for tests.",
-            image_size=128, num_train=16, num_validation=8, num_test=8, max_objects=4,
+            name="tiny",
+            description="128 px, 16/8/8 images, for tests.",
+            image_size=128,
+            num_train=16,
+            num_validation=8,
+            num_test=8,
+            max_objects=4,
         ),
     ]
     DEFAULT_CONFIG_NAME = "default"
@@ -57,21 +65,31 @@ class RfcnShapes(tfds.core.GeneratorBasedBuilder):
     def _info(self):
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-                "image/filename": tfds.features.Text(),
-                "objects": tfds.features.Sequence({
-                    "bbox": tfds.features.BBoxFeature(),
-                    "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-                }),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                    "image/filename": tfds.features.Text(),
+                    "objects": tfds.features.Sequence(
+                        {
+                            "bbox": tfds.features.BBoxFeature(),
+                            "label": tfds.features.ClassLabel(names=CLASS_NAMES),
+                        }
+                    ),
+                }
+            ),
             supervised_keys=None,
         )
 
     def _split_generators(self, dl_manager):
-        counts = (self.builder_config.num_train, self.builder_config.num_validation, self.builder_config.num_test)
-        return {name: self._generate_examples(index, name, count)
-                for index, (name, count) in enumerate(zip(SPLITS, counts))}
+        counts = (
+            self.builder_config.num_train,
+            self.builder_config.num_validation,
+            self.builder_config.num_test,
+        )
+        return {
+            name: self._generate_examples(index, name, count)
+            for index, (name, count) in enumerate(zip(SPLITS, counts))
+        }
 
     def _generate_examples(self, split_index, split_name, count):
         config = self.builder_config
@@ -79,14 +97,17 @@ class RfcnShapes(tfds.core.GeneratorBasedBuilder):
             example = render_split_example(config, split_index, i)
             size = float(config.image_size)
             key = f"{split_name}_{i:06d}"
-            yield key, {
-                "image": _png_bytes(example["image"]),
-                "image/filename": key,
-                "objects": {
-                    "bbox": (example["boxes"] / size).reshape(-1, 4),
-                    "label": example["labels"],
+            yield (
+                key,
+                {
+                    "image": _png_bytes(example["image"]),
+                    "image/filename": key,
+                    "objects": {
+                        "bbox": (example["boxes"] / size).reshape(-1, 4),
+                        "label": example["labels"],
+                    },
                 },
-            }
+            )
 
 
 def _png_bytes(image):
@@ -105,6 +126,9 @@ def render_split_example(config, split_index, index):
     else:
         num_objects = int(rng.integers(1, config.max_objects + 1))
     return render_example(
-        rng, config.image_size, num_objects, max_iou=config.max_iou,
+        rng,
+        config.image_size,
+        num_objects,
+        max_iou=config.max_iou,
         first_label=index % len(CLASS_NAMES),
     )

@@ -23,7 +23,8 @@ def _read_folder(source, split, image_dir):
             return read_coco_json(json_path, image_dir or os.path.join(source, split))
         raise FileNotFoundError(
             f"{source} is neither a VOC folder (no Annotations/) nor a COCO folder "
-            f"(no annotations/instances_{split}.json)")
+            f"(no annotations/instances_{split}.json)"
+        )
     if split is not None:
         logger.info("%s: a COCO JSON file holds one split; split=%r is ignored", source, split)
     return read_coco_json(source, image_dir)
@@ -33,8 +34,18 @@ def _is_path(source):
     return os.path.exists(source) or source.endswith(".json") or source.startswith(("/", ".", "~"))
 
 
-def load_examples(source, split=None, data_dir=None, *, image_dir=None, shuffle=False, seed=None,
-                  download=None, download_config=None, builder_kwargs=None):
+def load_examples(
+    source,
+    split=None,
+    data_dir=None,
+    *,
+    image_dir=None,
+    shuffle=False,
+    seed=None,
+    download=None,
+    download_config=None,
+    builder_kwargs=None,
+):
     """Any source → ``(tf.data.Dataset of common examples, class_names)``.
 
     source:
@@ -66,11 +77,20 @@ def load_examples(source, split=None, data_dir=None, *, image_dir=None, shuffle=
             raise ValueError(f"TFDS dataset {source!r} needs a split, e.g. 'train'")
         try:
             examples, class_names = load_tfds(
-                source, split, data_dir=data_dir, shuffle=shuffle, seed=seed, download=download,
-                download_config=download_config, builder_kwargs=builder_kwargs)
+                source,
+                split,
+                data_dir=data_dir,
+                shuffle=shuffle,
+                seed=seed,
+                download=download,
+                download_config=download_config,
+                builder_kwargs=builder_kwargs,
+            )
         except tfds.core.DatasetNotFoundError as e:
-            raise ValueError(f"{source!r} is neither an existing file or folder nor a registered TFDS "
-                             f"dataset ({str(e).splitlines()[0]})") from None
+            raise ValueError(
+                f"{source!r} is neither an existing file or folder nor a registered TFDS "
+                f"dataset ({str(e).splitlines()[0]})"
+            ) from None
     if not class_names:
         raise ValueError(f"{source}: no class names found (no labelled objects in the annotations)")
     return validate_examples(examples, len(class_names)), class_names

@@ -35,8 +35,10 @@ ALWAYS_BUILT = ("rfcn_shapes",)  # generated locally, so "download" is always sa
 def _adapter(spec, name):
     objects = spec.get("objects", {})
     if "image" not in spec or "bbox" not in objects or "label" not in objects:
-        raise ValueError(f"TFDS dataset {name!r} is not a detection dataset: expected features "
-                         f"'image' and 'objects' with 'bbox' and 'label', got {spec}")
+        raise ValueError(
+            f"TFDS dataset {name!r} is not a detection dataset: expected features "
+            f"'image' and 'objects' with 'bbox' and 'label', got {spec}"
+        )
     flag = next((k for k in ("is_difficult", "is_crowd") if k in objects), None)
 
     def to_common(ex):
@@ -53,19 +55,33 @@ def _adapter(spec, name):
         # does not. Objects past the shortest feature are dropped and recorded.
         lengths = tf.stack([tf.shape(objects["bbox"])[0], tf.size(objects["label"]), tf.size(difficult)])
         n = tf.reduce_min(lengths)
-        record = record_drops(image_id + " (object features of unequal lengths)",
-                              tf.cast(tf.reduce_max(lengths) - n, tf.int64))
+        record = record_drops(
+            image_id + " (object features of unequal lengths)", tf.cast(tf.reduce_max(lengths) - n, tf.int64)
+        )
         shape = tf.cast(tf.shape(image), tf.float32)
         with tf.control_dependencies([record]):
             boxes = objects["bbox"][:n] * tf.stack([shape[0], shape[1], shape[0], shape[1]])
-        return {"image": image, "boxes": boxes, "labels": tf.cast(objects["label"][:n], tf.int32),
-                "difficult": difficult[:n], "image_id": image_id}
+        return {
+            "image": image,
+            "boxes": boxes,
+            "labels": tf.cast(objects["label"][:n], tf.int32),
+            "difficult": difficult[:n],
+            "image_id": image_id,
+        }
 
     return to_common
 
 
-def load_tfds(name, split, data_dir=None, shuffle=False, seed=None, download=None,
-              download_config=None, builder_kwargs=None):
+def load_tfds(
+    name,
+    split,
+    data_dir=None,
+    shuffle=False,
+    seed=None,
+    download=None,
+    download_config=None,
+    builder_kwargs=None,
+):
     """TFDS dataset → ``(Dataset of common examples + image_id, class_names)``.
 
     download: run ``download_and_prepare`` (default: only for ``rfcn_shapes``, which is
@@ -83,7 +99,8 @@ def load_tfds(name, split, data_dir=None, shuffle=False, seed=None, download=Non
         raise FileNotFoundError(
             f"TFDS dataset {name!r} is not built in data_dir={data_dir!r} ({e}). Build it once with "
             "download=True, or offline from your archives with download_config="
-            "tfds.download.DownloadConfig(manual_dir=...); see rfcn_tf.data.tfds_source.") from None
+            "tfds.download.DownloadConfig(manual_dir=...); see rfcn_tf.data.tfds_source."
+        ) from None
     to_common = _adapter(ds.element_spec, name)
     class_names = list(builder.info.features["objects"]["label"].names)
     return ds.map(to_common, num_parallel_calls=tf.data.AUTOTUNE), class_names

@@ -84,8 +84,13 @@ def log_dropped_boxes(max_names=10):
     total = sum(counts.values())
     if total:
         names = ", ".join(sorted(counts)[:max_names]) + (", …" if len(counts) > max_names else "")
-        logger.warning("%d boxes dropped (empty after sorting and clipping, or objects with missing "
-                       "features) in %d examples: %s", total, len(counts), names)
+        logger.warning(
+            "%d boxes dropped (empty after sorting and clipping, or objects with missing "
+            "features) in %d examples: %s",
+            total,
+            len(counts),
+            names,
+        )
     return total
 
 
@@ -116,7 +121,8 @@ def validate_examples(examples, num_classes):
     check_example_spec(examples)
     if "image_id" not in examples.element_spec:
         examples = examples.enumerate().map(
-            lambda i, ex: {**ex, "image_id": tf.strings.format("example {}", i)})
+            lambda i, ex: {**ex, "image_id": tf.strings.format("example {}", i)}
+        )
 
     def validate(ex):
         image = to_rgb(ex["image"])
@@ -129,7 +135,14 @@ def validate_examples(examples, num_classes):
         counts = tf.stack([tf.shape(boxes)[0], tf.size(labels), tf.size(difficult)])
         same_counts = tf.debugging.Assert(
             tf.reduce_all(counts == counts[0]),
-            ["example", ex["image_id"], "has [boxes, labels, difficult] counts", counts, "; they must be equal"])
+            [
+                "example",
+                ex["image_id"],
+                "has [boxes, labels, difficult] counts",
+                counts,
+                "; they must be equal",
+            ],
+        )
         in_range = tf.debugging.Assert(
             tf.reduce_all((labels >= 0) & (labels < num_classes)),
             ["labels must be in 0..", num_classes - 1, "; example", ex["image_id"], "has labels", labels],

@@ -45,7 +45,9 @@ def _parse(xml_path):
         if box is None:
             raise ValueError(f"{xml_path}: object {name!r} has no <bndbox>")
         try:
-            xmin, ymin, xmax, ymax = (float(_text(box, t, xml_path)) for t in ("xmin", "ymin", "xmax", "ymax"))
+            xmin, ymin, xmax, ymax = (
+                float(_text(box, t, xml_path)) for t in ("xmin", "ymin", "xmax", "ymax")
+            )
         except ValueError as e:
             raise ValueError(f"{xml_path}: object {name!r}: bad <bndbox> ({e})") from None
         difficult = _text(obj, "difficult", xml_path, default="0") == "1"
@@ -59,10 +61,15 @@ def _split_ids(root, split):
     split_dir = os.path.join(root, "ImageSets", "Main")
     path = os.path.join(split_dir, f"{split}.txt")
     if not os.path.isfile(path):
-        available = sorted(f[:-4] for f in os.listdir(split_dir) if f.endswith(".txt")) if os.path.isdir(split_dir) else []
+        available = (
+            sorted(f[:-4] for f in os.listdir(split_dir) if f.endswith(".txt"))
+            if os.path.isdir(split_dir)
+            else []
+        )
         raise FileNotFoundError(
             f"VOC folder {root}: no split file {path}; available splits: {available or 'none'} "
-            "(pass split=None to read every annotation)")
+            "(pass split=None to read every annotation)"
+        )
     with open(path) as f:
         return [line.split()[0] for line in f if line.strip()]
 
@@ -85,12 +92,16 @@ def read_voc_folder(root, split=None):
     records = Records([], [], [], [], [], [])
     for image_id in ids:
         if image_id not in parsed:
-            raise FileNotFoundError(f"VOC folder {root}: split {split!r} lists {image_id!r} "
-                                    f"but {os.path.join(annotations, image_id + '.xml')} does not exist")
+            raise FileNotFoundError(
+                f"VOC folder {root}: split {split!r} lists {image_id!r} "
+                f"but {os.path.join(annotations, image_id + '.xml')} does not exist"
+            )
         filename, dims, objects = parsed[image_id]
         path = os.path.join(root, "JPEGImages", filename or image_id + ".jpg")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{os.path.join(annotations, image_id + '.xml')}: image {path} does not exist")
+            raise FileNotFoundError(
+                f"{os.path.join(annotations, image_id + '.xml')}: image {path} does not exist"
+            )
         records.paths.append(path)
         records.image_ids.append(image_id)
         records.sizes.append(dims)

@@ -57,9 +57,7 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
         score_threshold=0.5,
     ):
         super().__init__()
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or (
-            every_n_epochs < 1
-        ):
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or (every_n_epochs < 1):
             raise ValueError(f"every_n_epochs must be an int >= 1, got {every_n_epochs!r}")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -67,10 +65,13 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
             raise ValueError(f"num_images must be an int >= 0, got {num_images!r}")
         self.validation_data = validation_data
         self.every_n_epochs = every_n_epochs
-        self.collect_args = {"original_scale": original_scale, "steps": steps,
-                             "verbose": verbose}
-        self.score_args = {"metric": metric, "class_names": class_names,
-                           "num_classes": num_classes, "iou_threshold": iou_threshold}
+        self.collect_args = {"original_scale": original_scale, "steps": steps, "verbose": verbose}
+        self.score_args = {
+            "metric": metric,
+            "class_names": class_names,
+            "num_classes": num_classes,
+            "iou_threshold": iou_threshold,
+        }
         self.log_per_class = log_per_class
         self.log_dir = log_dir
         self.num_images = num_images
@@ -85,11 +86,14 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
         kept = []
         on_batch = None
         if self.log_dir is not None and self.num_images:
+
             def on_batch(inputs, targets):
                 if len(kept) < self.num_images:
-                    kept.extend(_images(inputs, targets)[:self.num_images - len(kept)])
-        detections, ground_truth = collect_detections(self.model, self.validation_data,
-                                                      on_batch=on_batch, **self.collect_args)
+                    kept.extend(_images(inputs, targets)[: self.num_images - len(kept)])
+
+        detections, ground_truth = collect_detections(
+            self.model, self.validation_data, on_batch=on_batch, **self.collect_args
+        )
         result = evaluate_detections(detections, ground_truth, **self.score_args)
         self.results[epoch] = self.last_result = result
         if logs is not None:
@@ -103,18 +107,23 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
             self._writer = None
 
     def _write(self, epoch, result, detections, ground_truth, kept):
-        curves = precision_recall_curves(detections, ground_truth, **{
-            k: v for k, v in self.score_args.items() if k != "metric"})
+        curves = precision_recall_curves(
+            detections, ground_truth, **{k: v for k, v in self.score_args.items() if k != "metric"}
+        )
         names = self.score_args["class_names"]
         pictures = []
         for (image, scale), det, gt in zip(kept, detections, ground_truth):
             # Boxes are in the batch's pixels, or divided by the scale with original_scale.
             scale = scale if self.collect_args["original_scale"] else 1.0
-            pictures.append(side_by_side(
-                image, {"boxes": gt["boxes"] * scale, "labels": gt["labels"]},
-                {"boxes": det["boxes"] * scale, "scores": det["scores"],
-                 "labels": det["labels"]},
-                class_names=names, score_threshold=self.score_threshold))
+            pictures.append(
+                side_by_side(
+                    image,
+                    {"boxes": gt["boxes"] * scale, "labels": gt["labels"]},
+                    {"boxes": det["boxes"] * scale, "scores": det["scores"], "labels": det["labels"]},
+                    class_names=names,
+                    score_threshold=self.score_threshold,
+                )
+            )
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         write_evaluation(self._writer, epoch, result, curves, pictures)
@@ -123,11 +132,16 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
 def _images(inputs, targets):
     """A batch → per image ``(uint8 [h, w, 3] without the batch's padding, scale)``."""
     images = np.asarray(inputs["images"])
-    sizes = (np.asarray(inputs["image_sizes"]) if "image_sizes" in inputs
-             else np.tile(images.shape[1:3], (len(images), 1)))
+    sizes = (
+        np.asarray(inputs["image_sizes"])
+        if "image_sizes" in inputs
+        else np.tile(images.shape[1:3], (len(images), 1))
+    )
     scales = np.asarray(targets["scales"]) if "scales" in targets else np.ones(len(images))
-    return [(np.clip(np.rint(image[:h, :w]), 0, 255).astype(np.uint8), float(scale))
-            for image, (h, w), scale in zip(images, sizes.astype(int), scales)]
+    return [
+        (np.clip(np.rint(image[:h, :w]), 0, 255).astype(np.uint8), float(scale))
+        for image, (h, w), scale in zip(images, sizes.astype(int), scales)
+    ]
 
 
 def log_values(result, per_class=True):

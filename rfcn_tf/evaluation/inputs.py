@@ -48,9 +48,7 @@ def validate(detections, ground_truth):
     """
     for name, value in (("detections", detections), ("ground_truth", ground_truth)):
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-            raise TypeError(
-                f"{name} must be a list with one dict per image, got {type(value).__name__}"
-            )
+            raise TypeError(f"{name} must be a list with one dict per image, got {type(value).__name__}")
     if not ground_truth:
         raise ValueError("ground_truth is empty; expected at least one image")
     if len(detections) != len(ground_truth):
@@ -113,9 +111,7 @@ def _boxes(value, where):
     if boxes.size == 0:
         boxes = boxes.reshape(0, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"{where}['boxes'] has shape {boxes.shape}; expected [N, 4] yxyx boxes"
-        )
+        raise ValueError(f"{where}['boxes'] has shape {boxes.shape}; expected [N, 4] yxyx boxes")
     if not np.all(np.isfinite(boxes)):
         raise ValueError(f"{where}['boxes'] has NaN or infinite values")
     if np.any(boxes[:, 2:] < boxes[:, :2]):
@@ -131,9 +127,7 @@ def _vector(value, length, where, dtype):
     if array.size == 0:
         array = array.reshape(0)
     if array.shape != (length,):
-        raise ValueError(
-            f"{where} has shape {array.shape}; expected [{length}] (one per box)"
-        )
+        raise ValueError(f"{where} has shape {array.shape}; expected [{length}] (one per box)")
     return array
 
 

@@ -44,8 +44,7 @@ def evaluate_detections(
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    dets, gts, num_classes, keys = _prepare(detections, ground_truth, num_classes, class_names,
-                                            iou_threshold)
+    dets, gts, num_classes, keys = _prepare(detections, ground_truth, num_classes, class_names, iou_threshold)
     result = {"metric": metric, "num_images": len(dets)}
     if metric == "coco":
         summary, ap, num_gt, num_dets = coco.evaluate(dets, gts, num_classes)
@@ -63,14 +62,12 @@ def evaluate_detections(
     return result
 
 
-def precision_recall_curves(detections, ground_truth, num_classes=None, iou_threshold=0.5,
-                            class_names=None):
+def precision_recall_curves(detections, ground_truth, num_classes=None, iou_threshold=0.5, class_names=None):
     """Per class ``{name or id: (precision [D], recall [D])}`` after each of its D
     detections in descending score, matched by the VOC rules at ``iou_threshold`` (the
     curves the VOC APs are computed from); None for a class without (non-difficult)
     ground truth. Arguments as ``evaluate_detections``."""
-    dets, gts, num_classes, keys = _prepare(detections, ground_truth, num_classes, class_names,
-                                            iou_threshold)
+    dets, gts, num_classes, keys = _prepare(detections, ground_truth, num_classes, class_names, iou_threshold)
     curves, _, _ = voc.class_curves(dets, gts, num_classes, iou_threshold)
     return dict(zip(keys, curves))
 
@@ -80,13 +77,9 @@ def _prepare(detections, ground_truth, num_classes, class_names, iou_threshold):
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     dets, gts = inputs.validate(detections, ground_truth)
-    num_classes, keys = inputs.resolve_classes(
-        num_classes, class_names, [x["labels"] for x in dets + gts]
-    )
+    num_classes, keys = inputs.resolve_classes(num_classes, class_names, [x["labels"] for x in dets + gts])
     if num_classes == 0:
-        raise ValueError(
-            "num_classes is 0: pass num_classes (or class_names) when there are no labels"
-        )
+        raise ValueError("num_classes is 0: pass num_classes (or class_names) when there are no labels")
     inputs.check_label_range(dets, num_classes, "detections")
     inputs.check_label_range(gts, num_classes, "ground_truth")
     return dets, gts, num_classes, keys

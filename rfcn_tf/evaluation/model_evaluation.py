@@ -43,7 +43,11 @@ def evaluate_model(
     bounding_box_format: of targets and detections (module doc); None → the model's.
     """
     detections, ground_truth = collect_detections(
-        model, dataset, original_scale=original_scale, steps=steps, verbose=verbose,
+        model,
+        dataset,
+        original_scale=original_scale,
+        steps=steps,
+        verbose=verbose,
         bounding_box_format=bounding_box_format,
     )
     return evaluate_detections(
@@ -56,8 +60,9 @@ def evaluate_model(
     )
 
 
-def collect_detections(model, dataset, original_scale=False, steps=None, verbose=0,
-                       bounding_box_format=None, on_batch=None):
+def collect_detections(
+    model, dataset, original_scale=False, steps=None, verbose=0, bounding_box_format=None, on_batch=None
+):
     """Per-image ``(detections, ground_truth)`` lists for ``evaluate_detections``, boxes yxyx.
 
     on_batch: called as ``on_batch(inputs, targets)`` with each batch evaluated (e.g. to
@@ -70,9 +75,7 @@ def collect_detections(model, dataset, original_scale=False, steps=None, verbose
     elif callable(model):
         predict = model
     else:
-        raise TypeError(
-            f"model must be a keras.Model or a callable, got {type(model).__name__}"
-        )
+        raise TypeError(f"model must be a keras.Model or a callable, got {type(model).__name__}")
     progress = Progress(_num_batches(dataset, steps), "evaluate", "batches", verbose=verbose)
     detections, ground_truth = [], []
     step = 0
@@ -85,8 +88,9 @@ def collect_detections(model, dataset, original_scale=False, steps=None, verbose
         outputs = _numpy_dict(predict(inputs), OUTPUT_KEYS, "the model's output")
         targets = _numpy_dict(targets, ("boxes", "labels"), f"targets of batch {step}")
         for part in (outputs, targets):
-            part["boxes"] = np.asarray(from_model_format(part["boxes"].astype(np.float32),
-                                                         bounding_box_format))
+            part["boxes"] = np.asarray(
+                from_model_format(part["boxes"].astype(np.float32), bounding_box_format)
+            )
         scales = _scales(targets, original_scale, step)
         for b in range(len(targets["labels"])):
             detections.append(_image_detections(outputs, b, scales[b]))
@@ -113,23 +117,16 @@ def _num_batches(dataset, steps):
 
 def _split_batch(batch, step):
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise ValueError(
-            f"batch {step} of the dataset must be (inputs, targets), got "
-            f"{type(batch).__name__}"
-        )
+        raise ValueError(f"batch {step} of the dataset must be (inputs, targets), got {type(batch).__name__}")
     inputs, targets = batch
     if not isinstance(inputs, Mapping) or "images" not in inputs:
-        raise ValueError(
-            f"batch {step}: inputs must be a dict with 'images' (and 'image_sizes')"
-        )
+        raise ValueError(f"batch {step}: inputs must be a dict with 'images' (and 'image_sizes')")
     return inputs, targets
 
 
 def _numpy_dict(value, required, what):
     if not isinstance(value, Mapping):
-        raise ValueError(
-            f"{what} must be a dict with keys {required}, got {type(value).__name__}"
-        )
+        raise ValueError(f"{what} must be a dict with keys {required}, got {type(value).__name__}")
     missing = [k for k in required if k not in value]
     if missing:
         raise ValueError(f"{what} is missing {missing}; expected keys {required}")
@@ -142,14 +139,11 @@ def _scales(targets, original_scale, step):
     if not original_scale:
         return np.ones(count)
     if "scales" not in targets:
-        raise ValueError(
-            f"original_scale=True needs targets['scales'] [B], missing in batch {step}"
-        )
+        raise ValueError(f"original_scale=True needs targets['scales'] [B], missing in batch {step}")
     scales = targets["scales"].astype(np.float64).reshape(-1)
     if scales.shape != (count,) or not np.all(scales > 0):
         raise ValueError(
-            f"targets['scales'] of batch {step} must be {count} positive numbers, "
-            f"got {targets['scales']}"
+            f"targets['scales'] of batch {step} must be {count} positive numbers, got {targets['scales']}"
         )
     return scales
 

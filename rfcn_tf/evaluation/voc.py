@@ -106,8 +106,7 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold, metric):
     metric: ``"voc07"`` or ``"voc"``. Returns ``(ap, num_positives, num_detections)``,
     lists of length num_classes; AP is NaN for a class without non-difficult ground truth.
     """
-    curves, num_positives, num_detections = class_curves(detections, ground_truth, num_classes,
-                                                         iou_threshold)
+    curves, num_positives, num_detections = class_curves(detections, ground_truth, num_classes, iou_threshold)
     ap = [float("nan") if curve is None else AP_FUNCTIONS[metric](*curve) for curve in curves]
     return ap, num_positives, num_detections
 

@@ -7,5 +7,14 @@ from rfcn_tf.layers.psroi_pool import PSRoIPool
 from rfcn_tf.layers.rpn import AnchorGrid
 from rfcn_tf.layers.transform import ImageResizer, Preprocess
 
-__all__ = ["AnchorGrid", "DetectionDecoder", "ImageResizer", "PSRoIPool", "Preprocess",
-           "ProposalLayer", "RoIAlign", "UnflattenRoIs", "Vote"]
+__all__ = [
+    "AnchorGrid",
+    "DetectionDecoder",
+    "ImageResizer",
+    "PSRoIPool",
+    "Preprocess",
+    "ProposalLayer",
+    "RoIAlign",
+    "UnflattenRoIs",
+    "Vote",
+]

@@ -4,8 +4,8 @@ import keras
 import tensorflow as tf
 
 from rfcn_tf import boxes as box_ops
-from rfcn_tf.layers.nms import per_class_nms
 from rfcn_tf.inputs import to_model_format
+from rfcn_tf.layers.nms import per_class_nms
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
@@ -25,8 +25,16 @@ class DetectionDecoder(keras.layers.Layer):
     built-ins) instead of ``combined_non_max_suppression``.
     """
 
-    def __init__(self, box_std=(0.1, 0.1, 0.2, 0.2), nms_iou=0.3, score_threshold=0.05,
-                 max_detections=100, bounding_box_format="yxyx", portable=False, **kwargs):
+    def __init__(
+        self,
+        box_std=(0.1, 0.1, 0.2, 0.2),
+        nms_iou=0.3,
+        score_threshold=0.05,
+        max_detections=100,
+        bounding_box_format="yxyx",
+        portable=False,
+        **kwargs,
+    ):
         kwargs.setdefault("autocast", False)
         kwargs.setdefault("dtype", "float32")  # decoding and NMS in float32 under mixed precision
         super().__init__(**kwargs)
@@ -40,19 +48,24 @@ class DetectionDecoder(keras.layers.Layer):
     def call(self, rois, valid, class_logits, box_deltas, image_sizes, scales=None):
         scores = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[..., 1:]
         scores = tf.where(valid[..., None], scores, 0.0)
-        boxes = box_ops.clip(box_ops.decode(rois, tf.cast(box_deltas, tf.float32), self.box_std),
-                             image_sizes)
+        boxes = box_ops.clip(box_ops.decode(rois, tf.cast(box_deltas, tf.float32), self.box_std), image_sizes)
         m = self.max_detections
         if self.portable:
             boxes, confidence, classes, count = per_class_nms(
-                boxes, scores, image_sizes, m, self.nms_iou, self.score_threshold)
+                boxes, scores, image_sizes, m, self.nms_iou, self.score_threshold
+            )
         else:
             nmsed = tf.image.combined_non_max_suppression(
-                boxes[:, :, None, :], scores, max_output_size_per_class=m, max_total_size=m,
-                iou_threshold=self.nms_iou, score_threshold=self.score_threshold,
-                pad_per_class=False, clip_boxes=False)
-            boxes, confidence, count = (nmsed.nmsed_boxes, nmsed.nmsed_scores,
-                                        nmsed.valid_detections)
+                boxes[:, :, None, :],
+                scores,
+                max_output_size_per_class=m,
+                max_total_size=m,
+                iou_threshold=self.nms_iou,
+                score_threshold=self.score_threshold,
+                pad_per_class=False,
+                clip_boxes=False,
+            )
+            boxes, confidence, count = (nmsed.nmsed_boxes, nmsed.nmsed_scores, nmsed.valid_detections)
             classes = tf.cast(nmsed.nmsed_classes, tf.int32)
         present = tf.range(m)[None, :] < count[:, None]
         if scales is not None:
@@ -65,6 +78,12 @@ class DetectionDecoder(keras.layers.Layer):
         }
 
     def get_config(self):
-        return {**super().get_config(), "box_std": list(self.box_std), "nms_iou": self.nms_iou,
-                "score_threshold": self.score_threshold, "max_detections": self.max_detections,
-                "bounding_box_format": self.bounding_box_format, "portable": self.portable}
+        return {
+            **super().get_config(),
+            "box_std": list(self.box_std),
+            "nms_iou": self.nms_iou,
+            "score_threshold": self.score_threshold,
+            "max_detections": self.max_detections,
+            "bounding_box_format": self.bounding_box_format,
+            "portable": self.portable,
+        }

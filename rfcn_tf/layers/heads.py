@@ -38,15 +38,15 @@ class RoIAlign(keras.layers.Layer):
     (``start = y·scale − 0.5``; clamped within one cell of the border, 0 beyond — the rule
     of PSRoIPool's align mode), via ``crop_and_resize`` (``implementation`` as PSRoIPool's)."""
 
-    def __init__(self, crop_size=14, spatial_scale=1.0 / 16, implementation="crop_and_resize",
-                 **kwargs):
+    def __init__(self, crop_size=14, spatial_scale=1.0 / 16, implementation="crop_and_resize", **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.crop_size = int(crop_size)
         self.spatial_scale = float(spatial_scale)
         if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"RoIAlign: `implementation` must be one of {IMPLEMENTATIONS}, "
-                             f"got {implementation!r}")
+            raise ValueError(
+                f"RoIAlign: `implementation` must be one of {IMPLEMENTATIONS}, got {implementation!r}"
+            )
         self.implementation = implementation
 
     def call(self, features, rois):
@@ -65,17 +65,25 @@ class RoIAlign(keras.layers.Layer):
         extent = tf.cast(tf.maximum(shape[1:3] - 1, 1), tf.float32)
         boxes = tf.concat([first / extent, last / extent], axis=-1)
         box_indices = tf.repeat(tf.range(tf.shape(rois)[0]), tf.shape(rois)[1])
-        crops = crop_and_resize(padded, tf.reshape(boxes, [-1, 4]), box_indices,
-                                [self.crop_size, self.crop_size],
-                                implementation=self.implementation)
+        crops = crop_and_resize(
+            padded,
+            tf.reshape(boxes, [-1, 4]),
+            box_indices,
+            [self.crop_size, self.crop_size],
+            implementation=self.implementation,
+        )
         return tf.cast(crops, dtype)
 
     def compute_output_shape(self, features_shape, rois_shape):
         return (None, self.crop_size, self.crop_size, features_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "crop_size": self.crop_size,
-                "spatial_scale": self.spatial_scale, "implementation": self.implementation}
+        return {
+            **super().get_config(),
+            "crop_size": self.crop_size,
+            "spatial_scale": self.spatial_scale,
+            "implementation": self.implementation,
+        }
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
@@ -97,17 +105,31 @@ class RFCNHead:
 
     map_names = ("class_maps", "box_maps")
 
-    def __init__(self, num_classes, conv5, k=7, channels=1024, psroi_mode="align",
-                 samples_per_bin=2, spatial_scale=1.0 / 16, implementation="crop_and_resize"):
+    def __init__(
+        self,
+        num_classes,
+        conv5,
+        k=7,
+        channels=1024,
+        psroi_mode="align",
+        samples_per_bin=2,
+        spatial_scale=1.0 / 16,
+        implementation="crop_and_resize",
+    ):
         init = keras.initializers.RandomNormal(stddev=0.01)
         self.conv5 = conv5
         self.reduce = keras.layers.Conv2D(channels, 1, activation="relu", name="reduce")
-        self.class_maps = keras.layers.Conv2D(k * k * (num_classes + 1), 1,
-                                              kernel_initializer=init, name="class_maps")
-        self.box_maps = keras.layers.Conv2D(4 * k * k, 1, kernel_initializer=init,
-                                            name="box_maps")
-        pool = dict(k=k, spatial_scale=spatial_scale, samples_per_bin=samples_per_bin,
-                    mode=psroi_mode, implementation=implementation)
+        self.class_maps = keras.layers.Conv2D(
+            k * k * (num_classes + 1), 1, kernel_initializer=init, name="class_maps"
+        )
+        self.box_maps = keras.layers.Conv2D(4 * k * k, 1, kernel_initializer=init, name="box_maps")
+        pool = dict(
+            k=k,
+            spatial_scale=spatial_scale,
+            samples_per_bin=samples_per_bin,
+            mode=psroi_mode,
+            implementation=implementation,
+        )
         self.class_pool = PSRoIPool(**pool, name="class_pool")
         self.box_pool = PSRoIPool(**pool, name="box_pool")
         self.class_vote = Vote(name="class_vote")
@@ -118,8 +140,10 @@ class RFCNHead:
         return {"class_maps": self.class_maps(x), "box_maps": self.box_maps(x)}
 
     def per_roi(self, maps, rois):
-        return (self.class_vote(self.class_pool(maps["class_maps"], rois)),
-                self.box_vote(self.box_pool(maps["box_maps"], rois)))
+        return (
+            self.class_vote(self.class_pool(maps["class_maps"], rois)),
+            self.box_vote(self.box_pool(maps["box_maps"], rois)),
+        )
 
 
 class FasterRCNNHead:
@@ -128,16 +152,20 @@ class FasterRCNNHead:
 
     map_names = ("conv4",)
 
-    def __init__(self, num_classes, conv5, crop_size=14, spatial_scale=1.0 / 16,
-                 implementation="crop_and_resize"):
+    def __init__(
+        self, num_classes, conv5, crop_size=14, spatial_scale=1.0 / 16, implementation="crop_and_resize"
+    ):
         self.conv5 = conv5
         self.crops = RoIAlign(crop_size, spatial_scale, implementation, name="roi_align")
         self.pool = keras.layers.GlobalAveragePooling2D(name="avg_pool")
         self.class_logits = keras.layers.Dense(
-            num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-            name="class_logits")
+            num_classes + 1,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name="class_logits",
+        )
         self.box_deltas = keras.layers.Dense(
-            4, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="box_deltas")
+            4, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="box_deltas"
+        )
         self.class_rows = UnflattenRoIs(name="class_per_roi")
         self.box_rows = UnflattenRoIs(name="box_per_roi")
 
@@ -146,5 +174,4 @@ class FasterRCNNHead:
 
     def per_roi(self, maps, rois):
         x = self.pool(self.conv5(self.crops(maps["conv4"], rois)))
-        return (self.class_rows(self.class_logits(x), rois),
-                self.box_rows(self.box_deltas(x), rois))
+        return (self.class_rows(self.class_logits(x), rois), self.box_rows(self.box_deltas(x), rois))

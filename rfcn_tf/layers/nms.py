@@ -23,8 +23,13 @@ def nms(boxes, scores, max_output, iou_threshold, score_threshold):
     """One image: ``[N, 4]``, ``[N]`` → kept indices ``[max_output]`` (0-padded, best first)
     and their count; only scores above ``score_threshold`` are kept."""
     keep, count = tf.raw_ops.NonMaxSuppressionV4(
-        boxes=boxes, scores=scores, max_output_size=max_output, iou_threshold=iou_threshold,
-        score_threshold=score_threshold, pad_to_max_output_size=True)
+        boxes=boxes,
+        scores=scores,
+        max_output_size=max_output,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        pad_to_max_output_size=True,
+    )
     return keep, count  # a plain tuple: tf.map_fn's signature does not match the namedtuple
 
 
@@ -36,8 +41,10 @@ def nms_per_image(boxes, scores, max_output, iou_threshold, score_threshold):
     the same boxes.
     """
     return per_image(
-        lambda b, s: nms(b, s, max_output, iou_threshold, score_threshold), (boxes, scores),
-        (tf.TensorSpec([max_output], tf.int32), tf.TensorSpec([], tf.int32)))
+        lambda b, s: nms(b, s, max_output, iou_threshold, score_threshold),
+        (boxes, scores),
+        (tf.TensorSpec([max_output], tf.int32), tf.TensorSpec([], tf.int32)),
+    )
 
 
 def per_class_nms(boxes, scores, image_sizes, max_output, iou_threshold, score_threshold):
@@ -50,6 +57,7 @@ def per_class_nms(boxes, scores, image_sizes, max_output, iou_threshold, score_t
     side + 1)``, so boxes of different classes never overlap and one greedy pass suppresses
     within each class only.
     """
+
     def one(image_boxes, image_scores, size):
         classes = tf.shape(image_scores)[1]
         flat = tf.reshape(image_scores, [-1])  # candidate r·C + c
@@ -57,14 +65,20 @@ def per_class_nms(boxes, scores, image_sizes, max_output, iou_threshold, score_t
         label = tf.range(tf.size(flat)) % classes
         candidates = tf.gather(image_boxes, roi)
         shift = tf.cast(label, tf.float32) * tf.cast(tf.reduce_max(size) + 1, tf.float32)
-        keep, count = nms(candidates + shift[:, None], flat, max_output, iou_threshold,
-                          score_threshold)
+        keep, count = nms(candidates + shift[:, None], flat, max_output, iou_threshold, score_threshold)
         present = tf.range(max_output) < count
         kept_boxes = tf.where(present[:, None], tf.gather(candidates, keep), 0.0)
         kept_scores = tf.where(present, tf.gather(flat, keep), 0.0)
         kept_labels = tf.where(present, tf.gather(label, keep), 0)
         return kept_boxes, kept_scores, kept_labels, count
 
-    return per_image(one, (boxes, scores, image_sizes), (
-        tf.TensorSpec([max_output, 4], tf.float32), tf.TensorSpec([max_output], tf.float32),
-        tf.TensorSpec([max_output], tf.int32), tf.TensorSpec([], tf.int32)))
+    return per_image(
+        one,
+        (boxes, scores, image_sizes),
+        (
+            tf.TensorSpec([max_output, 4], tf.float32),
+            tf.TensorSpec([max_output], tf.float32),
+            tf.TensorSpec([max_output], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )

@@ -20,8 +20,16 @@ class ProposalLayer(keras.layers.Layer):
     image gives the same proposals alone or in a padded batch.
     """
 
-    def __init__(self, pre_nms_train=6000, post_nms_train=300, pre_nms_test=6000,
-                 post_nms_test=300, nms_iou=0.7, min_size=0.0, **kwargs):
+    def __init__(
+        self,
+        pre_nms_train=6000,
+        post_nms_train=300,
+        pre_nms_test=6000,
+        post_nms_test=300,
+        nms_iou=0.7,
+        min_size=0.0,
+        **kwargs,
+    ):
         kwargs.setdefault("dtype", "float32")  # boxes stay float32 under mixed precision
         super().__init__(**kwargs)
         self.pre_nms_train = int(pre_nms_train)
@@ -59,7 +67,12 @@ class ProposalLayer(keras.layers.Layer):
         return tf.stop_gradient(proposals), tf.stop_gradient(scores), valid
 
     def get_config(self):
-        return {**super().get_config(), "pre_nms_train": self.pre_nms_train,
-                "post_nms_train": self.post_nms_train, "pre_nms_test": self.pre_nms_test,
-                "post_nms_test": self.post_nms_test, "nms_iou": self.nms_iou,
-                "min_size": self.min_size}
+        return {
+            **super().get_config(),
+            "pre_nms_train": self.pre_nms_train,
+            "post_nms_train": self.post_nms_train,
+            "pre_nms_test": self.pre_nms_test,
+            "post_nms_test": self.post_nms_test,
+            "nms_iou": self.nms_iou,
+            "min_size": self.min_size,
+        }

@@ -66,8 +66,15 @@ class PSRoIPool(keras.layers.Layer):
     constants (the paper's approximate joint training).
     """
 
-    def __init__(self, k=7, spatial_scale=1.0 / 16, samples_per_bin=2, mode="align",
-                 implementation="crop_and_resize", **kwargs):
+    def __init__(
+        self,
+        k=7,
+        spatial_scale=1.0 / 16,
+        samples_per_bin=2,
+        mode="align",
+        implementation="crop_and_resize",
+        **kwargs,
+    ):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.k = _positive_int(k, "k")
@@ -76,17 +83,14 @@ class PSRoIPool(keras.layers.Layer):
             raise ValueError(f"PSRoIPool: `mode` must be one of {_MODES}, got {mode!r}")
         self.mode = mode
         if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"PSRoIPool: `implementation` must be one of {IMPLEMENTATIONS}, "
-                             f"got {implementation!r}")
+            raise ValueError(
+                f"PSRoIPool: `implementation` must be one of {IMPLEMENTATIONS}, got {implementation!r}"
+            )
         self.implementation = implementation
         if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, numbers.Real):
-            raise ValueError(
-                f"PSRoIPool: `spatial_scale` must be a positive number, got {spatial_scale!r}"
-            )
+            raise ValueError(f"PSRoIPool: `spatial_scale` must be a positive number, got {spatial_scale!r}")
         if not (math.isfinite(spatial_scale) and spatial_scale > 0):
-            raise ValueError(
-                f"PSRoIPool: `spatial_scale` must be a positive number, got {spatial_scale!r}"
-            )
+            raise ValueError(f"PSRoIPool: `spatial_scale` must be a positive number, got {spatial_scale!r}")
         self.spatial_scale = float(spatial_scale)
 
     def get_config(self):
@@ -106,24 +110,21 @@ class PSRoIPool(keras.layers.Layer):
         rois_shape = tf.TensorShape(rois_shape)
         if score_maps_shape.rank != 4:
             raise ValueError(
-                "PSRoIPool: `score_maps` must have rank 4 [B, H, W, k*k*D], "
-                f"got shape {score_maps_shape}"
+                f"PSRoIPool: `score_maps` must have rank 4 [B, H, W, k*k*D], got shape {score_maps_shape}"
             )
         if rois_shape.rank != 3 or rois_shape[-1] not in (None, 4):
             raise ValueError(f"PSRoIPool: `rois` must have shape [B, R, 4], got {rois_shape}")
         batch_maps, batch_rois = score_maps_shape[0], rois_shape[0]
         if batch_maps is not None and batch_rois is not None and batch_maps != batch_rois:
             raise ValueError(
-                f"PSRoIPool: batch size of `rois` ({batch_rois}) does not match "
-                f"`score_maps` ({batch_maps})"
+                f"PSRoIPool: batch size of `rois` ({batch_rois}) does not match `score_maps` ({batch_maps})"
             )
         channels = score_maps_shape[-1]
         if channels is None:
             return None
         if channels % (self.k * self.k):
             raise ValueError(
-                f"PSRoIPool: `score_maps` channels ({channels}) must be divisible by "
-                f"k*k = {self.k * self.k}"
+                f"PSRoIPool: `score_maps` channels ({channels}) must be divisible by k*k = {self.k * self.k}"
             )
         return channels // (self.k * self.k)
 
@@ -144,11 +145,13 @@ class PSRoIPool(keras.layers.Layer):
         rois_shape = tf.shape(rois)
         checks = [
             tf.debugging.assert_equal(
-                rois_shape[0], batch,
+                rois_shape[0],
+                batch,
                 message="PSRoIPool: batch size of `rois` does not match `score_maps`",
             ),
             tf.debugging.assert_equal(
-                channels % k2, 0,
+                channels % k2,
+                0,
                 message=f"PSRoIPool: `score_maps` channels must be divisible by k*k = {k2}",
             ),
         ]
@@ -157,9 +160,7 @@ class PSRoIPool(keras.layers.Layer):
             score_maps = tf.identity(score_maps)
             rois = tf.identity(rois)
         rois = tf.stop_gradient(tf.cast(rois, tf.float32))
-        rois = tf.debugging.assert_all_finite(
-            rois, "PSRoIPool: `rois` contains NaN or Inf"
-        )
+        rois = tf.debugging.assert_all_finite(rois, "PSRoIPool: `rois` contains NaN or Inf")
         depth = channels // k2
 
         # Each bin's D-channel group becomes its own image: [B*k², H, W, D].
@@ -202,9 +203,7 @@ class PSRoIPool(keras.layers.Layer):
             axis=-1,
         )
         # Box (b, r, i, j) reads image b·k² + i·k + j of the regrouped maps.
-        box_indices = tf.range(batch)[:, None, None, None] * k2 + tf.reshape(
-            tf.range(k2), [1, 1, k, k]
-        )
+        box_indices = tf.range(batch)[:, None, None, None] * k2 + tf.reshape(tf.range(k2), [1, 1, k, k])
         box_indices = tf.broadcast_to(box_indices, grid)
         crops = crop_and_resize(
             maps,
@@ -215,9 +214,7 @@ class PSRoIPool(keras.layers.Layer):
         )  # [B*R*k², n, n, D]
         values = tf.reduce_mean(crops, axis=[1, 2])
         values = tf.reshape(values, [batch, rois_shape[1], k, k, depth])
-        values.set_shape(
-            [score_maps.shape[0] or rois.shape[0], rois.shape[1], k, k, static_depth]
-        )
+        values.set_shape([score_maps.shape[0] or rois.shape[0], rois.shape[1], k, k, static_depth])
         return tf.cast(values, self.compute_dtype)
 
     def _align_positions(self, lo, hi):
@@ -226,8 +223,10 @@ class PSRoIPool(keras.layers.Layer):
         bin_size = (hi - lo) * (self.spatial_scale / k)
         start = lo * self.spatial_scale - 0.5
         offsets = (tf.range(n, dtype=tf.float32) + 0.5) / n  # within a bin, in bins
-        return (start[..., None, None]
-                + (tf.range(k, dtype=tf.float32)[:, None] + offsets) * bin_size[..., None, None])
+        return (
+            start[..., None, None]
+            + (tf.range(k, dtype=tf.float32)[:, None] + offsets) * bin_size[..., None, None]
+        )
 
     def _align_samples(self, lo, hi, size, padded_size):
         """For n ≤ 2, the samples themselves as crop corners normalised to the (padded) map:

@@ -11,12 +11,15 @@ def rpn_head(features, num_anchors, channels=512):
     """conv4 ``[B, h, w, C]`` (a KerasTensor) → objectness logits ``[B, h, w, A]`` and
     deltas ``[B, h, w, 4A]`` (``dy, dx, dh, dw`` per anchor), as graph layers."""
     init = keras.initializers.RandomNormal(stddev=0.01)
-    x = keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
-                            kernel_initializer=init, name="rpn_conv")(features)
-    logits = keras.layers.Conv2D(num_anchors, 1, kernel_initializer=init,
-                                 name="rpn_objectness", dtype="float32")(x)
-    deltas = keras.layers.Conv2D(4 * num_anchors, 1, kernel_initializer=init,
-                                 name="rpn_deltas", dtype="float32")(x)
+    x = keras.layers.Conv2D(
+        channels, 3, padding="same", activation="relu", kernel_initializer=init, name="rpn_conv"
+    )(features)
+    logits = keras.layers.Conv2D(
+        num_anchors, 1, kernel_initializer=init, name="rpn_objectness", dtype="float32"
+    )(x)
+    deltas = keras.layers.Conv2D(
+        4 * num_anchors, 1, kernel_initializer=init, name="rpn_deltas", dtype="float32"
+    )(x)
     return logits, deltas
 
 
@@ -24,8 +27,10 @@ def flatten_rpn(logits, deltas):
     """``[B, h, w, A]``, ``[B, h, w, 4A]`` → ``[B, h·w·A]``, ``[B, h·w·A, 4]`` (the order of
     ``anchor_grid``)."""
     batch = tf.shape(logits)[0]
-    return (tf.reshape(tf.cast(logits, tf.float32), [batch, -1]),
-            tf.reshape(tf.cast(deltas, tf.float32), [batch, -1, 4]))
+    return (
+        tf.reshape(tf.cast(logits, tf.float32), [batch, -1]),
+        tf.reshape(tf.cast(deltas, tf.float32), [batch, -1, 4]),
+    )
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
@@ -48,5 +53,9 @@ class AnchorGrid(keras.layers.Layer):
         return (None, 4)
 
     def get_config(self):
-        return {**super().get_config(), "stride": self.stride, "scales": list(self.scales),
-                "ratios": list(self.ratios)}
+        return {
+            **super().get_config(),
+            "stride": self.stride,
+            "scales": list(self.scales),
+            "ratios": list(self.ratios),
+        }

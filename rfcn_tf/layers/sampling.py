@@ -11,16 +11,18 @@ import tensorflow as tf
 IMPLEMENTATIONS = ("crop_and_resize", "gather")
 
 
-def crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_value=0.0,
-                    implementation="crop_and_resize"):
+def crop_and_resize(
+    image, boxes, box_indices, crop_size, extrapolation_value=0.0, implementation="crop_and_resize"
+):
     """``tf.image.crop_and_resize(image, boxes, box_indices, crop_size, "bilinear",
     extrapolation_value)`` by ``implementation`` (one of ``IMPLEMENTATIONS``)."""
     if implementation == "gather":
         return gather_crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_value)
     if implementation != "crop_and_resize":
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    return tf.image.crop_and_resize(image, boxes, box_indices, crop_size, method="bilinear",
-                                    extrapolation_value=extrapolation_value)
+    return tf.image.crop_and_resize(
+        image, boxes, box_indices, crop_size, method="bilinear", extrapolation_value=extrapolation_value
+    )
 
 
 def gather_crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_value=0.0):

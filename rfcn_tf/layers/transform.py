@@ -58,8 +58,11 @@ class ImageResizer(keras.layers.Layer):
             return tf.pad(out, [[0, canvas[0] - new[0]], [0, canvas[1] - new[1]], [0, 0]])
 
         def resize_each():
-            return tf.map_fn(one, (images, image_sizes, target),
-                             fn_output_signature=tf.TensorSpec([None, None, 3], tf.float32))
+            return tf.map_fn(
+                one,
+                (images, image_sizes, target),
+                fn_output_signature=tf.TensorSpec([None, None, 3], tf.float32),
+            )
 
         resized = tf.cond(tf.reduce_all(target == image_sizes), lambda: images, resize_each)
         return resized, target, scales
@@ -83,8 +86,12 @@ class ImageResizer(keras.layers.Layer):
         return tf.transpose(planes, [0, 2, 3, 1]), sizes, scales
 
     def get_config(self):
-        return {**super().get_config(), "min_side": list(self.min_side),
-                "max_side": self.max_side, "portable": self.portable}
+        return {
+            **super().get_config(),
+            "min_side": list(self.min_side),
+            "max_side": self.max_side,
+            "portable": self.portable,
+        }
 
 
 def _resize_matrix(size, new_size):
