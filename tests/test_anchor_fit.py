@@ -268,7 +268,13 @@ def test_init_with_other_anchors_keeps_the_weights(tmp_path):
 
     source = RFCN(config=RFCNConfig.small(num_classes=1, class_names=("rail",), min_side=64, max_side=64))
     source.save(tmp_path / "init.keras")
-    args = argparse.Namespace(init=str(tmp_path / "init.keras"), freeze_stages=None)
+    args = argparse.Namespace(
+        init=str(tmp_path / "init.keras"),
+        freeze_stages=None,
+        max_detections=None,
+        proposals=None,
+        score_threshold=None,
+    )
     fitted = {"anchor_scales": (5.0, 9.0, 20.0, 40.0), "anchor_ratios": (0.2, 1.0, 5.0)}
     seen = []
 
