@@ -150,7 +150,7 @@ def test_train_builds_the_model_with_the_settings(keras_path, voc):
 
     flags = ["--max-detections", "300", "--proposals", "2000", "--score-threshold", "0.2"]
     args = build_parser().parse_args(["train", "--small", "--dataset", str(voc), *flags])
-    _, config = _build_model(args, NAMES, {})
+    _, config = _build_model(args, NAMES, {}, lambda config: {})
     assert (
         config.max_detections,
         config.rpn_post_nms_test,
@@ -158,7 +158,7 @@ def test_train_builds_the_model_with_the_settings(keras_path, voc):
         config.score_threshold,
     ) == (300, 2000, 2000, 0.2)
     args = build_parser().parse_args(["train", "--init", str(keras_path), "--dataset", str(voc), *flags])
-    model, config = _build_model(args, NAMES, {})  # --init: rebuilt, the weights kept
+    model, config = _build_model(args, NAMES, {}, lambda config: {})  # --init: rebuilt, the weights kept
     assert (config.max_detections, config.rpn_post_nms_test) == (300, 2000)
     source = keras.models.load_model(keras_path)
     for a, b in zip(model.get_weights(), source.get_weights()):
