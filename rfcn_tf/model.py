@@ -19,7 +19,8 @@ the same graph as three views — resize + preprocess, the convolutions under XL
 """
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from rfcn_tf import losses, targets
 from rfcn_tf.backbones import build_backbone
@@ -36,6 +37,7 @@ from rfcn_tf.layers.heads import FasterRCNNHead, RFCNHead
 from rfcn_tf.layers.proposals import ProposalLayer
 from rfcn_tf.layers.rpn import AnchorGrid, flatten_rpn, rpn_head
 from rfcn_tf.layers.transform import ImageResizer, Preprocess
+from rfcn_tf.ops import on_tensorflow
 
 LOSS_NAMES = ("rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss")
 # The layout of get_config(); a .keras file of another layout cannot be rebuilt.
@@ -156,6 +158,7 @@ class RFCN(keras.Model):
         )
         object.__setattr__(self, "_detect_model", keras.Model(after, detections, name="rfcn_detect"))
         object.__setattr__(self, "_jit_convolutions", None)  # a tf.function once compiled for XLA
+        object.__setattr__(self, "_traced_step", None)  # see _sampling_step
 
     @property
     def features_model(self):
@@ -189,14 +192,22 @@ class RFCN(keras.Model):
 
     @property
     def jit_compile(self):
-        """Always False: Keras's whole training step cannot be XLA-compiled (the resize's
-        ScaleAndTranslate and crop_and_resize have no XLA kernels). ``compile(jit_compile=
-        True)`` (or Keras's ``"auto"`` on a GPU) compiles the convolutions instead —
-        backbone, RPN and score maps, forward and backward; see ``jit_compile_convolutions``."""
+        """On TensorFlow always False: Keras's whole training step cannot be XLA-compiled
+        there (the resize's ScaleAndTranslate and crop_and_resize have no XLA kernels), so
+        ``compile(jit_compile=True)`` (or Keras's ``"auto"`` on a GPU) compiles the
+        convolutions instead — backbone, RPN and score maps, forward and backward; see
+        ``jit_compile_convolutions``. On JAX the whole step is jitted (Keras's default)."""
+        if not on_tensorflow():
+            return keras.Model.jit_compile.fget(self)
         return False
 
     @jit_compile.setter
     def jit_compile(self, value):
+        if not on_tensorflow():
+            keras.Model.jit_compile.fset(self, value)
+            return
+        import tensorflow as tf
+
         convs = None
         if value:
             convs = tf.function(
@@ -219,6 +230,11 @@ class RFCN(keras.Model):
             return self._features(inputs, training=True)
         if inputs["image_sizes"] is None:
             return self._detect(inputs["images"])
+        if not on_tensorflow():
+            # A padded batch's resized canvas would have a data-dependent size, which JAX
+            # cannot trace: the graph takes the batch as it is, at the model's scale (what
+            # the data pipelines give); predict() detects other padded batches per image.
+            return super().call(inputs, training=False)
         return detect_each_if_padded(
             self._detect, inputs["images"], inputs["image_sizes"], self.config.max_detections
         )
@@ -251,7 +267,22 @@ class RFCN(keras.Model):
         check_predict_input(x)
         if x["image_sizes"] is None:
             x = {"images": x["images"]}
+        elif not on_tensorflow() and hasattr(x["images"], "shape"):
+            return self._predict_by_size(x, *args, **kwargs)
         return super().predict(x, *args, **kwargs)
+
+    def _predict_by_size(self, x, *args, **kwargs):
+        """``predict`` of a zero-padded batch off TensorFlow: each image cut to its size,
+        images of one size predicted together, the results back in the batch's order."""
+        images = ops.convert_to_numpy(x["images"])
+        sizes = [tuple(int(v) for v in size) for size in ops.convert_to_numpy(x["image_sizes"])]
+        results = [None] * len(sizes)
+        for size in dict.fromkeys(sizes):
+            rows = [i for i, s in enumerate(sizes) if s == size]
+            out = super().predict({"images": images[rows, : size[0], : size[1]]}, *args, **kwargs)
+            for j, i in enumerate(rows):
+                results[i] = {name: value[j] for name, value in out.items()}
+        return {name: np.stack([r[name] for r in results]) for name in results[0]}
 
     def explain(self, images, boxes):
         """What R-FCN votes with, for pictures. ``boxes [B, R, 4]``: yxyx pixels of the
@@ -261,7 +292,7 @@ class RFCN(keras.Model):
         if self.config.head != "rfcn":
             raise ValueError("explain() needs the R-FCN head (position-sensitive score maps)")
         raw = self._features_model(as_model_inputs(images), training=False)
-        rois = tf.cast(boxes, tf.float32) * tf.tile(raw["scales"], [1, 2])[:, None, :]
+        rois = ops.cast(boxes, "float32") * ops.tile(raw["scales"], [1, 2])[:, None, :]
         bins = self.get_layer("class_pool")(raw["class_maps"], rois)
         return {"class_maps": raw["class_maps"], "class_bins": bins, "rois": rois}
 
@@ -269,11 +300,12 @@ class RFCN(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         cfg = self.config
         raw = y_pred
+        if "rpn_logits" not in raw:  # JAX's test_step passes the detections
+            raw = self._features(as_model_inputs(x), training=False)
         gt_boxes, gt_labels = unpack_targets(y, cfg.num_classes, cfg.bounding_box_format)
-        gt_boxes = gt_boxes * tf.tile(raw["scales"], [1, 2])[:, None, :]  # → resized pixels
-        step = self.optimizer.iterations if self.optimizer is not None else 0
-        seed = tf.stack([tf.constant(cfg.seed, tf.int64), tf.cast(step, tf.int64)])
-        first_row = _first_image_index(tf.shape(raw["image_sizes"])[0])
+        gt_boxes = gt_boxes * ops.tile(raw["scales"], [1, 2])[:, None, :]  # → resized pixels
+        seed = ops.stack([ops.convert_to_tensor(cfg.seed, "int32"), ops.cast(self._sampling_step(), "int32")])
+        first_row = _first_image_index(ops.shape(raw["image_sizes"])[0])
 
         rpn_logits, rpn_deltas = flatten_rpn(raw["rpn_logits"], raw["rpn_deltas"])
         anchor_labels, anchor_targets = targets.assign_anchor_targets(
@@ -323,20 +355,46 @@ class RFCN(keras.Model):
         named = dict(zip(LOSS_NAMES, (rpn_cls, rpn_box, cls_loss, box_loss)))
         for name, value in named.items():
             self.loss_trackers[name].update_state(value)
-        total = tf.add_n(list(named.values()))
+        total = sum(named.values())
         if self.losses:
-            total += tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
-        return total / tf.distribute.get_strategy().num_replicas_in_sync
+            total += sum(ops.cast(l, "float32") for l in self.losses)
+        return total / _replicas_in_sync()
 
-    def test_step(self, data):
-        """Like Keras's, but the losses need the raw tensors, not the detections."""
+    def _sampling_step(self):
+        """The training step the samplers are seeded with (with ``config.seed``): the
+        optimizer's iteration count, so a resumed run draws what an unbroken one would.
+
+        JAX's jitted step passes the optimizer's state as arguments; reading
+        ``optimizer.iterations`` there would give the value at tracing, a constant, so the
+        traced value ``compute_loss_and_updates`` was given is used instead."""
+        if self._traced_step is not None:
+            return self._traced_step
+        return self.optimizer.iterations if self.optimizer is not None else 0
+
+    def compute_loss_and_updates(self, *args, optimizer_variables=None, **kwargs):
+        # JAX trainer only (see _sampling_step).
+        step = None
+        if optimizer_variables is not None and self.optimizer is not None:
+            index = [i for i, v in enumerate(self.optimizer.variables) if v is self.optimizer.iterations]
+            step = optimizer_variables[index[0]] if index else None
+        object.__setattr__(self, "_traced_step", step)
+        try:
+            return super().compute_loss_and_updates(*args, optimizer_variables=optimizer_variables, **kwargs)
+        finally:
+            object.__setattr__(self, "_traced_step", None)
+
+    def test_step(self, *args):
+        """Like Keras's, but the losses need the raw tensors, not the detections. (JAX's
+        stateless ``test_step(state, data)`` is Keras's own: ``compute_loss`` then gets the
+        detections and computes the raw tensors itself.)"""
+        if keras.backend.backend() == "jax":
+            return super().test_step(*args)
+        (data,) = args
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = as_model_inputs(x)
         raw = self._features(x, training=False)
         loss = self.compute_loss(x, y, raw, sample_weight, training=False)
-        self._loss_tracker.update_state(
-            loss * tf.distribute.get_strategy().num_replicas_in_sync, sample_weight=tf.shape(x["images"])[0]
-        )
+        self._loss_tracker.update_state(loss * _replicas_in_sync(), sample_weight=ops.shape(x["images"])[0])
         return self.get_metrics_result()
 
     # ---------------------------------------------------------------- saving
@@ -358,9 +416,23 @@ class RFCN(keras.Model):
         return cls(config=RFCNConfig.from_dict(config["config"]), name=config.get("name", "rfcn"))
 
 
+def _replicas_in_sync():
+    """The replica count of the TensorFlow distribution strategy (1 elsewhere: JAX's
+    ``keras.distribution`` computes the loss on the global batch)."""
+    if not on_tensorflow():
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def _first_image_index(local_batch):
-    """The global index of this replica's first image (0 outside a distribution strategy):
-    replica r of a strategy holds images r·B .. r·B + B − 1 of the global batch."""
+    """The global index of this replica's first image (0 outside a TensorFlow distribution
+    strategy): replica r of a strategy holds images r·B .. r·B + B − 1 of the global batch."""
+    if not on_tensorflow():
+        return 0
+    import tensorflow as tf
+
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return 0
