@@ -48,3 +48,26 @@ def fit_and_save(model_path, out_path, images, boxes, labels, steps):
     out = {f"det_{k}": v for k, v in model.predict(images, verbose=0).items()}
     out["loss"] = np.asarray(history.history["loss"], np.float32)
     return out
+
+
+def data_parallel_step(model_path, images, boxes, labels):
+    """One SGD step on the global batch under ``keras.distribution.DataParallel`` over every
+    JAX device (the test starts 2 virtual CPU devices), and the same step on one device from
+    the same weights → both models' weights, flattened in order."""
+    import jax
+
+    devices = jax.devices()
+    data = ({"images": images}, {"boxes": boxes, "labels": labels})
+    out = {"devices": np.asarray(len(devices))}
+    for tag, distribution in (
+        ("single", None),
+        ("parallel", keras.distribution.DataParallel(devices=devices)),
+    ):
+        keras.distribution.set_distribution(distribution)
+        model = keras.saving.load_model(str(model_path))
+        model.compile(optimizer=keras.optimizers.SGD(0.01))
+        model.fit(*data, batch_size=len(images), epochs=1, verbose=0, shuffle=False)
+        for i, weight in enumerate(model.weights):
+            out[f"{tag}/{i}"] = keras.ops.convert_to_numpy(weight)
+    keras.distribution.set_distribution(None)
+    return out

@@ -124,3 +124,32 @@ def test_trained_under_jax_detects_the_same_under_tensorflow(tmp_path):
         np.testing.assert_array_equal(out["labels"], jax_run["det_labels"])
         np.testing.assert_allclose(out["boxes"], jax_run["det_boxes"], rtol=0, atol=1e-3)
         np.testing.assert_allclose(out["confidence"], jax_run["det_confidence"], rtol=0, atol=1e-4)
+
+
+def test_jax_data_parallel_step_equals_one_device(tmp_path, monkeypatch):
+    """``keras.distribution.DataParallel`` over 2 (virtual CPU) JAX devices: one step on the
+    global batch of 2 gives the weights one device gives on the same batch. The two differ
+    only in the order of the gradient's sum over the batch (each device reduces its half,
+    then the halves are added), float32 rounding far below 1e-5 of a weight's scale."""
+    path = tmp_path / "start.keras"
+    _model("rfcn", seed=4).save(path)
+    images, boxes, labels = _batch()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    out = on_backend(
+        "jax",
+        "tests.backend_cases_model:data_parallel_step",
+        tmp_path,
+        dict(model_path=str(path)),
+        images=images,
+        boxes=boxes,
+        labels=labels,
+    )
+    assert int(out["devices"]) == 2
+    start = keras.saving.load_model(path).weights
+    moved = 0
+    for i, weight in enumerate(start):
+        single, parallel = out[f"single/{i}"], out[f"parallel/{i}"]
+        scale = max(float(np.abs(single).max()), 1e-3)
+        np.testing.assert_allclose(parallel, single, rtol=0, atol=1e-5 * scale, err_msg=weight.path)
+        moved += not np.array_equal(single, keras.ops.convert_to_numpy(weight))
+    assert moved > len(start) // 4  # the step changed the model
