@@ -23,8 +23,9 @@ def is_missing_tensorflow(error):
 def needs_tensorflow(feature, error=None):
     """The ``ModuleNotFoundError`` for ``feature`` (what the user asked for) without TensorFlow."""
     missing = error.name if error is not None and error.name else "tensorflow"
+    other = " (or set KERAS_BACKEND=jax or torch)" if keras_backend() == "tensorflow" else ""
     return ModuleNotFoundError(
-        f"{feature} needs TensorFlow ({missing!r} is not installed): {INSTALL}", name=missing
+        f"{feature} needs TensorFlow ({missing!r} is not installed): {INSTALL}{other}", name=missing
     )
 
 
