@@ -1,28 +1,48 @@
-"""rfcn_tf: R-FCN object detection (Dai et al., NIPS 2016) for Keras 3 / TensorFlow 2."""
+"""rfcn_tf: R-FCN object detection (Dai et al., NIPS 2016) for Keras 3.
 
-import importlib.util
+Under the TensorFlow backend (Keras's default) importing the package imports everything, as
+it always has: the model's classes are registered for ``keras.models.load_model`` and the
+``rfcn_shapes`` TFDS dataset for ``tfds.builder``. Under another backend (``KERAS_BACKEND=jax``
+or ``torch``), or without TensorFlow installed, each name below is imported on first use
+(PEP 562), so the package imports without TensorFlow and without choosing Keras's backend
+(``rfcn-tf --backend`` sets it after this import); a TensorFlow-only feature (exports,
+``freeze_for_inference``, ``distribution``, ``data.make_pipeline``…) then raises a
+``ModuleNotFoundError`` naming itself and the extra to install.
+"""
 
-if importlib.util.find_spec("tensorflow") is None:
-    raise ModuleNotFoundError(
-        "rfcn_tf needs TensorFlow, which is installed by an extra: "
-        "pip install 'rfcn_tf[cpu]' (tensorflow-cpu) or 'rfcn_tf[gpu]' (tensorflow[and-cuda])",
-        name="tensorflow",
-    )
+from rfcn_tf import _optional
+from rfcn_tf._version import __version__
 
-from rfcn_tf import (
-    data,  # noqa: E402  (registers the rfcn_shapes TFDS dataset)
-    distribution,  # noqa: E402
-)
-from rfcn_tf._version import __version__  # noqa: E402
-from rfcn_tf.config import RFCNConfig  # noqa: E402
-from rfcn_tf.decoding import with_decoding  # noqa: E402
-from rfcn_tf.export import export_onnx, export_saved_model, export_tflite  # noqa: E402
-from rfcn_tf.frozen import freeze_for_inference  # noqa: E402
-from rfcn_tf.inputs import pack_images  # noqa: E402
-from rfcn_tf.layers import PSRoIPool  # noqa: E402
-from rfcn_tf.loading import load_detector  # noqa: E402
-from rfcn_tf.model import RFCN  # noqa: E402
-from rfcn_tf.tiling import predict_tiled, tile_grid  # noqa: E402
+# name → (module, attribute or None for the module itself, what the error calls it);
+# in the order the package imported them eagerly before.
+_NAMES = {
+    "data": ("rfcn_tf.data", None, "rfcn_tf.data"),
+    "distribution": ("rfcn_tf.distribution", None, "tf.distribute strategies (rfcn_tf.distribution)"),
+    "RFCNConfig": ("rfcn_tf.config", "RFCNConfig", "rfcn_tf.RFCNConfig"),
+    "with_decoding": ("rfcn_tf.decoding", "with_decoding", "rfcn_tf.with_decoding"),
+    "export_onnx": ("rfcn_tf.export", "export_onnx", "ONNX export (rfcn_tf.export_onnx)"),
+    "export_saved_model": (
+        "rfcn_tf.export",
+        "export_saved_model",
+        "SavedModel export (rfcn_tf.export_saved_model)",
+    ),
+    "export_tflite": ("rfcn_tf.export", "export_tflite", "TFLite export (rfcn_tf.export_tflite)"),
+    "freeze_for_inference": (
+        "rfcn_tf.frozen",
+        "freeze_for_inference",
+        "rfcn_tf.freeze_for_inference (a frozen TF graph)",
+    ),
+    "pack_images": ("rfcn_tf.inputs", "pack_images", "rfcn_tf.pack_images"),
+    "PSRoIPool": ("rfcn_tf.layers", "PSRoIPool", "rfcn_tf.PSRoIPool"),
+    "load_detector": (
+        "rfcn_tf.loading",
+        "load_detector",
+        "rfcn_tf.load_detector (.keras and SavedModel loading)",
+    ),
+    "RFCN": ("rfcn_tf.model", "RFCN", "rfcn_tf.RFCN"),
+    "predict_tiled": ("rfcn_tf.tiling", "predict_tiled", "tiled prediction (rfcn_tf.predict_tiled)"),
+    "tile_grid": ("rfcn_tf.tiling", "tile_grid", "tiled prediction (rfcn_tf.tile_grid)"),
+}
 
 __all__ = [
     "PSRoIPool",
@@ -41,3 +61,5 @@ __all__ = [
     "tile_grid",
     "with_decoding",
 ]
+__getattr__, __dir__, _eager = _optional.lazy_names(globals(), _NAMES)
+_eager()

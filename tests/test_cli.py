@@ -151,22 +151,6 @@ def test_console_script_is_installed():
         assert name in done.stdout
 
 
-@pytest.mark.slow
-def test_without_tensorflow_the_import_names_the_extras(tmp_path):
-    """A bare ``pip install rfcn_tf`` has no TensorFlow (it comes from [cpu] or [gpu])."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {root!r}); import rfcn_tf"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert done.returncode != 0
-    last = done.stderr.strip().splitlines()[-1]
-    assert "rfcn_tf needs TensorFlow" in last and "rfcn_tf[cpu]" in last and "rfcn_tf[gpu]" in last
-
-
 # ------------------------------------------------------------------------------ train
 def test_train_writes_final_best_and_logs(trained):
     assert (trained / "final.keras").is_file()

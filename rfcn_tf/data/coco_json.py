@@ -11,7 +11,7 @@ import os
 import numpy as np
 from keras.utils import bounding_boxes
 
-from rfcn_tf.data.records import Records
+from rfcn_tf.data.folder_records import Records
 
 
 def read_coco_json(json_path, image_dir=None):

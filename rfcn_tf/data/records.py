@@ -1,68 +1,15 @@
-"""Image-file records (what the folder readers produce) → common examples.
+"""Image-file records (what the folder readers produce) → common examples (``tf.data``).
 
-The readers run once, in Python, and fill a :class:`Records`; from there everything is
-``tf.data``: files are read and decoded by TF ops in parallel. A file that cannot be
+The readers run once, in Python, and fill a ``folder_records.Records``; from there
+everything is ``tf.data``: files are read and decoded by TF ops in parallel. A file that cannot be
 read or decoded (corrupt, truncated, not an image) raises ``InvalidArgumentError``
 naming the file when its element is reached.
 """
 
-import dataclasses
-
 import numpy as np
 import tensorflow as tf
 
-from rfcn_tf.data.validation import clean_boxes, logger
 from rfcn_tf.image_io import MAX_IMAGE_PIXELS, decode_image
-
-
-@dataclasses.dataclass
-class Records:
-    """One entry per image. Boxes float32 [n, 4] absolute yxyx pixels (edge convention)."""
-
-    paths: list[str]
-    image_ids: list[str]
-    boxes: list[np.ndarray]
-    labels: list[np.ndarray]
-    difficult: list[np.ndarray]
-    # (height, width) the annotation declares, or None; used to clip before decoding.
-    sizes: list[tuple[int, int] | None]
-
-    def __len__(self):
-        return len(self.paths)
-
-
-def clean_records(records, source):
-    """Sort and clip every box to its declared image size; drop and log the empty ones."""
-    counts = np.array([len(b) for b in records.boxes], np.int64)
-    if counts.sum() == 0:
-        return records
-    boxes = np.concatenate(records.boxes).astype(np.float32)
-    sizes = np.array([s if s is not None else (np.inf, np.inf) for s in records.sizes], np.float32)
-    limits = np.repeat(sizes, counts, axis=0)
-    boxes, keep = clean_boxes(boxes, limits[:, 0], limits[:, 1])
-    boxes, keep = boxes.numpy(), keep.numpy()
-    splits = np.cumsum(counts)[:-1]
-    per_image_keep = np.split(keep, splits)
-    per_image_boxes = np.split(boxes, splits)
-    dropped = [
-        (image_id, int((~k).sum())) for image_id, k in zip(records.image_ids, per_image_keep) if not k.all()
-    ]
-    if dropped:
-        total = sum(n for _, n in dropped)
-        names = ", ".join(image_id for image_id, _ in dropped[:10]) + (", …" if len(dropped) > 10 else "")
-        logger.warning(
-            "%s: %d empty boxes dropped (zero area after sorting and clipping) in %d images: %s",
-            source,
-            total,
-            len(dropped),
-            names,
-        )
-    return dataclasses.replace(
-        records,
-        boxes=[b[k] for b, k in zip(per_image_boxes, per_image_keep)],
-        labels=[lab[k] for lab, k in zip(records.labels, per_image_keep)],
-        difficult=[d[k] for d, k in zip(records.difficult, per_image_keep)],
-    )
 
 
 def _ragged(arrays, dtype, inner_shape=()):

@@ -17,6 +17,30 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "ring")
+SPLITS = ("train", "validation", "test")
+
+# The named rfcn_shapes configurations (the TFDS builder's and ``py_dataset``'s; see
+# ``shapes_builder`` for what each field means).
+CONFIGS = {
+    "default": {
+        "image_size": 192,
+        "num_train": 4000,
+        "num_validation": 200,
+        "num_test": 200,
+        "max_objects": 6,
+        "empty_every": 10,
+        "max_iou": 0.3,
+        "seed": 0,
+    }
+}
+CONFIGS["tiny"] = {
+    **CONFIGS["default"],
+    "image_size": 128,
+    "num_train": 16,
+    "num_validation": 8,
+    "num_test": 8,
+    "max_objects": 4,
+}
 
 # Object sizes relative to the image side: 20–100 px on a 192 px image (the smallest are
 # just over one stride-16 cell: small for the detector, still resolvable).
@@ -185,3 +209,22 @@ def render_example(rng, image_size=192, num_objects=3, max_iou=0.3, min_visible=
         "labels": np.asarray(labels, np.int32),
         "masks": np.stack(masks) if masks else np.zeros((0, size, size), bool),
     }
+
+
+def render_split_example(config, split_index, index):
+    """Example ``index`` of split ``SPLITS[split_index]`` as :func:`render_example` draws it.
+
+    config: anything with the attributes of a ``CONFIGS`` entry (``RfcnShapesConfig``…).
+    """
+    rng = np.random.default_rng([config.seed, split_index, index])
+    if index % config.empty_every == 0:
+        num_objects = 0
+    else:
+        num_objects = int(rng.integers(1, config.max_objects + 1))
+    return render_example(
+        rng,
+        config.image_size,
+        num_objects,
+        max_iou=config.max_iou,
+        first_label=index % len(CLASS_NAMES),
+    )

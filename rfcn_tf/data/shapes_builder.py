@@ -18,25 +18,22 @@ visible pixels) and ``objects/label`` (``ClassLabel`` over ``CLASS_NAMES``).
 import dataclasses
 import io
 
-import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from rfcn_tf.data.shapes import CLASS_NAMES, render_example
-
-SPLITS = ("train", "validation", "test")
+from rfcn_tf.data.shapes import CLASS_NAMES, CONFIGS, SPLITS, render_split_example
 
 
 @dataclasses.dataclass
 class RfcnShapesConfig(tfds.core.BuilderConfig):
-    image_size: int = 192
-    num_train: int = 4000
-    num_validation: int = 200
-    num_test: int = 200
-    max_objects: int = 6
-    empty_every: int = 10
-    max_iou: float = 0.3
-    seed: int = 0
+    image_size: int = CONFIGS["default"]["image_size"]
+    num_train: int = CONFIGS["default"]["num_train"]
+    num_validation: int = CONFIGS["default"]["num_validation"]
+    num_test: int = CONFIGS["default"]["num_test"]
+    max_objects: int = CONFIGS["default"]["max_objects"]
+    empty_every: int = CONFIGS["default"]["empty_every"]
+    max_iou: float = CONFIGS["default"]["max_iou"]
+    seed: int = CONFIGS["default"]["seed"]
 
 
 class RfcnShapes(tfds.core.GeneratorBasedBuilder):
@@ -50,15 +47,7 @@ class RfcnShapes(tfds.core.GeneratorBasedBuilder):
     }
     BUILDER_CONFIGS = [
         RfcnShapesConfig(name="default", description="192 px, 4000/200/200 images."),
-        RfcnShapesConfig(
-            name="tiny",
-            description="128 px, 16/8/8 images, for tests.",
-            image_size=128,
-            num_train=16,
-            num_validation=8,
-            num_test=8,
-            max_objects=4,
-        ),
+        RfcnShapesConfig(name="tiny", description="128 px, 16/8/8 images, for tests.", **CONFIGS["tiny"]),
     ]
     DEFAULT_CONFIG_NAME = "default"
 
@@ -116,19 +105,3 @@ def _png_bytes(image):
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
-
-
-def render_split_example(config, split_index, index):
-    """Example ``index`` of split ``SPLITS[split_index]`` as :func:`render_example` draws it."""
-    rng = np.random.default_rng([config.seed, split_index, index])
-    if index % config.empty_every == 0:
-        num_objects = 0
-    else:
-        num_objects = int(rng.integers(1, config.max_objects + 1))
-    return render_example(
-        rng,
-        config.image_size,
-        num_objects,
-        max_iou=config.max_iou,
-        first_label=index % len(CLASS_NAMES),
-    )

@@ -4,34 +4,10 @@ import os
 
 import tensorflow_datasets as tfds
 
-from rfcn_tf.data.coco_json import read_coco_json
-from rfcn_tf.data.records import clean_records, records_to_examples
+from rfcn_tf.data.folder_records import clean_records, is_path, read_folder
+from rfcn_tf.data.records import records_to_examples
 from rfcn_tf.data.tfds_source import load_tfds
-from rfcn_tf.data.validation import logger, validate_examples
-from rfcn_tf.data.voc_folder import read_voc_folder
-
-
-def _read_folder(source, split, image_dir):
-    """A VOC folder, a COCO folder (``annotations/instances_<split>.json``) or a COCO JSON."""
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"no such file or folder: {source}")
-    if os.path.isdir(source):
-        if os.path.isdir(os.path.join(source, "Annotations")):
-            return read_voc_folder(source, split)
-        json_path = os.path.join(source, "annotations", f"instances_{split}.json")
-        if os.path.isfile(json_path):
-            return read_coco_json(json_path, image_dir or os.path.join(source, split))
-        raise FileNotFoundError(
-            f"{source} is neither a VOC folder (no Annotations/) nor a COCO folder "
-            f"(no annotations/instances_{split}.json)"
-        )
-    if split is not None:
-        logger.info("%s: a COCO JSON file holds one split; split=%r is ignored", source, split)
-    return read_coco_json(source, image_dir)
-
-
-def _is_path(source):
-    return os.path.exists(source) or source.endswith(".json") or source.startswith(("/", ".", "~"))
+from rfcn_tf.data.validation import validate_examples
 
 
 def load_examples(
@@ -65,9 +41,9 @@ def load_examples(
     source shuffles its record files (``make_pipeline(training=True)`` mixes further).
     """
     source = os.fspath(source)
-    if _is_path(source):
+    if is_path(source):
         path = os.path.expanduser(source)
-        records, class_names = _read_folder(path, split, image_dir)
+        records, class_names = read_folder(path, split, image_dir)
         records = clean_records(records, path)
         examples = records_to_examples(records, shuffle=shuffle, seed=seed)
     else:

@@ -27,6 +27,7 @@ Extracted folders need no TFDS at all: pass the VOC folder or the COCO JSON to
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from rfcn_tf.data import shapes_builder  # noqa: F401  (registers rfcn_shapes with TFDS)
 from rfcn_tf.data.validation import record_drops
 
 ALWAYS_BUILT = ("rfcn_shapes",)  # generated locally, so "download" is always safe

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from rfcn_tf.data.records import Records
+from rfcn_tf.data.folder_records import Records
 
 
 def _text(element, tag, xml_path, default=None):

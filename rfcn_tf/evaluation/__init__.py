@@ -8,11 +8,34 @@
 - ``format_table(result)`` / ``save_json(result, path)``: present a result.
 """
 
-from rfcn_tf.evaluation.callback import MeanAveragePrecisionCallback
+from rfcn_tf import _optional
 from rfcn_tf.evaluation.metrics import METRICS, evaluate_detections, precision_recall_curves
-from rfcn_tf.evaluation.model_evaluation import collect_detections, evaluate_model
 from rfcn_tf.evaluation.report import format_table, save_json
-from rfcn_tf.evaluation.tiled import evaluate_tiled
+
+# Imported on first use under a backend other than TensorFlow (``_optional.lazy_names``):
+# they import the model's input helpers, and tiling the TensorFlow-only loader.
+_NAMES = {
+    "MeanAveragePrecisionCallback": (
+        "rfcn_tf.evaluation.callback",
+        "MeanAveragePrecisionCallback",
+        "rfcn_tf.evaluation.MeanAveragePrecisionCallback",
+    ),
+    "collect_detections": (
+        "rfcn_tf.evaluation.model_evaluation",
+        "collect_detections",
+        "rfcn_tf.evaluation.collect_detections",
+    ),
+    "evaluate_model": (
+        "rfcn_tf.evaluation.model_evaluation",
+        "evaluate_model",
+        "rfcn_tf.evaluation.evaluate_model",
+    ),
+    "evaluate_tiled": (
+        "rfcn_tf.evaluation.tiled",
+        "evaluate_tiled",
+        "tiled evaluation (rfcn_tf.evaluation.evaluate_tiled)",
+    ),
+}
 
 __all__ = [
     "METRICS",
@@ -25,3 +48,5 @@ __all__ = [
     "precision_recall_curves",
     "save_json",
 ]
+__getattr__, __dir__, _eager = _optional.lazy_names(globals(), _NAMES)
+_eager()

@@ -3,8 +3,8 @@ optionally pictures of it in TensorBoard."""
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from rfcn_tf import _optional
 from rfcn_tf.evaluation.metrics import METRICS, evaluate_detections, precision_recall_curves
 from rfcn_tf.evaluation.model_evaluation import collect_detections
 from rfcn_tf.evaluation.tensorboard import side_by_side, write_evaluation
@@ -73,6 +73,8 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
             "iou_threshold": iou_threshold,
         }
         self.log_per_class = log_per_class
+        if log_dir is not None:  # fail now rather than after the first epoch
+            _optional.tensorflow("MeanAveragePrecisionCallback(log_dir=...), TensorBoard logs")
         self.log_dir = log_dir
         self.num_images = num_images
         self.score_threshold = score_threshold
@@ -125,6 +127,7 @@ class MeanAveragePrecisionCallback(keras.callbacks.Callback):
                 )
             )
         if self._writer is None:
+            tf = _optional.tensorflow("MeanAveragePrecisionCallback(log_dir=...), TensorBoard logs")
             self._writer = tf.summary.create_file_writer(self.log_dir)
         write_evaluation(self._writer, epoch, result, curves, pictures)
 

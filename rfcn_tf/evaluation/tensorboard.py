@@ -17,8 +17,8 @@ not be the one the AP comes from.
 import math
 
 import numpy as np
-import tensorflow as tf
 
+from rfcn_tf import _optional
 from rfcn_tf.visualize import class_color, draw_detections, precision_recall_figure
 
 GAP = 4  # white pixels between the ground-truth and the detection halves
@@ -50,6 +50,7 @@ def write_evaluation(writer, step, result, curves, pictures=()):
     result: ``evaluate_detections``' dict; curves: ``precision_recall_curves``' dict (same
     keys as ``result["per_class"]``); pictures: ``uint8 [H, W, 3]`` images (``side_by_side``).
     """
+    tf = _optional.tensorflow("TensorBoard logs (tf.summary)")
     with writer.as_default(step=step):
         tf.summary.scalar("val_mAP", result["mAP"])
         for index, (name, ap) in enumerate(result["per_class"].items()):
