@@ -7,7 +7,7 @@ import os
 import time
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from rfcn_tf.backup import BestModel, CrashSafeBackup, atomic_save, last_backup_epoch
 from rfcn_tf.evaluation import MeanAveragePrecisionCallback
@@ -47,11 +47,11 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.after = keras.optimizers.schedules.deserialize(after) if isinstance(after, dict) else after
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
+        step = ops.cast(step, "float32")
         after = self.after(step - self.warmup_steps) if callable(self.after) else self.after
-        fraction = tf.minimum(step / max(self.warmup_steps, 1), 1.0)
+        fraction = ops.minimum(step / max(self.warmup_steps, 1), 1.0)
         warm = self.learning_rate * (0.1 + 0.9 * fraction)
-        return tf.where(step < self.warmup_steps, warm, tf.cast(after, tf.float32))
+        return ops.where(step < self.warmup_steps, warm, ops.cast(after, "float32"))
 
     def get_config(self):
         after = self.after
