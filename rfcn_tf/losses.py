@@ -23,7 +23,7 @@ def smooth_l1(diff, beta=1.0):
 
 def _box_loss(deltas, targets):
     """``[..., 4]`` × ``[..., 4]`` → ``[...]``: smooth-L1 summed over the 4 coordinates."""
-    return ops.sum(smooth_l1(ops.cast(deltas, "float32") - targets), axis=-1)
+    return ops.sum(smooth_l1(ops.cast(deltas, "float32") - ops.cast(targets, "float32")), axis=-1)
 
 
 def rpn_losses(objectness_logits, deltas, labels, box_targets):
