@@ -16,6 +16,7 @@ on every backend), so a run is reproducible and resumable (the model passes
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from rfcn_tf import boxes
@@ -57,6 +58,12 @@ def _match(iou, gt_boxes, gt_labels):
     columns = ops.arange(ops.shape(iou)[-1], dtype="int32")
     index = ops.min(ops.where(iou == max_iou[..., None], columns, 2**31 - 1), axis=-1)
     return max_iou, batched_gather(gt_boxes, index), batched_gather(gt_labels, index)
+
+
+def _count(num):
+    """A sample size as a Python int where it is one (a static ``top_k`` size under JAX),
+    else an int32 tensor (TensorFlow takes those too)."""
+    return int(num) if isinstance(num, (int, np.integer)) else ops.cast(num, "int32")
 
 
 def _min(a, b):
@@ -112,7 +119,7 @@ def sample_balanced(positive, negative, seed, num, positive_fraction, first_row=
     # Distinct within a row: the members with the largest bits are a uniform draw.
     bits = counter_random.random_bits(seed, (shape[0], shape[1]), first_row)
 
-    num = num if isinstance(num, int) else ops.cast(num, "int32")
+    num = _count(num)
     max_positives = _floor_product(num, positive_fraction)
     num_positive = ops.sum(ops.cast(positive, "int32"), axis=-1, keepdims=True)
     num_negative = ops.sum(ops.cast(negative, "int32"), axis=-1, keepdims=True)
@@ -212,7 +219,7 @@ def ohem_select(per_roi_loss, valid, num):
     """
     loss = ops.cast(ops.stop_gradient(per_roi_loss), "float32")
     valid = ops.cast(valid, "bool")
-    num = num if isinstance(num, int) else ops.cast(num, "int32")
+    num = _count(num)
     keys = ops.where(valid, loss, float("-inf"))
     # The num-th largest key; every key above it is in, and of the keys equal to it the
     # first ones (by index) until num are reached.

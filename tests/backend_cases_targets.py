@@ -34,7 +34,7 @@ def _compute(a):
 
     roi = targets.assign_roi_targets(a["rois"], a["roi_valid"], a["gt_boxes"], a["gt_labels"])
     out.update({f"roi_{k}": v for k, v in roi.items()})
-    out["ohem"] = targets.ohem_select(a["roi_loss"], roi["valid"], 5)
+    out["ohem"] = targets.ohem_select(a["roi_loss"], roi["valid"], np.int64(5))  # a config value from numpy
     out["random_rois"] = targets.random_roi_select(roi["labels"], roi["valid"], a["seed"] + 1, 6, 0.5, 2)
 
     out["rpn_cls"], out["rpn_box"] = losses.rpn_losses(
