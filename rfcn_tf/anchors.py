@@ -1,7 +1,7 @@
 """The anchor grid: every feature-map cell carries ``len(scales) × len(ratios)`` anchors."""
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 
 def base_anchors(scales, ratios):
@@ -23,12 +23,12 @@ def anchor_grid(feature_height, feature_width, stride, scales, ratios):
 
     Cell (y, x) covers pixels ``[stride·y, stride·(y+1))``; its anchors are centred on the
     cell's centre. The order matches an RPN output of shape ``[B, H, W, A]`` reshaped to
-    ``[B, H·W·A]``.
+    ``[B, H·W·A]``. The sizes are Python ints (static shapes) or scalar tensors.
     """
-    stride = float(stride)
-    ys = (tf.range(feature_height, dtype=tf.float32) + 0.5) * stride
-    xs = (tf.range(feature_width, dtype=tf.float32) + 0.5) * stride
-    cy, cx = tf.meshgrid(ys, xs, indexing="ij")
-    centres = tf.stack([cy, cx, cy, cx], axis=-1)[:, :, None, :]  # [H, W, 1, 4]
-    anchors = centres + tf.constant(base_anchors(scales, ratios))[None, None]  # [H, W, A, 4]
-    return tf.reshape(anchors, [-1, 4])
+    stride = np.float32(stride)
+    ys = (ops.arange(feature_height, dtype="float32") + 0.5) * stride
+    xs = (ops.arange(feature_width, dtype="float32") + 0.5) * stride
+    cy, cx = ops.meshgrid(ys, xs, indexing="ij")
+    centres = ops.stack([cy, cx, cy, cx], axis=-1)[:, :, None, :]  # [H, W, 1, 4]
+    anchors = centres + ops.convert_to_tensor(base_anchors(scales, ratios))[None, None]  # [H, W, A, 4]
+    return ops.reshape(anchors, (-1, 4))

@@ -1,12 +1,13 @@
 """Losses of the RPN and of the R-FCN head: cross-entropy + smooth-L1.
 
-Pure functions over the padded targets of ``rfcn_tf.targets``; they return global means
-over the batch (or per-RoI values) and leave the division by the replica count and the
-weighting λ to the caller. Nothing sampled gives a loss of 0, never NaN.
+Pure functions over the padded targets of ``rfcn_tf.targets``, in ``keras.ops``; they
+return global means over the batch (or per-RoI values) and leave the division by the
+replica count and the weighting λ to the caller. Nothing sampled gives a loss of 0 and
+finite gradients, never NaN.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 
 def smooth_l1(diff, beta=1.0):
@@ -14,15 +15,15 @@ def smooth_l1(diff, beta=1.0):
 
     That is Keras's Huber loss with ``delta = β``, divided by ``β``.
     """
-    diff = tf.convert_to_tensor(diff)
+    diff = ops.convert_to_tensor(diff)
     # huber() averages over the last axis: a trailing axis of size 1 keeps it elementwise.
-    huber = keras.losses.huber(tf.zeros_like(diff)[..., None], diff[..., None], delta=beta)
+    huber = keras.losses.huber(ops.zeros_like(diff)[..., None], diff[..., None], delta=beta)
     return huber / beta
 
 
 def _box_loss(deltas, targets):
     """``[..., 4]`` × ``[..., 4]`` → ``[...]``: smooth-L1 summed over the 4 coordinates."""
-    return tf.reduce_sum(smooth_l1(tf.cast(deltas, tf.float32) - targets), axis=-1)
+    return ops.sum(smooth_l1(ops.cast(deltas, "float32") - ops.cast(targets, "float32")), axis=-1)
 
 
 def rpn_losses(objectness_logits, deltas, labels, box_targets):
@@ -32,19 +33,16 @@ def rpn_losses(objectness_logits, deltas, labels, box_targets):
     (1 positive, 0 negative, -1 not sampled). Returns scalars ``(cls_loss, box_loss)``:
     sigmoid cross-entropy over sampled anchors, smooth-L1 over positive ones.
     """
+    labels = ops.convert_to_tensor(labels)
     sampled = labels >= 0
     positive = labels > 0
-    num_sampled = tf.reduce_sum(tf.cast(sampled, tf.float32))
-    cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(
-        labels=tf.cast(positive, tf.float32),
-        logits=tf.cast(objectness_logits, tf.float32),
+    num_sampled = ops.sum(ops.cast(sampled, "float32"))
+    cross_entropy = ops.binary_crossentropy(
+        ops.cast(positive, "float32"), ops.cast(objectness_logits, "float32"), from_logits=True
     )
-    cls_loss = tf.reduce_sum(tf.where(sampled, cross_entropy, 0.0))
-    box_loss = tf.reduce_sum(tf.where(positive, _box_loss(deltas, box_targets), 0.0))
-    return (
-        tf.math.divide_no_nan(cls_loss, num_sampled),
-        tf.math.divide_no_nan(box_loss, num_sampled),
-    )
+    cls_loss = ops.sum(ops.where(sampled, cross_entropy, 0.0))
+    box_loss = ops.sum(ops.where(positive, _box_loss(deltas, box_targets), 0.0))
+    return ops.divide_no_nan(cls_loss, num_sampled), ops.divide_no_nan(box_loss, num_sampled)
 
 
 def per_roi_losses(class_logits, box_deltas, labels, box_targets):
@@ -55,11 +53,12 @@ def per_roi_losses(class_logits, box_deltas, labels, box_targets):
     ``[B, R]``: softmax cross-entropy, and smooth-L1 summed over the coordinates for
     foreground RoIs (0 for background); both 0 for invalid RoIs.
     """
-    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.maximum(labels, 0), logits=tf.cast(class_logits, tf.float32)
+    labels = ops.convert_to_tensor(labels)
+    cross_entropy = ops.sparse_categorical_crossentropy(
+        ops.maximum(labels, 0), ops.cast(class_logits, "float32"), from_logits=True
     )
-    cls = tf.where(labels >= 0, cross_entropy, 0.0)
-    box = tf.where(labels > 0, _box_loss(box_deltas, box_targets), 0.0)
+    cls = ops.where(labels >= 0, cross_entropy, 0.0)
+    box = ops.where(labels > 0, _box_loss(box_deltas, box_targets), 0.0)
     return cls, box
 
 
@@ -70,9 +69,9 @@ def head_losses(class_logits, box_deltas, labels, box_targets, weights):
     ``(cls_loss, box_loss)``: the weighted sums divided by the total weight (0 if none).
     """
     cls, box = per_roi_losses(class_logits, box_deltas, labels, box_targets)
-    weights = tf.cast(weights, tf.float32)
-    total = tf.reduce_sum(weights)
+    weights = ops.cast(weights, "float32")
+    total = ops.sum(weights)
     return (
-        tf.math.divide_no_nan(tf.reduce_sum(weights * cls), total),
-        tf.math.divide_no_nan(tf.reduce_sum(weights * box), total),
+        ops.divide_no_nan(ops.sum(weights * cls), total),
+        ops.divide_no_nan(ops.sum(weights * box), total),
     )

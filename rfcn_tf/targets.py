@@ -1,57 +1,106 @@
 """Training targets: anchor labels for the RPN, RoI labels for the head, the samplers, OHEM.
 
-Everything is batched graph code over padded tensors and runs inside ``tf.function`` with
-dynamic batch size and dynamic numbers of anchors, RoIs and ground-truth boxes (N may be 0).
+Everything is batched code over padded tensors in ``keras.ops``: it runs inside
+``tf.function`` with dynamic batch size and dynamic numbers of anchors, RoIs and
+ground-truth boxes (N may be 0), and inside a jitted JAX step with static ones. No sort:
+selections read thresholds off ``top_k`` values, so ties are broken by index on every
+backend.
 
 Ground truth comes padded: ``gt_boxes`` float32 ``[B, N, 4]`` absolute yxyx, ``gt_labels``
 int32 ``[B, N]`` with user classes ``0..C-1`` and ``-1`` for padding rows. Random functions
-take ``seed``, an int32/int64 tensor of shape ``[2]``, and use stateless ops only, so a run
-is reproducible and resumable (the model passes ``[base_seed, optimizer.iterations]``).
+take ``seed``, int ``[2]``, and draw from ``rfcn_tf.ops.random`` (stateless, the same bits
+on every backend), so a run is reproducible and resumable (the model passes
+``[base_seed, optimizer.iterations]``).
 """
 
-import tensorflow as tf
+import math
+
+import keras
+import numpy as np
+from keras import ops
 
 from rfcn_tf import boxes
+from rfcn_tf.ops import batched_gather
+from rfcn_tf.ops import random as counter_random
+
+_INT32_MIN = -(2**31)
+
+
+def _pad_one(x, axis, value=0):
+    """``x`` with one more entry ``value`` at the end of ``axis``."""
+    widths = [[0, 0]] * len(ops.shape(x))
+    widths[axis] = [0, 1]
+    return ops.pad(x, widths, constant_values=value)
 
 
 def _masked_iou(rows, gt_boxes, gt_labels, row_mask):
-    """IoU ``[B, X, N]`` of rows (``[X, 4]`` or ``[B, X, 4]``) with the gt boxes.
+    """IoU of rows (``[X, 4]`` or ``[B, X, 4]``) with the gt boxes plus one padding gt.
 
-    Entries of padded gt columns and of rows where ``row_mask`` ``[B, X]`` is False are -1,
-    below any real IoU.
+    The padding gt keeps reductions over gt and gathers defined when N = 0. Returns the
+    IoU ``[B, X, N+1]`` and the padded ``gt_boxes`` ``[B, N+1, 4]`` and ``gt_labels``
+    ``[B, N+1]``. Entries of padding gt columns and of rows where ``row_mask`` ``[B, X]``
+    is False are -1, below any real IoU.
     """
-    keep = row_mask[:, :, None] & (gt_labels >= 0)[:, None, :]
-    return tf.where(keep, boxes.iou(rows, gt_boxes), -1.0)
+    gt_boxes = _pad_one(gt_boxes, 1)
+    gt_labels = _pad_one(gt_labels, 1, -1)
+    keep = ops.logical_and(row_mask[:, :, None], (gt_labels >= 0)[:, None, :])
+    return ops.where(keep, boxes.iou(rows, gt_boxes), -1.0), gt_boxes, gt_labels
 
 
 def _match(iou, gt_boxes, gt_labels):
-    """Best gt for every row of a masked IoU ``[B, X, N]``.
+    """Best gt for every row of a masked IoU ``[B, X, N+1]`` (``_masked_iou``'s outputs).
 
     Returns ``max_iou`` ``[B, X]`` (-1 where no real gt), the matched boxes ``[B, X, 4]``
     and the matched labels ``[B, X]``.
     """
-    # A padding column keeps the reductions and the gathers defined when N = 0.
-    iou = tf.pad(iou, [[0, 0], [0, 0], [0, 1]], constant_values=-1.0)
-    gt_boxes = tf.pad(gt_boxes, [[0, 0], [0, 1], [0, 0]])
-    gt_labels = tf.pad(gt_labels, [[0, 0], [0, 1]], constant_values=-1)
-    max_iou = tf.reduce_max(iou, axis=-1)
-    # The first column reaching the max: a tie-break that tf.argmax does not promise.
-    columns = tf.range(tf.shape(iou)[-1])
-    index = tf.reduce_min(tf.where(iou == max_iou[..., None], columns, tf.int32.max), axis=-1)
-    return (
-        max_iou,
-        tf.gather(gt_boxes, index, batch_dims=1),
-        tf.gather(gt_labels, index, batch_dims=1),
-    )
+    max_iou = ops.max(iou, axis=-1)
+    # The first column reaching the max: a tie-break that argmax does not promise everywhere.
+    columns = ops.arange(ops.shape(iou)[-1], dtype="int32")
+    index = ops.min(ops.where(iou == max_iou[..., None], columns, 2**31 - 1), axis=-1)
+    return max_iou, batched_gather(gt_boxes, index), batched_gather(gt_labels, index)
 
 
-def _descending_ranks(keys):
-    """``[B, X]`` → int32 ``[B, X]``: each entry's position in its row sorted descending.
+def _count(num):
+    """A sample size as a Python int where it is one (a static ``top_k`` size under JAX),
+    else an int32 tensor (TensorFlow takes those too)."""
+    return int(num) if isinstance(num, (int, np.integer)) else ops.cast(num, "int32")
 
-    Equal keys keep their index order, so the ranks are deterministic.
+
+def _min(a, b):
+    """``min`` of two sizes, Python ints (JAX, static shapes) or scalar tensors (TF)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return min(a, b)
+    return ops.minimum(ops.cast(a, "int32"), ops.cast(b, "int32"))
+
+
+def _kth_largest(keys, k, index, fill):
+    """``keys`` ``[B, X]`` → ``[B, 1]``: entry ``index`` ``[B, 1]`` (0-based, clipped to
+    ``0 .. k-1``) of each row's keys in descending order; ``k`` bounds the indices read.
+
+    A column of ``fill`` (≤ every key) keeps it defined for ``X = 0``.
     """
-    order = tf.argsort(keys, axis=-1, direction="DESCENDING", stable=True)
-    return tf.argsort(order, axis=-1, stable=True)
+    keys = _pad_one(keys, 1, fill)
+    k = _min(k, ops.shape(keys)[-1])
+    values, _ = ops.top_k(keys, k)
+    return ops.take_along_axis(values, ops.clip(index, 0, k - 1), axis=-1)
+
+
+def _largest_members(keys, member, take, bound):
+    """Bool ``[B, X]``: in each row the ``take`` ``[B, 1]`` members (bool ``[B, X]``) with
+    the largest int32 ``keys``, which must be distinct within a row; ``take ≤ bound``."""
+    keys = ops.where(member, keys, _INT32_MIN)
+    threshold = _kth_largest(keys, bound, take - 1, _INT32_MIN)
+    return ops.logical_and(ops.logical_and(member, keys >= threshold), take > 0)
+
+
+def _floor_product(num, fraction):
+    """``floor(num · fraction)`` as in float64 (float32 under JAX, which has no float64
+    by default, when either is a tensor)."""
+    if isinstance(num, int) and isinstance(fraction, (int, float)):
+        return math.floor(num * fraction)
+    dtype = "float32" if keras.backend.backend() == "jax" else "float64"
+    product = ops.cast(num, dtype) * ops.cast(fraction, dtype)
+    return ops.cast(ops.floor(product), "int32")
 
 
 def sample_balanced(positive, negative, seed, num, positive_fraction, first_row=0):
@@ -59,28 +108,27 @@ def sample_balanced(positive, negative, seed, num, positive_fraction, first_row=
 
     positive, negative: bool ``[B, X]`` candidate masks (an entry in both counts as positive).
     Returns bool ``[B, X]``: at most ``floor(num * positive_fraction)`` positives, uniformly
-    drawn, and negatives, uniformly drawn, filling the row up to ``num``. first_row: the
-    global index of row 0 (a replica's first image): row b draws what row ``first_row + b``
-    of a single batch would, so a replicated batch samples as the undivided one.
+    drawn without replacement, and negatives, uniformly drawn, filling the row up to
+    ``num``. num: a Python int under JAX (it sizes a ``top_k``). first_row: the global
+    index of row 0 (a replica's first image): row b draws what row ``first_row + b`` of a
+    single batch would, so a replicated batch samples as the undivided one.
     """
-    positive = tf.convert_to_tensor(positive, tf.bool)
-    negative = tf.convert_to_tensor(negative, tf.bool) & ~positive
-    # float64 keys: ties (broken by index) are practically impossible even with the offset.
-    shape = tf.shape(positive)
-    u = tf.random.stateless_uniform([first_row + shape[0], shape[1]], seed, dtype=tf.float64)[first_row:]
-    # Sorted descending: the positives first, then the negatives, each group shuffled.
-    keys = tf.where(positive, u + 2.0, tf.where(negative, u, -1.0))
-    ranks = _descending_ranks(keys)
+    positive = ops.cast(positive, "bool")
+    negative = ops.logical_and(ops.cast(negative, "bool"), ops.logical_not(positive))
+    shape = ops.shape(positive)
+    # Distinct within a row: the members with the largest bits are a uniform draw.
+    bits = counter_random.random_bits(seed, (shape[0], shape[1]), first_row)
 
-    num = tf.cast(num, tf.int32)
-    fraction = tf.cast(positive_fraction, tf.float64)
-    max_positives = tf.cast(tf.floor(tf.cast(num, tf.float64) * fraction), tf.int32)
-    num_positive = tf.reduce_sum(tf.cast(positive, tf.int32), axis=-1, keepdims=True)
-    num_negative = tf.reduce_sum(tf.cast(negative, tf.int32), axis=-1, keepdims=True)
-    take_positive = tf.minimum(num_positive, max_positives)
-    take_negative = tf.minimum(num_negative, num - take_positive)
-    # Negatives occupy ranks num_positive .. num_positive + num_negative - 1.
-    return (positive & (ranks < take_positive)) | (negative & (ranks < num_positive + take_negative))
+    num = _count(num)
+    max_positives = _floor_product(num, positive_fraction)
+    num_positive = ops.sum(ops.cast(positive, "int32"), axis=-1, keepdims=True)
+    num_negative = ops.sum(ops.cast(negative, "int32"), axis=-1, keepdims=True)
+    take_positive = ops.minimum(num_positive, max_positives)
+    take_negative = ops.minimum(num_negative, num - take_positive)
+    return ops.logical_or(
+        _largest_members(bits, positive, take_positive, num),
+        _largest_members(bits, negative, take_negative, num),
+    )
 
 
 def assign_anchor_targets(
@@ -112,28 +160,30 @@ def assign_anchor_targets(
     and ``box_targets`` float32 ``[B, A, 4]``: ``boxes.encode(anchor, best gt)`` for
     positives (the anchor's own highest-IoU gt), zeros elsewhere.
     """
-    anchors = tf.convert_to_tensor(anchors, tf.float32)
-    gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
-    gt_labels = tf.convert_to_tensor(gt_labels, tf.int32)
-    sizes = tf.cast(image_sizes, tf.float32)[:, None, :]  # [B, 1, 2]
+    anchors = ops.cast(anchors, "float32")
+    gt_boxes = ops.cast(gt_boxes, "float32")
+    gt_labels = ops.cast(gt_labels, "int32")
+    sizes = ops.cast(image_sizes, "float32")[:, None, :]  # [B, 1, 2]
     if allowed_border is None:
         centres = (anchors[None, :, :2] + anchors[None, :, 2:]) / 2.0
-        inside = tf.reduce_all((centres >= 0.0) & (centres < sizes), axis=-1)  # [B, A]
+        inside = ops.all(ops.logical_and(centres >= 0.0, centres < sizes), axis=-1)  # [B, A]
     else:
-        inside = tf.reduce_all(anchors[None, :, :2] >= -allowed_border, axis=-1) & tf.reduce_all(
-            anchors[None, :, 2:] <= sizes + allowed_border, axis=-1
+        inside = ops.logical_and(
+            ops.all(anchors[None, :, :2] >= -allowed_border, axis=-1),
+            ops.all(anchors[None, :, 2:] <= sizes + allowed_border, axis=-1),
         )  # [B, A]
 
-    iou = _masked_iou(anchors, gt_boxes, gt_labels, inside)
-    max_iou, matched, _ = _match(iou, gt_boxes, gt_labels)
-    best_per_gt = tf.reduce_max(iou, axis=1, keepdims=True)  # [B, 1, N]
-    is_best = tf.reduce_any((iou == best_per_gt) & (best_per_gt > 0.0), axis=-1)
-    positive = inside & ((max_iou >= positive_iou) | is_best)
-    negative = inside & ~positive & (max_iou < negative_iou)
+    iou, padded_boxes, padded_labels = _masked_iou(anchors, gt_boxes, gt_labels, inside)
+    max_iou, matched, _ = _match(iou, padded_boxes, padded_labels)
+    best_per_gt = ops.max(iou, axis=1, keepdims=True)  # [B, 1, N+1]
+    is_best = ops.any(ops.logical_and(iou == best_per_gt, best_per_gt > 0.0), axis=-1)
+    positive = ops.logical_and(inside, ops.logical_or(max_iou >= positive_iou, is_best))
+    negative = ops.logical_and(ops.logical_and(inside, ops.logical_not(positive)), max_iou < negative_iou)
 
     sampled = sample_balanced(positive, negative, seed, batch_size, positive_fraction, first_row)
-    labels = tf.where(sampled & positive, 1, tf.where(sampled, 0, -1))
-    box_targets = tf.where((labels == 1)[..., None], boxes.encode(anchors, matched), 0.0)
+    labels = ops.where(ops.logical_and(sampled, positive), 1, ops.where(sampled, 0, -1))
+    labels = ops.cast(labels, "int32")
+    box_targets = ops.where((labels == 1)[..., None], boxes.encode(anchors, matched), 0.0)
     return labels, box_targets
 
 
@@ -147,30 +197,40 @@ def assign_roi_targets(rois, roi_valid, gt_boxes, gt_labels, positive_iou=0.5, b
     ``box_targets`` ``[B, R+N, 4]`` = ``boxes.encode(roi, matched gt, std=box_std)`` for
     foreground rows, zeros elsewhere.
     """
-    gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
-    gt_labels = tf.convert_to_tensor(gt_labels, tf.int32)
-    rois = tf.stop_gradient(tf.concat([tf.convert_to_tensor(rois, tf.float32), gt_boxes], axis=1))
-    valid = tf.concat([tf.convert_to_tensor(roi_valid, tf.bool), gt_labels >= 0], axis=1)
+    gt_boxes = ops.cast(gt_boxes, "float32")
+    gt_labels = ops.cast(gt_labels, "int32")
+    rois = ops.stop_gradient(ops.concatenate([ops.cast(rois, "float32"), gt_boxes], axis=1))
+    valid = ops.concatenate([ops.cast(roi_valid, "bool"), gt_labels >= 0], axis=1)
 
-    iou = _masked_iou(rois, gt_boxes, gt_labels, valid)
-    max_iou, matched_boxes, matched_labels = _match(iou, gt_boxes, gt_labels)
-    foreground = valid & (max_iou >= positive_iou)
-    labels = tf.where(valid, tf.where(foreground, matched_labels + 1, 0), -1)
-    box_targets = tf.where(foreground[..., None], boxes.encode(rois, matched_boxes, std=box_std), 0.0)
+    iou, padded_boxes, padded_labels = _masked_iou(rois, gt_boxes, gt_labels, valid)
+    max_iou, matched_boxes, matched_labels = _match(iou, padded_boxes, padded_labels)
+    foreground = ops.logical_and(valid, max_iou >= positive_iou)
+    labels = ops.cast(ops.where(valid, ops.where(foreground, matched_labels + 1, 0), -1), "int32")
+    box_targets = ops.where(foreground[..., None], boxes.encode(rois, matched_boxes, std=box_std), 0.0)
     return {"rois": rois, "valid": valid, "labels": labels, "box_targets": box_targets}
 
 
 def ohem_select(per_roi_loss, valid, num):
     """Online hard example mining: weights for the ``num`` highest-loss valid RoIs.
 
-    per_roi_loss: ``[B, R]`` (a constant here: no gradient); valid: bool ``[B, R]``.
-    Returns float32 ``[B, R]``: 1 for the selected RoIs (all valid ones if fewer than
-    ``num``), 0 otherwise. Equal losses: the lower index wins.
+    per_roi_loss: ``[B, R]`` (a constant here: no gradient); valid: bool ``[B, R]``;
+    num: a Python int under JAX. Returns float32 ``[B, R]``: 1 for the selected RoIs (all
+    valid ones if fewer than ``num``), 0 otherwise. Equal losses: the lower index wins.
     """
-    loss = tf.cast(tf.stop_gradient(per_roi_loss), tf.float32)
-    valid = tf.convert_to_tensor(valid, tf.bool)
-    ranks = _descending_ranks(tf.where(valid, loss, float("-inf")))
-    return tf.cast(valid & (ranks < tf.cast(num, tf.int32)), tf.float32)
+    loss = ops.cast(ops.stop_gradient(per_roi_loss), "float32")
+    valid = ops.cast(valid, "bool")
+    num = _count(num)
+    keys = ops.where(valid, loss, float("-inf"))
+    # The num-th largest key; every key above it is in, and of the keys equal to it the
+    # first ones (by index) until num are reached.
+    last = ops.zeros_like(keys[:, :1], dtype="int32") + (num - 1)
+    threshold = _kth_largest(keys, num, last, float("-inf"))
+    above = keys > threshold
+    tied = keys == threshold
+    room = num - ops.sum(ops.cast(above, "int32"), axis=-1, keepdims=True)
+    tie_rank = ops.cumsum(ops.cast(tied, "int32"), axis=-1)  # 1-based among the tied
+    selected = ops.logical_or(above, ops.logical_and(tied, tie_rank <= room))
+    return ops.cast(ops.logical_and(valid, selected), "float32")
 
 
 def random_roi_select(labels, valid, seed, num, positive_fraction=0.25, first_row=0):
@@ -179,8 +239,13 @@ def random_roi_select(labels, valid, seed, num, positive_fraction=0.25, first_ro
     labels: int32 ``[B, R]`` (> 0 foreground, 0 background); valid: bool ``[B, R]``.
     Returns float32 weights ``[B, R]``, at most ``num`` ones per image.
     """
-    valid = tf.convert_to_tensor(valid, tf.bool)
+    valid = ops.cast(valid, "bool")
     selected = sample_balanced(
-        valid & (labels > 0), valid & (labels == 0), seed, num, positive_fraction, first_row
+        ops.logical_and(valid, labels > 0),
+        ops.logical_and(valid, labels == 0),
+        seed,
+        num,
+        positive_fraction,
+        first_row,
     )
-    return tf.cast(selected, tf.float32)
+    return ops.cast(selected, "float32")

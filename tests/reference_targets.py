@@ -156,3 +156,65 @@ def head_losses(class_logits, box_deltas, labels, box_targets, weights):
     if total == 0:
         return 0.0, 0.0
     return float(np.sum(weights * cls)) / total, float(np.sum(weights * box)) / total
+
+
+# The counter-based generator (rfcn_tf.ops.random), in numpy uint32 arithmetic, where
+# wrap-around and logical shifts are the language's own.
+def _mix32(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def random_bits(seed, rows, columns, first_row=0):
+    """int32 ``[rows, columns]``: ``mix(mix(mix(key + row) + column))`` with
+    ``key = mix(mix(seed0 ^ 0x9E3779B9) + seed1)``, row counted from ``first_row``."""
+    with np.errstate(over="ignore"):
+        s0, s1 = (np.uint32(int(v) % 2**32) for v in seed)
+        key = _mix32(_mix32(s0 ^ np.uint32(0x9E3779B9)) + s1)
+        row = (np.arange(rows, dtype=np.uint64) + first_row).astype(np.uint32)
+        row_key = _mix32(key + row)[:, None]
+        bits = _mix32(_mix32(row_key + np.arange(columns, dtype=np.uint32)[None, :]))
+    return bits.view(np.int32)
+
+
+def sample_balanced(positive, negative, bits, num, positive_fraction):
+    """One row: the positives with the largest ``bits`` (at most floor(num·fraction)), then
+    the negatives with the largest bits up to ``num`` in all → bool mask."""
+    negative = negative & ~positive
+    max_positive = math.floor(num * positive_fraction)
+    by_bits = sorted(range(len(bits)), key=lambda i: -int(bits[i]))
+    chosen_pos = [i for i in by_bits if positive[i]][:max_positive]
+    chosen_neg = [i for i in by_bits if negative[i]][: num - len(chosen_pos)]
+    mask = np.zeros(len(bits), bool)
+    mask[chosen_pos + chosen_neg] = True
+    return mask
+
+
+MAX_LOG_SCALE = math.log(1000.0 / 16.0)  # a box at most 1000/16 times its anchor
+
+
+def decode(anchor, deltas, std=(1.0, 1.0, 1.0, 1.0), max_log_scale=MAX_LOG_SCALE):
+    """Inverse of ``encode``, the log-size deltas clamped at ``max_log_scale`` first."""
+    dy, dx, dh, dw = (d * s for d, s in zip(deltas, std))
+    dh, dw = min(dh, max_log_scale), min(dw, max_log_scale)
+    ha, wa = anchor[2] - anchor[0], anchor[3] - anchor[1]
+    cy, cx = anchor[0] + 0.5 * ha + dy * ha, anchor[1] + 0.5 * wa + dx * wa
+    h, w = ha * math.exp(dh), wa * math.exp(dw)
+    return np.array([cy - 0.5 * h, cx - 0.5 * w, cy + 0.5 * h, cx + 0.5 * w])
+
+
+def anchor_grid(height, width, stride, scales, ratios):
+    """Anchors ordered (y, x, ratio, scale): area scale², height/width = ratio, centred on
+    the cell centre ``(stride·(y + ½), stride·(x + ½))``."""
+    out = []
+    for y in range(height):
+        for x in range(width):
+            cy, cx = stride * (y + 0.5), stride * (x + 0.5)
+            for ratio in ratios:
+                for scale in scales:
+                    h, w = scale * math.sqrt(ratio), scale / math.sqrt(ratio)
+                    out.append([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2])
+    return np.array(out)

@@ -2,7 +2,7 @@
 the anchor grid they are read against."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from rfcn_tf.anchors import anchor_grid
 
@@ -26,10 +26,10 @@ def rpn_head(features, num_anchors, channels=512):
 def flatten_rpn(logits, deltas):
     """``[B, h, w, A]``, ``[B, h, w, 4A]`` → ``[B, h·w·A]``, ``[B, h·w·A, 4]`` (the order of
     ``anchor_grid``)."""
-    batch = tf.shape(logits)[0]
+    batch = ops.shape(logits)[0]
     return (
-        tf.reshape(tf.cast(logits, tf.float32), [batch, -1]),
-        tf.reshape(tf.cast(deltas, tf.float32), [batch, -1, 4]),
+        ops.reshape(ops.cast(logits, "float32"), (batch, -1)),
+        ops.reshape(ops.cast(deltas, "float32"), (batch, -1, 4)),
     )
 
 
@@ -46,7 +46,7 @@ class AnchorGrid(keras.layers.Layer):
         self.ratios = tuple(float(r) for r in ratios)
 
     def call(self, logits):
-        shape = tf.shape(logits)
+        shape = ops.shape(logits)
         return anchor_grid(shape[1], shape[2], self.stride, self.scales, self.ratios)
 
     def compute_output_shape(self, logits_shape):
