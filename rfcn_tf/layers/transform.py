@@ -61,7 +61,7 @@ class ImageResizer(keras.layers.Layer):
             self._check_at_scale(sizes, training)
             return images, sizes, ops.ones(ops.shape(sizes), "float32")
         batch, height, width, _ = ops.shape(images)
-        target = self._targets(np.array([height, width]), training)
+        target = self._targets(np.array([[height, width]]), training)[0]
         scale = target.astype(np.float32) / np.array([height, width], np.float32)
         sizes = ops.broadcast_to(ops.convert_to_tensor(target[None], "int32"), (batch, 2))
         scales = ops.broadcast_to(ops.convert_to_tensor(scale[None], "float32"), (batch, 2))
@@ -71,7 +71,7 @@ class ImageResizer(keras.layers.Layer):
         return images, sizes, scales
 
     def _targets(self, sizes, training):
-        """The rule on numpy ``sizes [..., 2]`` → ``[..., 2]``; in multi-scale training a
+        """The rule on numpy ``sizes [B, 2]`` → ``[B, 2]``; in multi-scale training a
         size that is already one of the ``min_side`` sizes is kept."""
         candidates = static_resized_size(sizes[None], np.array(self.min_side)[:, None], self.max_side)
         target = candidates[-1]
@@ -90,10 +90,11 @@ class ImageResizer(keras.layers.Layer):
         wrong = np.flatnonzero(np.any(self._targets(sizes, training) != sizes, -1))
         if wrong.size:
             i = int(wrong[0])
+            expected = self._targets(sizes[i : i + 1], False)[0].tolist()
             raise ValueError(
                 f"ImageResizer: under the {keras.backend.backend()} backend a zero-padded batch "
                 f"(image_sizes given) must already be at the model's scale; image {i} is "
-                f"{sizes[i].tolist()}, the scale rule makes it {self._targets(sizes[i], False).tolist()}. "
+                f"{sizes[i].tolist()}, the scale rule makes it {expected}. "
                 "Pass images one by one (RFCN.predict does), or resize them first (rfcn_tf.image_scale)"
             )
 
