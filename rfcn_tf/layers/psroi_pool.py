@@ -61,7 +61,10 @@ class PSRoIPool(keras.layers.Layer):
 
     ``implementation``: ``"crop_and_resize"`` (default; TensorFlow's kernel, the faster on
     CPU) or ``"gather"`` (the same values from GATHER and arithmetic, for TFLite built-ins
-    and ONNX; see ``layers.sampling``).
+    and ONNX; see ``layers.sampling``). Under JAX and PyTorch both run the gathers.
+
+    Shapes unknown when the graph is built, and NaN or Inf RoIs, are asserted at run time
+    under TensorFlow only (JAX and PyTorch know every shape when they trace).
 
     Gradients flow to ``score_maps`` only: the RoI coordinates are treated as
     constants (the paper's approximate joint training).

@@ -72,7 +72,7 @@ def gather_crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_v
 
     def corner(rows, cols):
         index = ((base + rows[:, :, None]) * width) + cols[:, None, :]  # [M, ch, cw]
-        return ops.take(pixels, index, axis=0)
+        return _take_rows(pixels, index)
 
     top_left, top_right = corner(top_i, left_i), corner(top_i, right_i)
     bottom_left, bottom_right = corner(bottom_i, left_i), corner(bottom_i, right_i)
@@ -81,6 +81,17 @@ def gather_crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_v
     values = upper + (lower - upper) * y_lerp
     inside = ops.logical_and(y_inside[:, :, None], x_inside[:, None, :])[..., None]
     return ops.where(inside, values, ops.cast(extrapolation_value, "float32"))
+
+
+def _take_rows(params, indices):
+    """``params[indices]`` along axis 0 (indices in range). On TensorFlow a plain
+    ``tf.gather``: ``keras.ops.take`` adds a negative-index select, two more ops (LESS,
+    SELECT) in every TFLite and ONNX export."""
+    if on_tensorflow():
+        import tensorflow as tf
+
+        return tf.gather(params, indices)
+    return ops.take(params, indices, axis=0)
 
 
 def _sample_axis(lo, hi, size, count):
