@@ -165,6 +165,12 @@ def all_cases(implementation="crop_and_resize"):
     except ValueError as error:
         out["not_at_scale_error"] = np.array(str(error))
 
+    # In a functional model on images of any size (JAX infers shapes symbolically).
+    images = keras.Input((None, None, 3))
+    resized, sizes, _ = ImageResizer(24, 40)(images)
+    model = keras.Model(images, Preprocess(8)(resized, sizes))
+    out["functional"] = model.predict(resize_inputs(0), verbose=0)
+
     trunk, conv5 = build_backbone("small", output_stride=8)  # random weights: shapes only
     out["small_backbone"] = ops.convert_to_numpy(conv5(trunk(Preprocess(8)(*preprocess_inputs()))))
     return out

@@ -70,6 +70,18 @@ class ImageResizer(keras.layers.Layer):
             images = ops.image.resize(images, size, interpolation="bilinear", antialias=True)
         return images, sizes, scales
 
+    def compute_output_spec(self, images, image_sizes=None, training=False):
+        # Spelled out: JAX infers shapes with symbolic dimensions, which the rule cannot take.
+        batch, height, width = images.shape[:3]
+        new_height = new_width = None
+        if image_sizes is None and height is not None and width is not None:
+            new_height, new_width = (int(v) for v in self._targets(np.array([[height, width]]), training)[0])
+        return (
+            keras.KerasTensor((batch, new_height, new_width, 3), "float32"),
+            keras.KerasTensor((batch, 2), "int32"),
+            keras.KerasTensor((batch, 2), "float32"),
+        )
+
     def _targets(self, sizes, training):
         """The rule on numpy ``sizes [B, 2]`` → ``[B, 2]``; in multi-scale training a
         size that is already one of the ``min_side`` sizes is kept."""
