@@ -4,11 +4,15 @@ and score-map gradients of PSRoIPool, RoIAlign and the two heads' ``per_roi``, a
 ImageResizer / Preprocess outputs, on inputs drawn here from fixed seeds (so every backend
 sees the same ones)."""
 
+import pathlib
+import tempfile
+
 import keras
 import numpy as np
 from keras import ops
 
 from tests import reference_psroi as ref
+from tests.layer_harness import run_layer_test
 
 # (mode, k, n, depth, height, width, batch, spatial_scale)
 PSROI_CASES = [
@@ -75,6 +79,69 @@ def preprocess_inputs():
     rng = np.random.default_rng(53)
     images = rng.uniform(0, 255, (2, 20, 30, 3)).astype(np.float32)
     return images, np.array([[20, 30], [15, 25]], np.int32)
+
+
+def harness_cases():
+    """``tests/layer_harness`` cases of this area's layers (``tests/test_layers.py`` runs them
+    under TensorFlow, ``all_cases`` under its backend)."""
+    from rfcn_tf.layers import ImageResizer, Preprocess, PSRoIPool, RoIAlign, UnflattenRoIs, Vote
+    from tests.layer_harness import LayerCase
+
+    rng = np.random.default_rng(61)
+
+    def floats(*shape):
+        return rng.normal(size=shape).astype(np.float32)
+
+    def rois(count, height, width):
+        corners = np.sort(rng.uniform(0, 1, (1, count, 2, 2)), axis=2) * [height, width]
+        return corners.reshape(1, count, 4).astype(np.float32)  # [ymin, xmin, ymax, xmax]
+
+    return {
+        "ImageResizer": LayerCase(
+            ImageResizer,
+            dict(min_side=24, max_side=40),
+            (rng.uniform(0, 255, (1, 30, 50, 3)).astype(np.float32),),
+            symbolic=((None, None, None, 3),),
+            mixed_outputs=("float32", "int32", "float32"),
+        ),
+        "Preprocess": LayerCase(
+            Preprocess,
+            dict(stride=8),
+            (
+                rng.uniform(0, 255, (2, 20, 30, 3)).astype(np.float32),
+                np.array([[20, 30], [15, 25]], np.int32),
+            ),
+            symbolic=((None, None, None, 3), (None, 2)),
+            mixed_outputs=("float16",),
+        ),
+        "PSRoIPool": LayerCase(
+            PSRoIPool,
+            dict(k=3, spatial_scale=1 / 8),
+            (floats(1, 6, 8, 9 * 2), rois(5, 48, 64)),
+            symbolic=((None, None, None, 18), (None, None, 4)),
+            mixed_outputs=("float16",),
+            mixed_inputs=("float16", None),
+        ),
+        "RoIAlign": LayerCase(
+            RoIAlign,
+            dict(crop_size=4, spatial_scale=1 / 8),
+            (floats(1, 6, 8, 5), rois(5, 48, 64)),
+            symbolic=((None, None, None, 5), (None, None, 4)),
+            mixed_outputs=("float16",),
+            mixed_inputs=("float16", None),
+        ),
+        "Vote": LayerCase(
+            Vote, {}, (floats(1, 5, 3, 3, 2),), symbolic=((None, None, 3, 3, 2),), mixed_outputs=("float16",)
+        ),
+        "UnflattenRoIs": LayerCase(
+            UnflattenRoIs,
+            {},
+            (floats(5, 3), rois(5, 48, 64)),
+            symbolic=((None, 3), (None, None, 4)),
+            mixed_outputs=("float32",),
+            mixed_inputs=("float16", None),
+        ),
+    }
 
 
 def value_and_grad(fn, x, weights):
@@ -170,6 +237,10 @@ def all_cases(implementation="crop_and_resize"):
     resized, sizes, _ = ImageResizer(24, 40)(images)
     model = keras.Model(images, Preprocess(8)(resized, sizes))
     out["functional"] = model.predict(resize_inputs(0), verbose=0)
+
+    with tempfile.TemporaryDirectory() as directory:  # raises on any failed check
+        for case in harness_cases().values():
+            run_layer_test(case, pathlib.Path(directory))
 
     trunk, conv5 = build_backbone("small", output_stride=8)  # random weights: shapes only
     out["small_backbone"] = ops.convert_to_numpy(conv5(trunk(Preprocess(8)(*preprocess_inputs()))))
