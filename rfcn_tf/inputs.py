@@ -1,8 +1,18 @@
-"""The model's input and target contracts: unpacking, validation and box formats."""
+"""The model's input and target contracts: unpacking, validation and box formats.
 
+Shape and dtype checks run when the graph is built, on every backend. Value checks (NaN,
+true sizes, label ranges) are graph-time asserts under TensorFlow; under JAX and PyTorch
+they run eagerly before the graph where the values are at hand (``check_predict_input``,
+``check_images`` on concrete sizes) — a jitted JAX step cannot assert on values.
+``detect_each_if_padded`` is TensorFlow only (other backends split a padded batch in Python).
+"""
+
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 from keras.utils import bounding_boxes
+
+from rfcn_tf.ops import on_tensorflow
 
 
 def pack_images(images):
@@ -32,8 +42,9 @@ def check_predict_input(inputs):
     if not (hasattr(images, "shape") and hasattr(images, "dtype")):
         return
     check_image_spec(images.shape, images.dtype)
-    if tf.as_dtype(images.dtype).is_floating:
-        finite = np.isfinite(np.asarray(images))
+    if _dtype_kind(images.dtype) == "float":
+        values = images if isinstance(images, np.ndarray) else ops.convert_to_numpy(images)
+        finite = np.isfinite(values)
         if not finite.all():
             index = tuple(int(i) for i in np.argwhere(~finite)[0])
             raise ValueError(
@@ -44,29 +55,77 @@ def check_predict_input(inputs):
 def check_image_spec(shape, dtype):
     """ValueError unless ``shape`` is ``[batch, height, width, 3]`` (batch not 0) and
     ``dtype`` numeric."""
-    shape = tf.TensorShape(shape)
-    if shape.rank != 4 or shape[-1] not in (3, None):
-        hint = "; one image needs a batch axis: images[None]" if shape.rank == 3 else ""
+    dims = _dims(shape)
+    if dims is None or len(dims) != 4 or dims[-1] not in (3, None):
+        hint = "; one image needs a batch axis: images[None]" if dims is not None and len(dims) == 3 else ""
+        shown = "<unknown>" if dims is None else str(dims)
         raise ValueError(
-            f"RFCN expects RGB images of shape [batch, height, width, 3]; got shape {shape}{hint}"
+            f"RFCN expects RGB images of shape [batch, height, width, 3]; got shape {shown}{hint}"
         )
-    try:
-        dtype = tf.as_dtype(dtype)
-    except TypeError:
-        raise ValueError(f"images must be uint8 or float in 0..255; got dtype {dtype}") from None
-    if not (dtype.is_floating or dtype.is_integer):
-        raise ValueError(f"images must be uint8 or float in 0..255; got dtype {dtype.name}")
-    if shape[0] == 0:
+    kind = _dtype_kind(dtype)
+    if kind is None:
+        name = getattr(dtype, "name", dtype)
+        raise ValueError(f"images must be uint8 or float in 0..255; got dtype {name}")
+    if dims[0] == 0:
         raise ValueError("empty batch: RFCN needs at least one image")
+
+
+def _dims(shape):
+    """A shape (tuple, ``tf.TensorShape``, ``torch.Size``) as a tuple of ints and None;
+    None when its rank is unknown."""
+    try:
+        return tuple(None if d is None else int(d) for d in shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _dtype_kind(dtype):
+    """ "float", "int" (signed or unsigned) or None (bool, strings, anything else)."""
+    try:
+        name = keras.backend.standardize_dtype(dtype)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if name.startswith(("float", "bfloat")):
+        return "float"
+    if name.startswith(("int", "uint")):
+        return "int"
+    return None
 
 
 def check_images(images, image_sizes=None):
     """``(images [B, H, W, 3], image_sizes [B, 2] or None)`` → the same as tensors, sizes
     defaulting to the full size (int32).
 
-    Raises ValueError for a wrong rank, channel count or dtype; asserts (at run time) that
-    float images are finite and that every true size is positive and fits the batch.
+    Raises ValueError for a wrong rank, channel count or dtype. Under TensorFlow, asserts
+    (at run time) that float images are finite and that every true size is positive and
+    fits the batch; elsewhere the sizes are checked when they are concrete (not inside a
+    jitted JAX step), and the pixels by ``check_predict_input``.
     """
+    if on_tensorflow():
+        return _check_images_tensorflow(images, image_sizes)
+    images = ops.convert_to_tensor(images)
+    check_image_spec(images.shape, images.dtype)
+    batch, height, width, _ = ops.shape(images)
+    if height == 0 or width == 0:
+        raise ValueError("images must be at least 1x1 pixels")
+    if image_sizes is None:
+        return images, ops.broadcast_to(ops.convert_to_tensor([[height, width]], "int32"), (batch, 2))
+    image_sizes = ops.cast(image_sizes, "int32")
+    try:
+        sizes = np.asarray(ops.convert_to_numpy(image_sizes))
+    except Exception:  # a tracer inside jax.jit: no values to check
+        return images, image_sizes
+    if np.any(sizes > [height, width]):
+        raise ValueError("image_sizes must not exceed the padded image height/width")
+    if np.any(sizes <= 0):
+        raise ValueError("image_sizes must be positive")
+    return images, image_sizes
+
+
+def _check_images_tensorflow(images, image_sizes):
+    """``check_images`` under TensorFlow: the value checks as graph asserts."""
+    import tensorflow as tf
+
     images = tf.convert_to_tensor(images)
     check_image_spec(images.shape, images.dtype)
     shape = tf.shape(images)
@@ -94,10 +153,12 @@ def check_images(images, image_sizes=None):
 
 
 def detect_each_if_padded(detect, images, image_sizes, max_detections):
-    """``detect(images [B, H, W, 3]) → detections`` on a batch that may be zero padded:
+    """TensorFlow only. ``detect(images [B, H, W, 3]) → detections`` on a batch that may be zero padded:
     the whole batch at once when every image fills it, else image by image (cropped to its
     ``image_sizes``), so that an image's detections do not depend on what it is batched with
     (zero padding would reach its border convolutions). Outputs padded to ``max_detections``."""
+    import tensorflow as tf
+
     signature = {
         "boxes": tf.TensorSpec([max_detections, 4], tf.float32),
         "confidence": tf.TensorSpec([max_detections], tf.float32),
@@ -144,20 +205,33 @@ def unpack_targets(y, num_classes, box_format="yxyx"):
     ``y = {"boxes": [B, N, 4], "labels": [B, N]}`` padded with label -1, optionally with
     ``"difficult"`` [B, N]: difficult (VOC) or crowd (COCO) objects are left out of
     training, as in py-faster-rcnn. Inverted boxes are repaired by ordering their corners;
-    padded rows become zero boxes. Raises (at run
-    time) on labels outside -1..num_classes-1 and on non-finite real boxes.
+    padded rows become zero boxes. Under TensorFlow, raises (at run time) on labels outside
+    -1..num_classes-1 and on non-finite real boxes.
     """
     if not isinstance(y, dict) or "boxes" not in y or "labels" not in y:
         raise ValueError("training targets must be a dict with 'boxes' [B, N, 4] and 'labels' [B, N]")
-    boxes = tf.cast(y["boxes"], tf.float32)
-    labels = tf.cast(y["labels"], tf.int32)
-    if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
+    boxes = ops.cast(y["boxes"], "float32")
+    labels = ops.cast(y["labels"], "int32")
+    if len(boxes.shape) != 3 or boxes.shape[-1] != 4:
         raise ValueError(f"target boxes must have shape [B, N, 4]; got {boxes.shape}")
-    if labels.shape.rank != 2:
+    if len(labels.shape) != 2:
         raise ValueError(f"target labels must have shape [B, N]; got {labels.shape}")
     if "difficult" in y:
-        labels = tf.where(tf.cast(y["difficult"], tf.bool), -1, labels)
+        labels = ops.where(ops.cast(y["difficult"], "bool"), -1, labels)
     real = labels >= 0
+    if on_tensorflow():
+        boxes, labels = _assert_targets(boxes, labels, real, num_classes)
+    boxes = from_model_format(boxes, box_format)
+    ordered = ops.concatenate(
+        [ops.minimum(boxes[..., :2], boxes[..., 2:]), ops.maximum(boxes[..., :2], boxes[..., 2:])], axis=-1
+    )
+    return ops.where(real[..., None], ordered, 0.0), labels
+
+
+def _assert_targets(boxes, labels, real, num_classes):
+    """TensorFlow's run-time checks of the targets: ``(boxes, labels)`` made to wait for them."""
+    import tensorflow as tf
+
     checks = [
         tf.debugging.assert_less(
             labels, num_classes, message=f"target labels must be in 0..{num_classes - 1} (or -1 for padding)"
@@ -168,11 +242,7 @@ def unpack_targets(y, num_classes, box_format="yxyx"):
         ),
     ]
     with tf.control_dependencies(checks):
-        boxes = from_model_format(boxes, box_format)
-        ordered = tf.concat(
-            [tf.minimum(boxes[..., :2], boxes[..., 2:]), tf.maximum(boxes[..., :2], boxes[..., 2:])], axis=-1
-        )
-        return tf.where(real[..., None], ordered, 0.0), labels
+        return tf.identity(boxes), tf.identity(labels)
 
 
 def to_model_format(boxes, box_format):

@@ -1,13 +1,12 @@
 """One test harness for every Keras layer of the package (after KerasHub's ``run_layer_test``):
 ``run_layer_test(case, tmp_path)`` checks a layer's config round trip, its symbolic output
 shapes against its eager ones, its output dtypes under ``mixed_float16`` and a ``.keras``
-round trip of a model made of it."""
+round trip of a model made of it. It runs under every Keras backend."""
 
 import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 @dataclasses.dataclass
@@ -30,7 +29,7 @@ class LayerCase:
 
 
 def flat(outputs):
-    return [np.asarray(v) if not isinstance(v, keras.KerasTensor) else v for v in tf.nest.flatten(outputs)]
+    return [np.asarray(v) if not isinstance(v, keras.KerasTensor) else v for v in keras.tree.flatten(outputs)]
 
 
 def run_layer_test(case, tmp_path):
@@ -46,7 +45,7 @@ def run_layer_test(case, tmp_path):
         keras.Input(batch_shape=shape, dtype=x.dtype) for shape, x in zip(case.symbolic, case.inputs)
     ]
     symbolic = layer(*symbolic_inputs)
-    assert tf.nest.map_structure(lambda _: 0, symbolic) == tf.nest.map_structure(lambda _: 0, eager)
+    assert keras.tree.map_structure(lambda _: 0, symbolic) == keras.tree.map_structure(lambda _: 0, eager)
     for s, e in zip(flat(symbolic), flat(eager)):
         assert len(s.shape) == e.ndim and all(a in (None, b) for a, b in zip(s.shape, e.shape)), (
             s.shape,

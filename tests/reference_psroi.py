@@ -151,3 +151,45 @@ def class_major_to_bin_major(maps, k):
     lead = maps.shape[:-1]
     grouped = maps.reshape(lead + (depth, k, k))
     return np.moveaxis(grouped, -3, -1).reshape(lead + (k * k * depth,))
+
+
+def roi_kinds(rng, height, width, scale, batch):
+    """One RoI of every kind per image, different per image: [B, 12, 4] float32.
+
+    Image extent is (height/scale, width/scale) pixels.
+    """
+    ih, iw = height / scale, width / scale
+
+    def box(y1, x1, h, w):
+        return [y1, x1, y1 + h, x1 + w]
+
+    def u(lo, hi):
+        return rng.uniform(lo, hi)
+
+    per_image = []
+    for _ in range(batch):
+        per_image.append(
+            [
+                # inside
+                box(u(0, 0.4 * ih), u(0, 0.4 * iw), u(0.3, 0.6) * ih, u(0.3, 0.6) * iw),
+                box(u(0, 0.2 * ih), u(0, 0.2 * iw), u(0.6, 0.8) * ih, u(0.6, 0.8) * iw),
+                # crossing the top-left / bottom-right border
+                box(u(-0.3, 0) * ih, u(-0.3, 0) * iw, u(0.5, 0.9) * ih, u(0.5, 0.9) * iw),
+                box(u(0.5, 0.8) * ih, u(0.5, 0.8) * iw, u(0.4, 0.7) * ih, u(0.4, 0.7) * iw),
+                # reaching far beyond -1 and H/W (samples there count as 0 in align mode)
+                box(u(-1.0, -0.6) * ih, u(-1.0, -0.6) * iw, u(2.0, 2.5) * ih, u(2.0, 2.5) * iw),
+                box(u(0.2, 0.5) * ih, u(-0.9, -0.5) * iw, u(0.3, 1.2) * ih, u(0.7, 1.8) * iw),
+                # entirely outside
+                box(u(1.3, 1.5) * ih, u(0, 0.5) * iw, u(0.1, 0.3) * ih, u(0.1, 0.3) * iw),
+                # tiny (under a map pixel)
+                box(u(0, 0.9) * ih, u(0, 0.9) * iw, u(0.05, 0.9) / scale, u(0.05, 0.9) / scale),
+                # zero-area, and zero height only
+                box(u(0, 0.9) * ih, u(0, 0.9) * iw, 0.0, 0.0),
+                box(u(0, 0.9) * ih, u(0, 0.5) * iw, 0.0, u(0.2, 0.5) * iw),
+                # inverted (ymax < ymin, xmax < xmin)
+                box(u(0.5, 0.9) * ih, u(0.5, 0.9) * iw, -u(0.2, 0.4) * ih, -u(0.2, 0.4) * iw),
+                # arbitrary
+                box(u(-0.2, 1.0) * ih, u(-0.2, 1.0) * iw, u(0, 1.0) * ih, u(0, 1.0) * iw),
+            ]
+        )
+    return np.asarray(per_image, np.float32)

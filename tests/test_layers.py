@@ -10,14 +10,9 @@ import rfcn_tf  # noqa: F401  (importing the package registers its classes)
 from rfcn_tf.layers import (
     AnchorGrid,
     DetectionDecoder,
-    ImageResizer,
-    Preprocess,
     ProposalLayer,
-    PSRoIPool,
-    RoIAlign,
-    UnflattenRoIs,
-    Vote,
 )
+from tests.backend_cases_pooling import harness_cases as pooling_cases
 from tests.layer_harness import LayerCase, run_layer_test
 
 RNG = np.random.default_rng(0)
@@ -35,20 +30,7 @@ def floats(*shape):
 ANCHORS = AnchorGrid(8, (16.0,), (0.5, 1.0, 2.0))(floats(1, 3, 4, 3)).numpy()
 
 CASES = {
-    "ImageResizer": LayerCase(
-        ImageResizer,
-        dict(min_side=24, max_side=40),
-        (RNG.uniform(0, 255, (1, 30, 50, 3)).astype(np.float32),),
-        symbolic=((None, None, None, 3),),
-        mixed_outputs=("float32", "int32", "float32"),
-    ),
-    "Preprocess": LayerCase(
-        Preprocess,
-        dict(stride=8),
-        (RNG.uniform(0, 255, (2, 20, 30, 3)).astype(np.float32), np.array([[20, 30], [15, 25]], np.int32)),
-        symbolic=((None, None, None, 3), (None, 2)),
-        mixed_outputs=("float16",),
-    ),
+    **pooling_cases(),
     "AnchorGrid": LayerCase(
         AnchorGrid,
         dict(stride=8, scales=(16.0, 32.0), ratios=(0.5, 1.0, 2.0)),
@@ -62,33 +44,6 @@ CASES = {
         (floats(1, 3, 4, 3), 0.1 * floats(1, 3, 4, 12), ANCHORS, np.array([[24, 32]], np.int32)),
         symbolic=((None, None, None, 3), (None, None, None, 12), (None, 4), (None, 2)),
         mixed_outputs=("float32", "float32", "bool"),
-    ),
-    "PSRoIPool": LayerCase(
-        PSRoIPool,
-        dict(k=3, spatial_scale=1 / 8),
-        (floats(1, 6, 8, 9 * 2), rois(5, 48, 64)),
-        symbolic=((None, None, None, 18), (None, None, 4)),
-        mixed_outputs=("float16",),
-        mixed_inputs=("float16", None),
-    ),
-    "RoIAlign": LayerCase(
-        RoIAlign,
-        dict(crop_size=4, spatial_scale=1 / 8),
-        (floats(1, 6, 8, 5), rois(5, 48, 64)),
-        symbolic=((None, None, None, 5), (None, None, 4)),
-        mixed_outputs=("float16",),
-        mixed_inputs=("float16", None),
-    ),
-    "Vote": LayerCase(
-        Vote, {}, (floats(1, 5, 3, 3, 2),), symbolic=((None, None, 3, 3, 2),), mixed_outputs=("float16",)
-    ),
-    "UnflattenRoIs": LayerCase(
-        UnflattenRoIs,
-        {},
-        (floats(5, 3), rois(5, 48, 64)),
-        symbolic=((None, 3), (None, None, 4)),
-        mixed_outputs=("float32",),
-        mixed_inputs=("float16", None),
     ),
     "DetectionDecoder": LayerCase(
         DetectionDecoder,

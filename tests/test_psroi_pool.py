@@ -13,48 +13,6 @@ ATOL = 1e-5
 RTOL = 1e-5
 
 
-def _rois(rng, height, width, scale, batch):
-    """One RoI of every kind per image, different per image: [B, 12, 4] float32.
-
-    Image extent is (height/scale, width/scale) pixels.
-    """
-    ih, iw = height / scale, width / scale
-
-    def box(y1, x1, h, w):
-        return [y1, x1, y1 + h, x1 + w]
-
-    def u(lo, hi):
-        return rng.uniform(lo, hi)
-
-    per_image = []
-    for _ in range(batch):
-        per_image.append(
-            [
-                # inside
-                box(u(0, 0.4 * ih), u(0, 0.4 * iw), u(0.3, 0.6) * ih, u(0.3, 0.6) * iw),
-                box(u(0, 0.2 * ih), u(0, 0.2 * iw), u(0.6, 0.8) * ih, u(0.6, 0.8) * iw),
-                # crossing the top-left / bottom-right border
-                box(u(-0.3, 0) * ih, u(-0.3, 0) * iw, u(0.5, 0.9) * ih, u(0.5, 0.9) * iw),
-                box(u(0.5, 0.8) * ih, u(0.5, 0.8) * iw, u(0.4, 0.7) * ih, u(0.4, 0.7) * iw),
-                # reaching far beyond -1 and H/W (samples there count as 0 in align mode)
-                box(u(-1.0, -0.6) * ih, u(-1.0, -0.6) * iw, u(2.0, 2.5) * ih, u(2.0, 2.5) * iw),
-                box(u(0.2, 0.5) * ih, u(-0.9, -0.5) * iw, u(0.3, 1.2) * ih, u(0.7, 1.8) * iw),
-                # entirely outside
-                box(u(1.3, 1.5) * ih, u(0, 0.5) * iw, u(0.1, 0.3) * ih, u(0.1, 0.3) * iw),
-                # tiny (under a map pixel)
-                box(u(0, 0.9) * ih, u(0, 0.9) * iw, u(0.05, 0.9) / scale, u(0.05, 0.9) / scale),
-                # zero-area, and zero height only
-                box(u(0, 0.9) * ih, u(0, 0.9) * iw, 0.0, 0.0),
-                box(u(0, 0.9) * ih, u(0, 0.5) * iw, 0.0, u(0.2, 0.5) * iw),
-                # inverted (ymax < ymin, xmax < xmin)
-                box(u(0.5, 0.9) * ih, u(0.5, 0.9) * iw, -u(0.2, 0.4) * ih, -u(0.2, 0.4) * iw),
-                # arbitrary
-                box(u(-0.2, 1.0) * ih, u(-0.2, 1.0) * iw, u(0, 1.0) * ih, u(0, 1.0) * iw),
-            ]
-        )
-    return np.asarray(per_image, np.float32)
-
-
 # (k, n, D, H, W, B, spatial_scale)
 CASES = [
     (1, 1, 3, 5, 6, 2, 1 / 16),
@@ -73,7 +31,7 @@ CASES = [
 def test_matches_reference(mode, k, n, depth, height, width, batch, scale, implementation):
     rng = np.random.default_rng([k, n, depth, height, width, mode == "align"])
     maps = rng.normal(size=(batch, height, width, k * k * depth)).astype(np.float32)
-    rois = _rois(rng, height, width, scale, batch)
+    rois = ref.roi_kinds(rng, height, width, scale, batch)
     out = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode, implementation=implementation)(
         maps, rois
     )
@@ -88,7 +46,7 @@ def test_align_equals_torchvision_class_major_definition(k, n):
     rng = np.random.default_rng(7)
     depth, height, width, scale = 3, 6, 8, 1 / 16
     class_major = rng.normal(size=(2, height, width, k * k * depth)).astype(np.float32)
-    rois = _rois(rng, height, width, scale, 2)
+    rois = ref.roi_kinds(rng, height, width, scale, 2)
     out = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n)(
         ref.class_major_to_bin_major(class_major, k), rois
     )
@@ -212,7 +170,7 @@ def test_gradient_matches_numpy_adjoint(mode, implementation, k, n, height, widt
     rng = np.random.default_rng([11, k, n, height, width])
     depth, scale = 2, 1 / 16
     maps = tf.constant(rng.normal(size=(2, height, width, k * k * depth)), tf.float32)
-    rois = tf.constant(_rois(rng, height, width, scale, 2))
+    rois = tf.constant(ref.roi_kinds(rng, height, width, scale, 2))
     weights = rng.normal(size=(2, rois.shape[1], k, k, depth)).astype(np.float32)
     layer = PSRoIPool(k=k, spatial_scale=scale, samples_per_bin=n, mode=mode, implementation=implementation)
     with tf.GradientTape(persistent=True) as tape:
@@ -227,7 +185,7 @@ def test_reference_adjoint_matches_central_differences():
     rng = np.random.default_rng(5)
     k, n, scale = 2, 2, 0.25
     maps = rng.normal(size=(1, 3, 4, k * k))
-    rois = _rois(rng, 3, 4, scale, 1)[:, :6]
+    rois = ref.roi_kinds(rng, 3, 4, scale, 1)[:, :6]
     weights = rng.normal(size=(1, 6, k, k, 1))
     for mode in ("align", "crop"):
         adjoint = ref.psroi_pool_adjoint(maps.shape, rois, weights, k, scale, n, mode)
@@ -264,7 +222,7 @@ def test_dynamic_shapes_in_tf_function():
     rng = np.random.default_rng(2)
     for batch, height, width, count in [(1, 5, 7, 3), (3, 9, 4, 11)]:
         maps = rng.normal(size=(batch, height, width, 18)).astype(np.float32)
-        rois = _rois(rng, height, width, 1 / 16, batch)[:, :count]
+        rois = ref.roi_kinds(rng, height, width, 1 / 16, batch)[:, :count]
         np.testing.assert_allclose(
             fn(maps, rois).numpy(),
             ref.psroi_pool(maps, rois, 3, 1 / 16, 2, "align"),
@@ -296,7 +254,7 @@ def test_config_round_trip():
     assert clone.get_config() == config
     rng = np.random.default_rng(4)
     maps = rng.normal(size=(1, 6, 6, 25 * 2)).astype(np.float32)
-    rois = _rois(rng, 6, 6, 0.125, 1)
+    rois = ref.roi_kinds(rng, 6, 6, 0.125, 1)
     np.testing.assert_array_equal(layer(maps, rois).numpy(), clone(maps, rois).numpy())
 
 
@@ -314,7 +272,7 @@ def test_functional_model_saves_and_reloads(tmp_path):
     rng = np.random.default_rng(9)
     for height, width in [(5, 8), (7, 3)]:
         maps = rng.normal(size=(2, height, width, k * k * depth)).astype(np.float32)
-        rois = _rois(rng, height, width, 1 / 16, 2)
+        rois = ref.roi_kinds(rng, height, width, 1 / 16, 2)
         before = model.predict([maps, rois], verbose=0)
         after = loaded.predict([maps, rois], verbose=0)
         np.testing.assert_allclose(
@@ -326,7 +284,7 @@ def test_functional_model_saves_and_reloads(tmp_path):
 def test_mixed_precision_output_dtype():
     rng = np.random.default_rng(8)
     maps = rng.normal(size=(1, 6, 7, 18)).astype(np.float32)
-    rois = _rois(rng, 6, 7, 1 / 16, 1)
+    rois = ref.roi_kinds(rng, 6, 7, 1 / 16, 1)
     out = PSRoIPool(k=3, dtype="mixed_float16")(maps, rois)
     assert out.dtype == tf.float16
     np.testing.assert_allclose(out.numpy(), ref.psroi_pool(maps, rois, 3, 1 / 16, 2, "align"), atol=1e-2)

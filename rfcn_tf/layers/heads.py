@@ -14,10 +14,10 @@ layers.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from rfcn_tf.layers.psroi_pool import PSRoIPool
-from rfcn_tf.layers.sampling import IMPLEMENTATIONS, crop_and_resize
+from rfcn_tf.layers.sampling import check_implementation, crop_and_resize
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
@@ -25,7 +25,7 @@ class Vote(keras.layers.Layer):
     """R-FCN's vote: per-bin values ``[B, R, k, k, D]`` → their mean ``[B, R, D]``."""
 
     def call(self, bins):
-        return tf.reduce_mean(bins, axis=[2, 3])
+        return ops.mean(bins, axis=(2, 3))
 
     def compute_output_shape(self, bins_shape):
         return (bins_shape[0], bins_shape[1], bins_shape[4])
@@ -43,36 +43,34 @@ class RoIAlign(keras.layers.Layer):
         super().__init__(**kwargs)
         self.crop_size = int(crop_size)
         self.spatial_scale = float(spatial_scale)
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"RoIAlign: `implementation` must be one of {IMPLEMENTATIONS}, got {implementation!r}"
-            )
+        check_implementation(implementation, "RoIAlign")
         self.implementation = implementation
 
     def call(self, features, rois):
         dtype = features.dtype
-        features = tf.cast(features, tf.float32)
+        features = ops.cast(features, "float32")
         # One replicated cell on every side turns crop_and_resize's "0 outside the map"
         # into "clamp within one cell, 0 beyond".
-        padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-        shape = tf.shape(padded)
-        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
+        padded = ops.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="symmetric")
+        _, height, width, _ = ops.shape(padded)
+        batch, num_rois = ops.shape(rois)[:2]
+        rois = ops.stop_gradient(ops.cast(rois, "float32"))
         start = rois[..., :2] * self.spatial_scale - 0.5
         size = (rois[..., 2:] - rois[..., :2]) * self.spatial_scale
         step = size / self.crop_size
         first = start + 0.5 * step + 1.0  # +1: the padding
         last = first + (self.crop_size - 1) * step
-        extent = tf.cast(tf.maximum(shape[1:3] - 1, 1), tf.float32)
-        boxes = tf.concat([first / extent, last / extent], axis=-1)
-        box_indices = tf.repeat(tf.range(tf.shape(rois)[0]), tf.shape(rois)[1])
+        extent = ops.cast(ops.maximum(ops.stack([height - 1, width - 1]), 1), "float32")
+        boxes = ops.concatenate([first / extent, last / extent], axis=-1)
+        box_indices = ops.broadcast_to(ops.arange(batch, dtype="int32")[:, None], (batch, num_rois))
         crops = crop_and_resize(
             padded,
-            tf.reshape(boxes, [-1, 4]),
-            box_indices,
+            ops.reshape(boxes, (-1, 4)),
+            ops.reshape(box_indices, (-1,)),
             [self.crop_size, self.crop_size],
             implementation=self.implementation,
         )
-        return tf.cast(crops, dtype)
+        return ops.cast(crops, dtype)
 
     def compute_output_shape(self, features_shape, rois_shape):
         return (None, self.crop_size, self.crop_size, features_shape[-1])
@@ -91,8 +89,8 @@ class UnflattenRoIs(keras.layers.Layer):
     """Per-RoI rows ``[B·R, D]`` → ``[B, R, D]`` float32, B and R read from ``rois [B, R, 4]``."""
 
     def call(self, values, rois):
-        shape = tf.shape(rois)
-        return tf.reshape(tf.cast(values, tf.float32), [shape[0], shape[1], -1])
+        batch, num_rois = ops.shape(rois)[:2]
+        return ops.reshape(ops.cast(values, "float32"), (batch, num_rois, -1))
 
     def compute_output_shape(self, values_shape, rois_shape):
         return (rois_shape[0], rois_shape[1], values_shape[-1])

@@ -4,12 +4,13 @@ import math
 import numbers
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from rfcn_tf.layers.sampling import IMPLEMENTATIONS, crop_and_resize
+from rfcn_tf.layers.sampling import check_implementation, crop_and_resize
+from rfcn_tf.ops import on_tensorflow
 
 _MODES = ("align", "crop")
-_CROP_DTYPES = (tf.float16, tf.float32, tf.float64)
+_CROP_DTYPES = ("float16", "float32", "float64")
 
 
 def _positive_int(value, name):
@@ -60,7 +61,10 @@ class PSRoIPool(keras.layers.Layer):
 
     ``implementation``: ``"crop_and_resize"`` (default; TensorFlow's kernel, the faster on
     CPU) or ``"gather"`` (the same values from GATHER and arithmetic, for TFLite built-ins
-    and ONNX; see ``layers.sampling``).
+    and ONNX; see ``layers.sampling``). Under JAX and PyTorch both run the gathers.
+
+    Shapes unknown when the graph is built, and NaN or Inf RoIs, are asserted at run time
+    under TensorFlow only (JAX and PyTorch know every shape when they trace).
 
     Gradients flow to ``score_maps`` only: the RoI coordinates are treated as
     constants (the paper's approximate joint training).
@@ -82,10 +86,7 @@ class PSRoIPool(keras.layers.Layer):
         if mode not in _MODES:
             raise ValueError(f"PSRoIPool: `mode` must be one of {_MODES}, got {mode!r}")
         self.mode = mode
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"PSRoIPool: `implementation` must be one of {IMPLEMENTATIONS}, got {implementation!r}"
-            )
+        check_implementation(implementation, "PSRoIPool")
         self.implementation = implementation
         if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, numbers.Real):
             raise ValueError(f"PSRoIPool: `spatial_scale` must be a positive number, got {spatial_scale!r}")
@@ -106,13 +107,12 @@ class PSRoIPool(keras.layers.Layer):
 
     def _check_shapes(self, score_maps_shape, rois_shape):
         """Static shape checks; returns D (or None when the channels are unknown)."""
-        score_maps_shape = tf.TensorShape(score_maps_shape)
-        rois_shape = tf.TensorShape(rois_shape)
-        if score_maps_shape.rank != 4:
+        score_maps_shape, rois_shape = _static(score_maps_shape), _static(rois_shape)
+        if score_maps_shape is None or len(score_maps_shape) != 4:
             raise ValueError(
                 f"PSRoIPool: `score_maps` must have rank 4 [B, H, W, k*k*D], got shape {score_maps_shape}"
             )
-        if rois_shape.rank != 3 or rois_shape[-1] not in (None, 4):
+        if rois_shape is None or len(rois_shape) != 3 or rois_shape[-1] not in (None, 4):
             raise ValueError(f"PSRoIPool: `rois` must have shape [B, R, 4], got {rois_shape}")
         batch_maps, batch_rois = score_maps_shape[0], rois_shape[0]
         if batch_maps is not None and batch_rois is not None and batch_maps != batch_rois:
@@ -134,44 +134,29 @@ class PSRoIPool(keras.layers.Layer):
         return (batch, rois_shape[1], self.k, self.k, depth)
 
     def call(self, score_maps, rois):
-        score_maps = tf.convert_to_tensor(score_maps)
-        rois = tf.convert_to_tensor(rois)
+        score_maps = ops.convert_to_tensor(score_maps)
+        rois = ops.convert_to_tensor(rois)
         static_depth = self._check_shapes(score_maps.shape, rois.shape)
         k, n = self.k, self.samples_per_bin
         k2 = k * k
+        if on_tensorflow():
+            score_maps, rois = _assert_in_graph(score_maps, rois, k2)
+        rois = ops.stop_gradient(ops.cast(rois, "float32"))
 
-        shape = tf.shape(score_maps)
-        batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-        rois_shape = tf.shape(rois)
-        checks = [
-            tf.debugging.assert_equal(
-                rois_shape[0],
-                batch,
-                message="PSRoIPool: batch size of `rois` does not match `score_maps`",
-            ),
-            tf.debugging.assert_equal(
-                channels % k2,
-                0,
-                message=f"PSRoIPool: `score_maps` channels must be divisible by k*k = {k2}",
-            ),
-        ]
-        # In a graph, make the reshapes wait for the checks so their clearer message wins.
-        with tf.control_dependencies([c for c in checks if c is not None]):
-            score_maps = tf.identity(score_maps)
-            rois = tf.identity(rois)
-        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
-        rois = tf.debugging.assert_all_finite(rois, "PSRoIPool: `rois` contains NaN or Inf")
-        depth = channels // k2
+        batch, height, width, channels = ops.shape(score_maps)
+        num_rois = ops.shape(rois)[1]
+        depth = static_depth if static_depth is not None else channels // k2
 
         # Each bin's D-channel group becomes its own image: [B*k², H, W, D].
-        maps = score_maps if score_maps.dtype in _CROP_DTYPES else tf.cast(score_maps, tf.float32)
-        maps = tf.reshape(maps, [batch, height, width, k2, depth])
-        maps = tf.transpose(maps, [0, 3, 1, 2, 4])
-        maps = tf.reshape(maps, [batch * k2, height, width, depth])
+        dtype = keras.backend.standardize_dtype(score_maps.dtype)
+        maps = score_maps if dtype in _CROP_DTYPES else ops.cast(score_maps, "float32")
+        maps = ops.reshape(maps, (batch, height, width, k2, depth))
+        maps = ops.transpose(maps, (0, 3, 1, 2, 4))
+        maps = ops.reshape(maps, (batch * k2, height, width, depth))
 
-        y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # each [B, R]
-        h = tf.cast(height, tf.float32)
-        w = tf.cast(width, tf.float32)
+        y1, x1, y2, x2 = (rois[..., i] for i in range(4))  # each [B, R]
+        h = ops.cast(height, "float32")
+        w = ops.cast(width, "float32")
         if self.mode == "crop":
             first_y, last_y = self._crop_axis(y1, y2, h)
             first_x, last_x = self._crop_axis(x1, x2, w)
@@ -180,60 +165,61 @@ class PSRoIPool(keras.layers.Layer):
             # torchvision's border rule goes into the coordinates themselves and the maps
             # are read as they are. A map one pixel high (or wide) gets a zero row (or
             # column): crop_and_resize cannot place a sample outside a one-pixel axis.
-            pad_h, pad_w = tf.cast(height < 2, tf.int32), tf.cast(width < 2, tf.int32)
-            maps = tf.pad(maps, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-            first_y, last_y = self._align_samples(y1, y2, h, h + tf.cast(pad_h, tf.float32))
-            first_x, last_x = self._align_samples(x1, x2, w, w + tf.cast(pad_w, tf.float32))
+            pad_h, pad_w = _below_two(height), _below_two(width)
+            maps = ops.pad(maps, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+            first_y, last_y = self._align_samples(y1, y2, h, h + ops.cast(pad_h, "float32"))
+            first_x, last_x = self._align_samples(x1, x2, w, w + ops.cast(pad_w, "float32"))
         else:
             # Interior samples are interpolated between the corners, so the rule is kept by
             # replicating one row/column on each side: crop_and_resize then reads the edge
             # value for samples in [-1, 0) and (H-1, H], and 0 beyond.
-            maps = tf.pad(maps, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+            maps = ops.pad(maps, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="symmetric")
             first_y, last_y = self._align_axis(y1, y2, h)
             first_x, last_x = self._align_axis(x1, x2, w)
 
-        grid = tf.stack([batch, rois_shape[1], k, k])
-        boxes = tf.stack(
+        grid = (batch, num_rois, k, k)
+        boxes = ops.stack(
             [
-                tf.broadcast_to(first_y[..., :, None], grid),
-                tf.broadcast_to(first_x[..., None, :], grid),
-                tf.broadcast_to(last_y[..., :, None], grid),
-                tf.broadcast_to(last_x[..., None, :], grid),
+                ops.broadcast_to(first_y[..., :, None], grid),
+                ops.broadcast_to(first_x[..., None, :], grid),
+                ops.broadcast_to(last_y[..., :, None], grid),
+                ops.broadcast_to(last_x[..., None, :], grid),
             ],
             axis=-1,
         )
         # Box (b, r, i, j) reads image b·k² + i·k + j of the regrouped maps.
-        box_indices = tf.range(batch)[:, None, None, None] * k2 + tf.reshape(tf.range(k2), [1, 1, k, k])
-        box_indices = tf.broadcast_to(box_indices, grid)
+        images = ops.arange(batch, dtype="int32")[:, None, None, None] * k2
+        box_indices = ops.broadcast_to(
+            images + ops.reshape(ops.arange(k2, dtype="int32"), (1, 1, k, k)), grid
+        )
         crops = crop_and_resize(
             maps,
-            tf.reshape(boxes, [-1, 4]),
-            tf.reshape(box_indices, [-1]),
+            ops.reshape(boxes, (-1, 4)),
+            ops.reshape(box_indices, (-1,)),
             [n, n],
             implementation=self.implementation,
         )  # [B*R*k², n, n, D]
-        values = tf.reduce_mean(crops, axis=[1, 2])
-        values = tf.reshape(values, [batch, rois_shape[1], k, k, depth])
-        values.set_shape([score_maps.shape[0] or rois.shape[0], rois.shape[1], k, k, static_depth])
-        return tf.cast(values, self.compute_dtype)
+        values = ops.mean(crops, axis=(1, 2))
+        values = ops.reshape(values, (batch, num_rois, k, k, depth))
+        return ops.cast(values, self.compute_dtype)
 
     def _align_positions(self, lo, hi):
         """torchvision's sample positions in map pixels: [B, R, k, n] (bin, sample)."""
         k, n = self.k, self.samples_per_bin
         bin_size = (hi - lo) * (self.spatial_scale / k)
         start = lo * self.spatial_scale - 0.5
-        offsets = (tf.range(n, dtype=tf.float32) + 0.5) / n  # within a bin, in bins
+        offsets = (ops.arange(n, dtype="float32") + 0.5) / n  # within a bin, in bins
         return (
             start[..., None, None]
-            + (tf.range(k, dtype=tf.float32)[:, None] + offsets) * bin_size[..., None, None]
+            + (ops.arange(k, dtype="float32")[:, None] + offsets) * bin_size[..., None, None]
         )
 
     def _align_samples(self, lo, hi, size, padded_size):
         """For n ≤ 2, the samples themselves as crop corners normalised to the (padded) map:
         clamped into [0, size − 1], or outside the map where they count as 0: 2×[B, R, k]."""
         at = self._align_positions(lo, hi)
-        inside = (at >= -1.0) & (at <= size)
-        at = tf.where(inside, tf.clip_by_value(at, 0.0, size - 1.0) / (padded_size - 1.0), -1.0)
+        inside = ops.logical_and(at >= -1.0, at <= size)
+        at = ops.where(inside, ops.clip(at, 0.0, size - 1.0) / (padded_size - 1.0), -1.0)
         return at[..., 0], at[..., -1]
 
     def _align_axis(self, lo, hi, size):
@@ -246,7 +232,45 @@ class PSRoIPool(keras.layers.Layer):
         """Bin edges in coordinates normalised to the map extent: 2×[B, R, k]."""
         lo_n = lo * self.spatial_scale / size
         step = (hi - lo) * self.spatial_scale / (size * self.k)
-        bins = tf.range(self.k, dtype=tf.float32)
+        bins = ops.arange(self.k, dtype="float32")
         first = lo_n[..., None] + bins * step[..., None]
         last = lo_n[..., None] + (bins + 1.0) * step[..., None]
         return first, last
+
+
+def _static(shape):
+    """A shape (tuple, list, ``tf.TensorShape``) as a tuple of ints and None; None when
+    its rank is unknown."""
+    try:
+        return tuple(None if d is None else int(d) for d in shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _below_two(size):
+    """1 if an axis of ``size`` (int, or a TensorFlow scalar when unknown at trace time) is
+    shorter than 2, else 0 (a Python int when ``size`` is one: pad widths must be static
+    under JAX)."""
+    return int(size < 2) if isinstance(size, int) else ops.cast(ops.less(size, 2), "int32")
+
+
+def _assert_in_graph(score_maps, rois, k2):
+    """TensorFlow: the run-time checks of shapes unknown when the graph is built, and of
+    finite RoIs (other backends have every shape when tracing and no graph-time asserts)."""
+    import tensorflow as tf
+
+    shape, rois_shape = tf.shape(score_maps), tf.shape(rois)
+    checks = [
+        tf.debugging.assert_equal(
+            rois_shape[0], shape[0], message="PSRoIPool: batch size of `rois` does not match `score_maps`"
+        ),
+        tf.debugging.assert_equal(
+            shape[3] % k2, 0, message=f"PSRoIPool: `score_maps` channels must be divisible by k*k = {k2}"
+        ),
+    ]
+    # In a graph, make the reshapes wait for the checks so their clearer message wins.
+    with tf.control_dependencies([c for c in checks if c is not None]):
+        score_maps = tf.identity(score_maps)
+        rois = tf.identity(rois)
+    rois = tf.debugging.assert_all_finite(tf.cast(rois, tf.float32), "PSRoIPool: `rois` contains NaN or Inf")
+    return score_maps, rois
