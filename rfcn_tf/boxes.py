@@ -8,7 +8,7 @@ validity mask for padded boxes.
 
 import math
 
-import tensorflow as tf
+from keras import ops
 from keras.utils import bounding_boxes
 
 # Second-stage box targets are divided by these (Fast R-CNN's normalisation).
@@ -30,8 +30,8 @@ def encode(anchors, boxes, std=None):
 def decode(anchors, deltas, std=None):
     """Deltas ``[..., 4]`` (scaled by ``std``) applied to anchors → yxyx boxes."""
     if std is not None:
-        deltas = deltas * tf.constant(std, deltas.dtype)
-    deltas = tf.concat([deltas[..., :2], tf.minimum(deltas[..., 2:], MAX_LOG_SCALE)], axis=-1)
+        deltas = deltas * ops.convert_to_tensor(std, ops.dtype(deltas))
+    deltas = ops.concatenate([deltas[..., :2], ops.minimum(deltas[..., 2:], MAX_LOG_SCALE)], axis=-1)
     return bounding_boxes.decode_deltas_to_boxes(anchors, deltas, anchor_format="yxyx", box_format="yxyx")
 
 
@@ -42,6 +42,6 @@ def iou(boxes1, boxes2):
 
 def clip(boxes, image_sizes):
     """Clip ``[B, N, 4]`` boxes to each image's ``(height, width)`` in ``[B, 2]``."""
-    sizes = tf.cast(image_sizes, boxes.dtype)
-    limits = tf.concat([sizes, sizes], axis=-1)[:, None, :]  # [B, 1, 4] = (h, w, h, w)
-    return tf.clip_by_value(boxes, 0.0, limits)
+    sizes = ops.cast(image_sizes, ops.dtype(boxes))
+    limits = ops.concatenate([sizes, sizes], axis=-1)[:, None, :]  # [B, 1, 4] = (h, w, h, w)
+    return ops.minimum(ops.maximum(boxes, 0.0), limits)

@@ -26,10 +26,10 @@ def rpn_head(features, num_anchors, channels=512):
 def flatten_rpn(logits, deltas):
     """``[B, h, w, A]``, ``[B, h, w, 4A]`` → ``[B, h·w·A]``, ``[B, h·w·A, 4]`` (the order of
     ``anchor_grid``)."""
-    batch = tf.shape(logits)[0]
+    batch = keras.ops.shape(logits)[0]
     return (
-        tf.reshape(tf.cast(logits, tf.float32), [batch, -1]),
-        tf.reshape(tf.cast(deltas, tf.float32), [batch, -1, 4]),
+        keras.ops.reshape(keras.ops.cast(logits, "float32"), (batch, -1)),
+        keras.ops.reshape(keras.ops.cast(deltas, "float32"), (batch, -1, 4)),
     )
 
 
