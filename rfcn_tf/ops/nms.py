@@ -45,6 +45,7 @@ def class_aware_non_max_suppression(boxes, scores, max_output, iou_threshold, sc
     classes = ops.shape(scores)[2]
     flat, kept_scores, count = _greedy(boxes, scores, max_output, iou_threshold, score_threshold)
     present = ops.arange(max_output)[None, :] < count[:, None]
+    boxes = ops.pad(boxes, [[0, 0], [0, 1], [0, 0]])  # in range also when R = 0
     kept_boxes = ops.where(present[..., None], batched_gather(boxes, flat // classes), 0.0)
     return kept_boxes, kept_scores, flat % classes, count
 
@@ -83,7 +84,8 @@ def _greedy(boxes, scores, max_output, iou_threshold, score_threshold):
         overlap = extent[..., 0] * extent[..., 1]
         picked_area = batched_gather(area, pick)
         iou = overlap / (area + picked_area - overlap)
-        suppress = (area > 0.0) & (picked_area > 0.0) & (iou > iou_threshold)  # [B, R + 1]
+        # With a zero-area box the overlap is 0: IoU 0 or 0 / 0, neither > the threshold.
+        suppress = iou > iou_threshold  # [B, R + 1]
         # The kept candidate and those it suppresses, in its own column only.
         hit = (suppress | (rows[None, :] == pick))[:, :, None] & (
             columns[None, None, :] == column[:, None, None]
