@@ -57,58 +57,47 @@ def _greedy(boxes, scores, max_output, iou_threshold, score_threshold):
     boxes = ops.cast(boxes, "float32")
     scores = ops.cast(scores, "float32")
     iou_threshold = ops.cast(iou_threshold, "float32")  # compared in float32, as TF does
-    batch, classes = ops.shape(scores)[0], ops.shape(scores)[2]
+    batch, rows, classes = ops.shape(scores)
     # One dead row (score -inf, zero box) at the end: the argmax always has something to
-    # take, also when N = 0, and what it takes there is in range.
+    # take, also when R = 0, and what it takes there is in range.
     live = ops.where(scores > ops.cast(score_threshold, "float32"), scores, -math.inf)
     live = ops.pad(live, [[0, 0], [0, 1], [0, 0]], constant_values=-math.inf)  # [B, R + 1, C]
     boxes = ops.pad(boxes, [[0, 0], [0, 1], [0, 0]])
     low = ops.minimum(boxes[..., :2], boxes[..., 2:])
     high = ops.maximum(boxes[..., :2], boxes[..., 2:])
     area = (high[..., 0] - low[..., 0]) * (high[..., 1] - low[..., 1])  # [B, R + 1]
-    rows = ops.arange(ops.shape(live)[1], dtype="int32")
-    columns = ops.arange(classes, dtype="int32")
+    # Every image's boxes as rows of one table: one take fetches each image's kept box.
+    table = ops.reshape(ops.concatenate([low, high, area[..., None]], axis=-1), (-1, 5))
+    offsets = ops.arange(batch, dtype="int32") * (rows + 1)
+    row_ids = ops.arange(rows + 1, dtype="int32")
+    column_ids = ops.arange(classes, dtype="int32")
     slots = ops.arange(max_output, dtype="int32")
 
-    def body(step, live, index, kept, count, _):
+    def body(step, live, index, _):
         flat = ops.reshape(live, (batch, -1))
         best = ops.cast(ops.argmax(flat, axis=1), "int32")  # the first of equal maxima
-        score = ops.max(flat, axis=1)
-        found = score > -math.inf
-        row, column = best // classes, best % classes
-        # IoU of every box with the kept one, in the arithmetic of TF's kernel.
-        pick = row[:, None]
-        top = ops.minimum(high, batched_gather(high, pick))
-        bottom = ops.maximum(low, batched_gather(low, pick))
-        extent = ops.maximum(top - bottom, 0.0)
+        found = ops.max(flat, axis=1) > -math.inf
+        row = best // classes
+        kept = ops.take(table, row + offsets, axis=0)[:, None, :]  # [B, 1, 5]
+        # IoU of every box with the kept one, in the arithmetic of TF's kernel. With a
+        # zero-area box the overlap is 0: IoU 0 or 0 / 0, neither > the threshold.
+        extent = ops.maximum(ops.minimum(high, kept[..., 2:4]) - ops.maximum(low, kept[..., :2]), 0.0)
         overlap = extent[..., 0] * extent[..., 1]
-        picked_area = batched_gather(area, pick)
-        iou = overlap / (area + picked_area - overlap)
-        # With a zero-area box the overlap is 0: IoU 0 or 0 / 0, neither > the threshold.
-        suppress = iou > iou_threshold  # [B, R + 1]
+        iou = overlap / (area + kept[..., 4] - overlap)
         # The kept candidate and those it suppresses, in its own column only.
-        hit = (suppress | (rows[None, :] == pick))[:, :, None] & (
-            columns[None, None, :] == column[:, None, None]
+        hit = ((iou > iou_threshold) | (row_ids[None, :] == row[:, None]))[:, :, None] & (
+            column_ids[None, None, :] == (best % classes)[:, None, None]
         )
         live = ops.where(hit, -math.inf, live)
-        write = (slots[None, :] == step) & found[:, None]
-        index = ops.where(write, best[:, None], index)
-        kept = ops.where(write, score[:, None], kept)
-        return step + 1, live, index, kept, count + ops.cast(found, "int32"), ops.any(found)
+        index = ops.where(slots[None, :] == step, ops.where(found, best, -1)[:, None], index)
+        return step + 1, live, index, ops.any(found)
 
-    def more(step, live, index, kept, count, active):
+    def more(step, live, index, active):
         return (step < max_output) & active
 
-    _, _, index, kept, count, _ = ops.while_loop(
-        more,
-        body,
-        (
-            ops.convert_to_tensor(0, "int32"),
-            live,
-            ops.zeros((batch, max_output), "int32"),
-            ops.zeros((batch, max_output), "float32"),
-            ops.zeros((batch,), "int32"),
-            ops.convert_to_tensor(True),
-        ),
-    )
-    return index, kept, count
+    start = (ops.convert_to_tensor(0, "int32"), live, ops.full((batch, max_output), -1, "int32"), True)
+    _, _, index, _ = ops.while_loop(more, body, start)
+    present = index >= 0
+    index = ops.where(present, index, 0)
+    kept_scores = ops.where(present, batched_gather(ops.reshape(live, (batch, -1)), index), 0.0)
+    return index, kept_scores, ops.sum(ops.cast(present, "int32"), axis=1)
