@@ -81,4 +81,31 @@ def run_all(**arrays):
         fields = ("rois", "valid", "logits", "deltas", "sizes", "scales")
         for key, value in decode(*(case[f] for f in fields)).items():
             out[f"{name}_{key}"] = value
+    out.update(symbolic_shapes())
     return {k: ops.convert_to_numpy(v) for k, v in out.items()}
+
+
+def symbolic_shapes():
+    """Both layers called on ``keras.Input``s of unknown sizes, as a functional model
+    builds them: their outputs' shapes (-1 for unknown) and dtypes."""
+    from rfcn_tf.layers.detection import DetectionDecoder
+    from rfcn_tf.layers.proposals import ProposalLayer
+
+    sizes = keras.Input((2,), dtype="int32")
+    rpn = (keras.Input((None, None, 9)), keras.Input((None, None, 36)), keras.Input((4,)), sizes)
+    second = (
+        keras.Input((None, 4)),
+        keras.Input((None,), dtype="bool"),
+        keras.Input((None, 4)),
+        keras.Input((None, 4)),
+    )
+    outputs = (
+        *ProposalLayer(**PROPOSALS)(*rpn),
+        *DetectionDecoder(max_detections=7)(*second, sizes).values(),
+    )
+    return {
+        "symbolic_shapes": np.array(
+            [[-1 if d is None else d for d in t.shape] + [-2] * (3 - len(t.shape)) for t in outputs]
+        ),
+        "symbolic_dtypes": np.array([str(t.dtype) for t in outputs]),
+    }

@@ -238,3 +238,23 @@ def test_decoder_equals_tensorflows(results, backend):
         # float32 softmax and decoding, a few ulps apart by backend (scores < 1, boxes < 600 px)
         np.testing.assert_allclose(out[key + "confidence"], ref[key + "confidence"], atol=1e-4, rtol=0)
         np.testing.assert_allclose(out[key + "boxes"], ref[key + "boxes"], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_symbolic_outputs(results, backend):
+    """A functional model can hold both layers on every backend (traced symbolically, the
+    anchors' count and h·w·A, or the RoI counts of the inputs, are unrelated unknowns)."""
+    post = backend_cases_nms.PROPOSALS["post_nms_test"]
+    # rows: proposals, scores, valid, boxes, confidence, labels, num_detections (-2: no axis)
+    expected = [
+        [-1, post, 4],
+        [-1, post, -2],
+        [-1, post, -2],
+        [-1, 7, 4],
+        [-1, 7, -2],
+        [-1, 7, -2],
+        [-1, -2, -2],
+    ]
+    np.testing.assert_array_equal(results[backend]["symbolic_shapes"], expected)
+    dtypes = ["float32", "float32", "bool", "float32", "float32", "int32", "int32"]
+    assert results[backend]["symbolic_dtypes"].tolist() == dtypes

@@ -65,6 +65,17 @@ class DetectionDecoder(keras.layers.Layer):
             "num_detections": count,
         }
 
+    def compute_output_spec(self, rois, valid, class_logits, box_deltas, image_sizes, scales=None):
+        # Spelled out: traced symbolically (JAX, PyTorch), the inputs' RoI counts are
+        # unrelated unknowns.
+        batch, m = rois.shape[0], self.max_detections
+        return {
+            "boxes": keras.KerasTensor((batch, m, 4), "float32"),
+            "confidence": keras.KerasTensor((batch, m), "float32"),
+            "labels": keras.KerasTensor((batch, m), "int32"),
+            "num_detections": keras.KerasTensor((batch,), "int32"),
+        }
+
     def get_config(self):
         return {
             **super().get_config(),

@@ -74,6 +74,17 @@ class ProposalLayer(keras.layers.Layer):
         scores = ops.where(valid, batched_gather(logits, keep), _MASKED)
         return proposals, scores, valid
 
+    def compute_output_spec(self, logits, deltas, anchors, image_sizes, training=False):
+        # Spelled out: traced symbolically (JAX, PyTorch), the anchors' count and the
+        # logits' h·w·A are unrelated unknowns.
+        post_nms = self.post_nms_train if training else self.post_nms_test
+        batch = logits.shape[0]
+        return (
+            keras.KerasTensor((batch, post_nms, 4), "float32"),
+            keras.KerasTensor((batch, post_nms), "float32"),
+            keras.KerasTensor((batch, post_nms), "bool"),
+        )
+
     def get_config(self):
         return {
             **super().get_config(),
