@@ -54,12 +54,8 @@ class ProposalLayer(keras.layers.Layer):
         inside = ops.all(centres < sizes, axis=-1)
         logits = ops.where(inside, logits, _MASKED)
 
-        anchors_count = ops.shape(logits)[1]  # an int, or a tensor under TF's dynamic shapes
-        k = (
-            min(pre_nms, anchors_count)
-            if isinstance(anchors_count, int)
-            else ops.minimum(pre_nms, anchors_count)
-        )
+        n = ops.shape(logits)[1]  # an int; a tensor under TF's unknown shapes
+        k = min(pre_nms, n) if isinstance(n, int) else ops.minimum(pre_nms, n)
         logits, index = ops.top_k(logits, k=k)
         proposals = box_ops.decode(ops.take(anchors, index, axis=0), batched_gather(deltas, index))
         proposals = box_ops.clip(proposals, image_sizes)
