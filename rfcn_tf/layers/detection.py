@@ -1,11 +1,11 @@
 """Detection decoding: class scores and box deltas per RoI → dense, padded detections."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from rfcn_tf import boxes as box_ops
 from rfcn_tf.inputs import to_model_format
-from rfcn_tf.layers.nms import per_class_nms
+from rfcn_tf.layers import nms
 
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
@@ -22,7 +22,8 @@ class DetectionDecoder(keras.layers.Layer):
     the boxes are divided by them, so they come out in the original image's pixels.
     The boxes are returned in ``bounding_box_format`` (absolute pixels). ``portable``: the
     per-class NMS as one class-offset NMS per image (``layers.nms.per_class_nms``: TFLite
-    built-ins) instead of ``combined_non_max_suppression``.
+    built-ins) instead of ``combined_non_max_suppression`` (TensorFlow only: other backends
+    run ``rfcn_tf.ops.nms``).
     """
 
     def __init__(
@@ -46,35 +47,33 @@ class DetectionDecoder(keras.layers.Layer):
         self.portable = bool(portable)
 
     def call(self, rois, valid, class_logits, box_deltas, image_sizes, scales=None):
-        scores = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[..., 1:]
-        scores = tf.where(valid[..., None], scores, 0.0)
-        boxes = box_ops.clip(box_ops.decode(rois, tf.cast(box_deltas, tf.float32), self.box_std), image_sizes)
+        scores = ops.softmax(ops.cast(class_logits, "float32"), axis=-1)[..., 1:]
+        scores = ops.where(valid[..., None], scores, 0.0)
+        deltas = ops.cast(box_deltas, "float32")
+        boxes = box_ops.clip(box_ops.decode(rois, deltas, self.box_std), image_sizes)
         m = self.max_detections
-        if self.portable:
-            boxes, confidence, classes, count = per_class_nms(
-                boxes, scores, image_sizes, m, self.nms_iou, self.score_threshold
-            )
-        else:
-            nmsed = tf.image.combined_non_max_suppression(
-                boxes[:, :, None, :],
-                scores,
-                max_output_size_per_class=m,
-                max_total_size=m,
-                iou_threshold=self.nms_iou,
-                score_threshold=self.score_threshold,
-                pad_per_class=False,
-                clip_boxes=False,
-            )
-            boxes, confidence, count = (nmsed.nmsed_boxes, nmsed.nmsed_scores, nmsed.valid_detections)
-            classes = tf.cast(nmsed.nmsed_classes, tf.int32)
-        present = tf.range(m)[None, :] < count[:, None]
+        boxes, confidence, classes, count = nms.select_per_class(
+            boxes, scores, image_sizes, m, self.nms_iou, self.score_threshold, self.portable
+        )
+        present = ops.arange(m)[None, :] < count[:, None]
         if scales is not None:
-            boxes = boxes / tf.tile(tf.cast(scales, tf.float32), [1, 2])[:, None, :]
+            boxes = boxes / ops.tile(ops.cast(scales, "float32"), [1, 2])[:, None, :]
         return {
             "boxes": to_model_format(boxes, self.bounding_box_format),
             "confidence": confidence,
-            "labels": tf.where(present, classes, -1),
+            "labels": ops.where(present, classes, -1),
             "num_detections": count,
+        }
+
+    def compute_output_spec(self, rois, valid, class_logits, box_deltas, image_sizes, scales=None):
+        # Spelled out: traced symbolically (JAX, PyTorch), the inputs' RoI counts are
+        # unrelated unknowns.
+        batch, m = rois.shape[0], self.max_detections
+        return {
+            "boxes": keras.KerasTensor((batch, m, 4), "float32"),
+            "confidence": keras.KerasTensor((batch, m), "float32"),
+            "labels": keras.KerasTensor((batch, m), "int32"),
+            "num_detections": keras.KerasTensor((batch,), "int32"),
         }
 
     def get_config(self):

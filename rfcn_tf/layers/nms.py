@@ -1,17 +1,62 @@
-"""Greedy non-maximum suppression one image at a time, with the kernels TFLite has built in.
+"""Non-maximum suppression as the layers call it: the one place that picks TensorFlow's
+kernels (under the TensorFlow backend: its exports, tf.distribute and speed depend on them)
+or the neutral ``rfcn_tf.ops.nms`` (JAX, PyTorch), which keeps the same boxes.
 
-``NonMaxSuppressionV4`` (padded output) is TFLite's NON_MAX_SUPPRESSION_V4 and ONNX's
-NonMaxSuppression; a batch of known size is unrolled rather than looped, since TFLite's
-built-ins cannot express ``tf.map_fn``'s tensor lists.
+The TensorFlow kernels run one image at a time: ``NonMaxSuppressionV4`` (padded output) is
+TFLite's NON_MAX_SUPPRESSION_V4 and ONNX's NonMaxSuppression; a batch of known size is
+unrolled rather than looped, since TFLite's built-ins cannot express ``tf.map_fn``'s tensor
+lists.
 """
 
-import tensorflow as tf
+from rfcn_tf.ops import nms as neutral
+from rfcn_tf.ops import on_tensorflow
+
+
+def select(boxes, scores, max_output, iou_threshold, score_threshold):
+    """``boxes [B, N, 4]`` yxyx, ``scores [B, N]`` → kept indices ``[B, max_output]`` int32
+    (best first, zero padded) and their count ``[B]``; scores must be > ``score_threshold``,
+    a kept box suppresses IoU > ``iou_threshold``."""
+    if on_tensorflow():
+        return nms_per_image(boxes, scores, max_output, iou_threshold, score_threshold)
+    return neutral.non_max_suppression(boxes, scores, max_output, iou_threshold, score_threshold)
+
+
+def select_per_class(boxes, scores, image_sizes, max_output, iou_threshold, score_threshold, portable=False):
+    """Per-class NMS, ``max_output`` per class and in all: ``boxes [B, R, 4]`` (inside
+    ``image_sizes [B, 2]``), ``scores [B, R, C]`` → ``(boxes [B, M, 4], scores [B, M],
+    classes [B, M] int32, count [B] int32)``, best first, zero padded.
+
+    TensorFlow: ``combined_non_max_suppression``, or with ``portable`` ``per_class_nms``
+    (TFLite built-ins); elsewhere ``ops.nms.class_aware_non_max_suppression``.
+    """
+    if not on_tensorflow():
+        return neutral.class_aware_non_max_suppression(
+            boxes, scores, max_output, iou_threshold, score_threshold
+        )
+    if portable:
+        return per_class_nms(boxes, scores, image_sizes, max_output, iou_threshold, score_threshold)
+    import tensorflow as tf
+
+    nmsed = tf.image.combined_non_max_suppression(
+        boxes[:, :, None, :],
+        scores,
+        max_output_size_per_class=max_output,
+        max_total_size=max_output,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        pad_per_class=False,
+        clip_boxes=False,
+    )
+    classes = tf.cast(nmsed.nmsed_classes, tf.int32)
+    return nmsed.nmsed_boxes, nmsed.nmsed_scores, classes, nmsed.valid_detections
 
 
 def per_image(fn, args, signature):
     """``fn(*slices)`` on each image's slice of the ``[B, ...]`` tensors ``args``, results
     stacked: unrolled when B is known, ``tf.map_fn`` with ``signature`` (a tuple of
     ``TensorSpec``s, one per result) otherwise."""
+    import tensorflow as tf
+
     batch = args[0].shape[0]
     if batch is None:
         return tf.map_fn(lambda a: fn(*a), tuple(args), fn_output_signature=signature)
@@ -22,6 +67,8 @@ def per_image(fn, args, signature):
 def nms(boxes, scores, max_output, iou_threshold, score_threshold):
     """One image: ``[N, 4]``, ``[N]`` → kept indices ``[max_output]`` (0-padded, best first)
     and their count; only scores above ``score_threshold`` are kept."""
+    import tensorflow as tf
+
     keep, count = tf.raw_ops.NonMaxSuppressionV4(
         boxes=boxes,
         scores=scores,
@@ -40,6 +87,8 @@ def nms_per_image(boxes, scores, max_output, iou_threshold, score_threshold):
     ``non_max_suppression_padded`` (a tiled algorithm written for accelerators) and keeps
     the same boxes.
     """
+    import tensorflow as tf
+
     return per_image(
         lambda b, s: nms(b, s, max_output, iou_threshold, score_threshold),
         (boxes, scores),
@@ -57,6 +106,7 @@ def per_class_nms(boxes, scores, image_sizes, max_output, iou_threshold, score_t
     side + 1)``, so boxes of different classes never overlap and one greedy pass suppresses
     within each class only.
     """
+    import tensorflow as tf
 
     def one(image_boxes, image_scores, size):
         classes = tf.shape(image_scores)[1]

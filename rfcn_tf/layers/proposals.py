@@ -1,11 +1,12 @@
 """Proposals: decode the RPN's deltas, clip, drop tiny boxes, top-N, NMS, top-N."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from rfcn_tf import boxes as box_ops
 from rfcn_tf.layers import nms
 from rfcn_tf.layers.rpn import flatten_rpn
+from rfcn_tf.ops import batched_gather
 
 _MASKED = -1e30  # the score of an anchor that may not become a proposal
 
@@ -44,27 +45,41 @@ class ProposalLayer(keras.layers.Layer):
         image_sizes ``[B, 2]``."""
         pre_nms = self.pre_nms_train if training else self.pre_nms_test
         post_nms = self.post_nms_train if training else self.post_nms_test
-        logits, deltas = flatten_rpn(logits, deltas)
+        # Nothing here is differentiated (the proposals are constants to the second stage);
+        # stopping the gradient at the inputs also lets JAX run the NMS as a while loop.
+        logits, deltas = flatten_rpn(ops.stop_gradient(logits), ops.stop_gradient(deltas))
 
-        sizes = tf.cast(image_sizes, tf.float32)[:, None, :]  # [B, 1, 2]
+        sizes = ops.cast(image_sizes, "float32")[:, None, :]  # [B, 1, 2]
         centres = (anchors[None, :, :2] + anchors[None, :, 2:]) / 2.0  # [1, N, 2]
-        inside = tf.reduce_all(centres < sizes, axis=-1)
-        logits = tf.where(inside, logits, _MASKED)
+        inside = ops.all(centres < sizes, axis=-1)
+        logits = ops.where(inside, logits, _MASKED)
 
-        k = tf.minimum(pre_nms, tf.shape(logits)[1])
-        logits, index = tf.math.top_k(logits, k=k)
-        proposals = box_ops.decode(tf.gather(anchors, index), tf.gather(deltas, index, batch_dims=1))
+        n = ops.shape(logits)[1]  # an int; a tensor under TF's unknown shapes
+        k = min(pre_nms, n) if isinstance(n, int) else ops.minimum(pre_nms, n)
+        logits, index = ops.top_k(logits, k=k)
+        proposals = box_ops.decode(ops.take(anchors, index, axis=0), batched_gather(deltas, index))
         proposals = box_ops.clip(proposals, image_sizes)
         heights = proposals[..., 2] - proposals[..., 0]
         widths = proposals[..., 3] - proposals[..., 1]
         big_enough = (heights > self.min_size) & (widths > self.min_size)
-        logits = tf.where(big_enough, logits, _MASKED)
+        logits = ops.where(big_enough, logits, _MASKED)
 
-        keep, count = nms.nms_per_image(proposals, logits, post_nms, self.nms_iou, _MASKED / 2)
-        valid = tf.range(post_nms)[None, :] < count[:, None]
-        proposals = tf.where(valid[..., None], tf.gather(proposals, keep, batch_dims=1), 0.0)
-        scores = tf.where(valid, tf.gather(logits, keep, batch_dims=1), _MASKED)
-        return tf.stop_gradient(proposals), tf.stop_gradient(scores), valid
+        keep, count = nms.select(proposals, logits, post_nms, self.nms_iou, _MASKED / 2)
+        valid = ops.arange(post_nms)[None, :] < count[:, None]
+        proposals = ops.where(valid[..., None], batched_gather(proposals, keep), 0.0)
+        scores = ops.where(valid, batched_gather(logits, keep), _MASKED)
+        return proposals, scores, valid
+
+    def compute_output_spec(self, logits, deltas, anchors, image_sizes, training=False):
+        # Spelled out: traced symbolically (JAX, PyTorch), the anchors' count and the
+        # logits' h·w·A are unrelated unknowns.
+        post_nms = self.post_nms_train if training else self.post_nms_test
+        batch = logits.shape[0]
+        return (
+            keras.KerasTensor((batch, post_nms, 4), "float32"),
+            keras.KerasTensor((batch, post_nms), "float32"),
+            keras.KerasTensor((batch, post_nms), "bool"),
+        )
 
     def get_config(self):
         return {

@@ -17,10 +17,12 @@ def on_tensorflow():
 
 def batched_gather(params, indices):
     """Per-row gather: ``params [B, N, ...]``, int ``indices [B, K]`` → ``[B, K, ...]``
-    (TensorFlow's ``tf.gather(params, indices, batch_dims=1)``)."""
-    indices = keras.ops.cast(indices, "int32")
-    trailing = tuple(keras.ops.shape(params)[2:])
-    index = keras.ops.reshape(indices, tuple(keras.ops.shape(indices)) + (1,) * len(trailing))
-    if trailing:  # take_along_axis wants the index spelled out over the trailing axes
-        index = keras.ops.broadcast_to(index, tuple(keras.ops.shape(indices)) + trailing)
-    return keras.ops.take_along_axis(params, index, axis=1)
+    (TensorFlow's ``tf.gather(params, indices, batch_dims=1)``).
+
+    One ``take`` over the flattened rows, each image's indices offset by its row: under
+    TensorFlow as fast as ``batch_dims=1`` (``take_along_axis`` there is 2–4× slower with
+    unknown shapes)."""
+    shape = keras.ops.shape(params)
+    offsets = keras.ops.arange(shape[0], dtype="int32")[:, None] * shape[1]
+    rows = keras.ops.reshape(params, (-1,) + tuple(shape[2:]))
+    return keras.ops.take(rows, keras.ops.cast(indices, "int32") + offsets, axis=0)
