@@ -226,6 +226,7 @@ class RFCN(keras.Model):
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
+        inputs = as_model_inputs(inputs)  # JAX's stateless calls skip __call__
         if training:
             return self._features(inputs, training=True)
         if inputs["image_sizes"] is None:
