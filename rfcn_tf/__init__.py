@@ -4,8 +4,9 @@ Under the TensorFlow backend (Keras's default) importing the package imports eve
 it always has: the model's classes are registered for ``keras.models.load_model`` and the
 ``rfcn_shapes`` TFDS dataset for ``tfds.builder``. Under another backend (``KERAS_BACKEND=jax``
 or ``torch``), or without TensorFlow installed, each name below is imported on first use
-(PEP 562), so the package imports without TensorFlow and without choosing Keras's backend
-(``rfcn-tf --backend`` sets it after this import); a TensorFlow-only feature (exports,
+(PEP 562), so the package imports without TensorFlow, except the model and its layers, which
+are imported (and registered for ``keras.saving.load_model``) when the backend is not
+TensorFlow; a TensorFlow-only feature (exports,
 ``freeze_for_inference``, ``distribution``, ``data.make_pipeline``…) then raises a
 ``ModuleNotFoundError`` naming itself and the extra to install.
 """
@@ -61,5 +62,7 @@ __all__ = [
     "tile_grid",
     "with_decoding",
 ]
-__getattr__, __dir__, _eager = _optional.lazy_names(globals(), _NAMES)
+__getattr__, __dir__, _eager = _optional.lazy_names(
+    globals(), _NAMES, registering=("RFCN", "RFCNConfig", "PSRoIPool")
+)
 _eager()

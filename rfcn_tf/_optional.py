@@ -74,13 +74,14 @@ def keras_backend():
         return "tensorflow"
 
 
-def lazy_names(namespace, names):
+def lazy_names(namespace, names, registering=()):
     """PEP 562 for a package: ``(__getattr__, __dir__)`` importing ``names`` on first use.
 
     namespace: the package's ``globals()``. names: ``{name: (module, attribute or None for
-    the module itself, the feature a missing TensorFlow is reported as)}``. Under the
-    TensorFlow backend with TensorFlow installed, call ``eager()`` (the third value): every
-    name is imported at once, as the package did before it had lazy names.
+    the module itself, the feature a missing TensorFlow is reported as)}``. ``eager()`` (the
+    third value): under the TensorFlow backend with TensorFlow installed every name is
+    imported at once, as the package did before it had lazy names; under another backend the
+    ``registering`` names (what ``keras.saving.load_model`` must find registered).
     """
     package = namespace["__name__"]
 
@@ -98,8 +99,12 @@ def lazy_names(namespace, names):
         return sorted({*namespace, *names})
 
     def eager():
-        if keras_backend() == "tensorflow" and has_tensorflow():
-            for name in names:
+        backend = keras_backend()
+        if backend == "tensorflow":
+            for name in names if has_tensorflow() else ():
+                __getattr__(name)
+        else:
+            for name in registering:
                 __getattr__(name)
 
     return __getattr__, __dir__, eager
