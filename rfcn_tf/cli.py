@@ -87,6 +87,8 @@ def _use_backend(backend, argv):
 
 def _check_backend(args, backend):
     """A TensorFlow-only subcommand or option under another backend → its error line."""
+    if backend == "tensorflow":
+        return None
     for command, option, value, feature in TF_ONLY:
         if args.command == command and (option is None or getattr(args, option, None) == value):
             return (
