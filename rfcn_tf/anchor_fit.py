@@ -134,24 +134,35 @@ def fit_anchors(boxes_hw, num_scales=4, num_ratios=3, iou_threshold=RECALL_IOU, 
     return scales, ratios
 
 
-def training_box_shapes(examples, min_side, max_side, max_images=MAX_IMAGES):
+def training_box_shapes(examples, min_side, max_side, max_images=MAX_IMAGES, seed=0):
     """Boxes of common examples at the model's scale → float64 ``[N, 2]`` (h, w).
 
     examples: a ``tf.data.Dataset`` of common examples (``rfcn_tf.data.load_examples``;
-    pass a shuffled one to sample a large set); the first ``max_images`` are read. Each
-    image's boxes are scaled as ``image_scale.resized_size`` resizes the image, once per
-    ``min_side`` value (multi-scale training). Only box shapes are kept; no model is built.
+    pass a shuffled one to sample a large set: its first ``max_images`` are read), or a
+    sequence of numpy ones (``rfcn_tf.data.read_examples``: ``max_images`` of them, drawn by
+    ``seed`` when there are more). Each image's boxes are scaled as
+    ``image_scale.resized_size`` resizes the image, once per ``min_side`` value (multi-scale
+    training). Only box shapes are kept; no model is built.
     """
-    import tensorflow as tf
+    from rfcn_tf.image_scale import static_resized_size
 
-    from rfcn_tf.image_scale import resized_size
+    if hasattr(examples, "take"):
+        import tensorflow as tf
 
-    def size_and_boxes(example):
-        return tf.shape(example["image"])[:2], example["boxes"]
+        def size_and_boxes(example):
+            return tf.shape(example["image"])[:2], example["boxes"]
 
-    shapes = examples.take(max_images).map(size_and_boxes, num_parallel_calls=tf.data.AUTOTUNE)
+        shapes = examples.take(max_images).map(size_and_boxes, num_parallel_calls=tf.data.AUTOTUNE)
+        shapes = shapes.as_numpy_iterator()
+    else:
+        picked = np.arange(len(examples))
+        if len(picked) > max_images:
+            picked = np.sort(np.random.default_rng(seed).permutation(len(picked))[:max_images])
+        shapes = (
+            (np.shape(e["image"])[:2], np.asarray(e["boxes"])) for e in map(examples.__getitem__, picked)
+        )
     sizes, counts, boxes = [], [], []
-    for size, b in shapes.as_numpy_iterator():
+    for size, b in shapes:
         sizes.append(size)
         counts.append(len(b))
         boxes.append(b.reshape(-1, 4))
@@ -162,7 +173,7 @@ def training_box_shapes(examples, min_side, max_side, max_images=MAX_IMAGES):
     hw = boxes[:, 2:] - boxes[:, :2]
     out = []
     for side in min_side if isinstance(min_side, (tuple, list)) else (min_side,):
-        factor = resized_size(sizes, side, max_side).numpy() / sizes  # per axis, as rounded
+        factor = static_resized_size(sizes, side, max_side) / sizes  # per axis, as rounded
         out.append(hw * np.repeat(factor, counts, axis=0))
     return np.concatenate(out)
 

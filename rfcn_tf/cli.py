@@ -22,6 +22,10 @@ TF_ONLY = (
     ("export", None, None, "SavedModel, TFLite and ONNX exports"),
     ("train", "strategy", "mirrored", "--strategy mirrored (tf.distribute)"),
     ("train", "strategy", "multi_worker", "--strategy multi_worker (tf.distribute)"),
+    *(
+        ("train", "augment", name, f"--augment {name} (tf.data)")
+        for name in ("standard", "strong", "overhead")
+    ),
 )
 
 

@@ -5,10 +5,9 @@ Build and compile the model under ``strategy.scope()``; a dataset batched at
 ``per_replica_batch × strategy.num_replicas_in_sync`` is split into contiguous slices, one
 per replica. ``RFCN.compute_loss`` divides by the replica count and samples every image's
 anchors and RoIs by its global index, so a replicated step equals the undivided one (up to
-BatchNorm, whose statistics are per replica, as Keras's default).
+BatchNorm, whose statistics are per replica, as Keras's default). Strategies are
+TensorFlow's (imported by ``make_strategy``); ``set_policy`` works on every backend.
 """
-
-import tensorflow as tf
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -23,6 +22,8 @@ def make_strategy(name="none", cpu_replicas=None):
     ``rfcn_tf.multi_worker.train_multi_worker``, since ``model.fit`` cannot."""
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {name!r}")
+    import tensorflow as tf
+
     if cpu_replicas is not None and (isinstance(cpu_replicas, bool) or int(cpu_replicas) < 1):
         raise ValueError(f"cpu_replicas must be a positive integer; got {cpu_replicas!r}")
     if name != "mirrored" and cpu_replicas is not None:

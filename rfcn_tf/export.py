@@ -21,30 +21,28 @@ cannot load.
 
 import json
 import os
-import re
 import shutil
 import uuid
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from rfcn_tf import portable
+from rfcn_tf.export_files import (  # noqa: F401 (public here as before)
+    CONFIG_FILE,
+    DEFAULT_DIRS,
+    EXPORT_FILE,
+    EXTRA_DIR,
+    FORMATS,
+    LABELS_FILE,
+    MODEL_FILES,
+    check_class_names,
+    load_keras,
+    numeric_versions,
+)
 from rfcn_tf.frozen import freeze_for_inference
 from rfcn_tf.model import RFCN
 from rfcn_tf.signatures import build_signatures
-
-EXTRA_DIR = "assets.extra"
-LABELS_FILE = "labels.txt"
-CONFIG_FILE = "rfcn_config.json"
-EXPORT_FILE = "export.json"
-FORMATS = ("saved_model", "tflite", "onnx")
-DEFAULT_DIRS = {
-    "saved_model": "saved_models/rfcn",
-    "tflite": "saved_models/rfcn_tflite",
-    "onnx": "saved_models/rfcn_onnx",
-}
-MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
 
 
 def export_saved_model(model, export_dir, version=None, name=None, class_names=None, overwrite=False):
@@ -203,33 +201,10 @@ def _as_rfcn(model):
     return model
 
 
-def check_class_names(names, num_classes):
-    """``names`` as a list of ``num_classes`` non-empty one-line strings (or None);
-    ValueError otherwise."""
-    if names is None:
-        return None
-    names = list(names)
-    if len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names given for a model with {num_classes} classes")
-    for n in names:
-        if not isinstance(n, str) or not n.strip() or "\n" in n or "\r" in n:
-            raise ValueError(f"class names must be non-empty one-line strings; got {n!r}")
-    return names
-
-
 def _check_version(version):
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
         raise ValueError(f"version must be a non-negative integer; got {version!r}")
     return int(version)
-
-
-def numeric_versions(base):
-    """Version numbers of the all-digit sub-directories of ``base`` (as TF Serving sees them)."""
-    if not os.path.isdir(base):
-        return []
-    return sorted(
-        int(d) for d in os.listdir(base) if re.fullmatch(r"\d+", d) and os.path.isdir(os.path.join(base, d))
-    )
 
 
 def _next_version(base):
@@ -262,11 +237,3 @@ def _move_into_place(staging, target, overwrite):
         os.rename(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def load_keras(path):
-    """A ``.keras`` file → the model; FileNotFoundError when there is none."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file at {path}")
-    return keras.models.load_model(path)

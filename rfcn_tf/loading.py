@@ -20,22 +20,22 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from rfcn_tf import _optional
 from rfcn_tf.config import RFCNConfig
 from rfcn_tf.decoding import FLAGS, decoding_changes, with_decoding
-from rfcn_tf.export import (
+from rfcn_tf.export_files import (
     CONFIG_FILE,
     EXPORT_FILE,
     EXTRA_DIR,
     LABELS_FILE,
     MODEL_FILES,
+    PADDED_SIGNATURE,
     load_keras,
     numeric_versions,
 )
 from rfcn_tf.image_scale import resize_image
 from rfcn_tf.inputs import as_model_inputs, check_images, from_model_format
-from rfcn_tf.signatures import PADDED_SIGNATURE
 
 
 class Detector:
@@ -77,6 +77,12 @@ def load_detector(path, max_detections=None, proposals=None, score_threshold=Non
             )
         path = os.path.join(path, str(versions[-1]))
     kind = _export_kind(path)
+    backend = _optional.keras_backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            f"{path}: a {kind} export as the model: TensorFlow backend only, and the Keras backend "
+            f"is {backend!r} (run with --backend tensorflow, or give the .keras model)"
+        )
     if kind == "saved_model":
         detector, names = _saved_model_detector(path)
     else:
@@ -161,6 +167,7 @@ def _export_kind(path):
 
 
 def _saved_model_detector(path):
+    tf = _optional.tensorflow(f"loading the SavedModel {path}")
     loaded = tf.saved_model.load(path)
     if PADDED_SIGNATURE not in loaded.signatures:
         raise ValueError(
@@ -190,6 +197,7 @@ def _read_extras(directory):
 
 def _portable_detector(path, kind, num_threads=None):
     """A TFLite (``ai-edge-litert``) or ONNX (``onnxruntime``) export as a ``Detector``."""
+    tf = _optional.tensorflow(f"loading the {kind} export {path}")
     config, names = _read_extras(path)
     with open(os.path.join(path, EXPORT_FILE), encoding="utf-8") as f:
         height, width = json.load(f)["input_size"]

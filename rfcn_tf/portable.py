@@ -16,11 +16,14 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from rfcn_tf.export_files import (  # noqa: F401 (public here as before)
+    ONNX_OPSET,
+    QUANTIZATIONS,
+    default_input_size,
+)
 from rfcn_tf.model import RFCN
 
 OUTPUTS = ("boxes", "confidence", "labels", "num_detections")
-QUANTIZATIONS = ("none", "float16", "dynamic_int8")
-ONNX_OPSET = 17
 MAX_INPUT_SIDE = 8192
 
 
@@ -40,13 +43,6 @@ def portable_model(model):
         keras.mixed_precision.set_global_policy(policy)
     twin.set_weights(model.get_weights())
     return twin
-
-
-def default_input_size(config):
-    """The size an export takes when none is asked for: a landscape image already at the
-    model's scale (shorter side ``min_side``, longer ``max_side``), so no resize runs."""
-    side = max(config.min_side) if isinstance(config.min_side, tuple) else config.min_side
-    return (side, config.max_side)
 
 
 def check_input_size(input_size, config):

@@ -9,8 +9,10 @@
 Boxes are pixels of the original file, whatever size the model ran at. A JPEG larger than
 the model's scale is decoded at a reduced size (1/2, 1/4 or 1/8, never below the model's
 input size), so a phone photo costs about what its downscaled copy does; its picture is
-drawn at that size. With ``tile`` each image is decoded at full size and detected tile by
-tile (``rfcn_tf.tiling.predict_tiled``). A file that cannot be read or decoded (or
+drawn at that size. Files are decoded by TensorFlow (``image_io``) under its backend, by
+Pillow (``rfcn_tf.data.py_dataset.read_image``, the same size checks) under the others.
+With ``tile`` each image is decoded at full size and detected tile by tile
+(``rfcn_tf.tiling.predict_tiled``). A file that cannot be read or decoded (or
 declares more than ``max_pixels`` pixels) gets ``{"file": ..., "error": "why"}`` instead,
 and a logged warning; the other files are still processed. An image whose detections
 reach the model's ``max_detections`` gets a logged warning naming ``--max-detections``.
@@ -23,10 +25,10 @@ import os
 import keras
 import numpy as np
 
+from rfcn_tf.data.py_dataset import MAX_IMAGE_PIXELS
 from rfcn_tf.decoding import warn_capped
-from rfcn_tf.export import check_class_names
-from rfcn_tf.image_io import MAX_IMAGE_PIXELS, read_image
-from rfcn_tf.image_scale import target_size
+from rfcn_tf.export_files import check_class_names
+from rfcn_tf.image_scale import static_resized_size
 from rfcn_tf.inputs import pack_images
 from rfcn_tf.loading import keras_detector, load_detector
 from rfcn_tf.progress import Progress
@@ -88,7 +90,7 @@ def predict_files(
         )
     files = list_images(inputs)
     os.makedirs(output_dir, exist_ok=True)
-    model_size = target_size(detector.config.min_side, detector.config.max_side)
+    model_size = _target_size(detector.config.min_side, detector.config.max_side)
     if max_pixels is None:
         max_pixels = MAX_IMAGE_PIXELS if tile is None else TILED_MAX_PIXELS
     # Tiled: one image at a time, at full size, its tiles batched; else images batched.
@@ -169,9 +171,24 @@ def list_images(inputs):
     return files
 
 
+def _target_size(min_side, max_side):
+    """The model's resize rule as ``(height, width) → (h, w)`` for the image readers (the
+    largest ``min_side``): ``image_scale.target_size`` under TensorFlow, else in numpy."""
+    if keras.backend.backend() == "tensorflow":
+        from rfcn_tf.image_scale import target_size
+
+        return target_size(min_side, max_side)
+    side = max(min_side) if isinstance(min_side, (tuple, list)) else min_side
+    return lambda height, width: tuple(static_resized_size((height, width), side, max_side))
+
+
 def _read(path, size_fn, max_pixels):
     """``(uint8 [h, w, 3] RGB, (height, width) of the file)``, or the reason it could not
     be read (a str)."""
+    if keras.backend.backend() == "tensorflow":
+        from rfcn_tf.image_io import read_image
+    else:
+        from rfcn_tf.data.py_dataset import read_image
     try:
         return read_image(path, target_size=size_fn, max_pixels=max_pixels)
     except (OSError, ValueError) as error:
@@ -179,8 +196,16 @@ def _read(path, size_fn, max_pixels):
 
 
 def _detect(detector, images):
-    """``[H_i, W_i, 3]`` images → per image ``(boxes [n, 4] yxyx px, scores [n], labels [n])``."""
-    out = detector(pack_images(images))
+    """``[H_i, W_i, 3]`` images → per image ``(boxes [n, 4] yxyx px, scores [n], labels [n])``.
+    Under JAX and PyTorch the model resizes only unpadded batches: one image per call."""
+    if keras.backend.backend() != "tensorflow":
+        return [found for image in images for found in _detect_unpadded(detector, image[None])]
+    return _detect_unpadded(detector, pack_images(images))
+
+
+def _detect_unpadded(detector, inputs):
+    """``_detect`` of one model input (a packed batch, or images of one size)."""
+    out = detector(inputs)
     return [
         (out["boxes"][b, :n], out["confidence"][b, :n], out["labels"][b, :n])
         for b, n in enumerate(np.asarray(out["num_detections"]).astype(int))

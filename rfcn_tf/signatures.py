@@ -27,12 +27,12 @@ image declaring too many pixels) fail with ``InvalidArgumentError`` saying what 
 
 import tensorflow as tf
 
+from rfcn_tf.export_files import PADDED_SIGNATURE  # noqa: F401 (public here as before)
 from rfcn_tf.image_io import decode_image
 from rfcn_tf.image_scale import target_size
 from rfcn_tf.inputs import from_model_format
 
 SERVING_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-PADDED_SIGNATURE = "predict_padded"
 
 
 def build_signatures(detector):

@@ -19,8 +19,8 @@ import keras
 import numpy as np
 
 from rfcn_tf.decoding import count_capped, warn_capped
+from rfcn_tf.export_files import default_input_size
 from rfcn_tf.loading import Detector, keras_detector
-from rfcn_tf.portable import default_input_size
 
 MERGES = ("edges", "nms")
 # A box within this many pixels of a tile side that lies inside the image is "cut" by it.

@@ -222,10 +222,19 @@ def fit_detector(
     train_ds: a dataset, or a function ``epoch → dataset`` of that epoch's batches (the
     same number each epoch). With a function a resumed run trains every epoch on exactly
     the batches an uninterrupted run would; a dataset that reshuffles per iteration
-    instead starts its shuffling over in the new process."""
+    instead starts its shuffling over in the new process. The function may also return a
+    ``keras.utils.PyDataset`` that advances its own epochs in ``on_epoch_end``
+    (``rfcn_tf.data.DetectionDataset``): it is asked for the first epoch to train and used
+    for the rest.
+
+    TensorBoard logs and pictures need the TensorFlow backend: under JAX and PyTorch there
+    are none (a line says so)."""
     all_callbacks = [] if log_every is None else [ProgressLogger(log_every)]
+    tensorboard = output_dir is not None and keras.backend.backend() == "tensorflow"
+    if output_dir is not None and not tensorboard:
+        print(f"no TensorBoard logs under the {keras.backend.backend()} backend (they need TensorFlow)")
     if val_ds is not None:
-        log_dir = None if output_dir is None else os.path.join(output_dir, "logs", "evaluation")
+        log_dir = os.path.join(output_dir, "logs", "evaluation") if tensorboard else None
         all_callbacks.append(
             MeanAveragePrecisionCallback(
                 val_ds,
@@ -243,14 +252,20 @@ def fit_detector(
         os.makedirs(output_dir, exist_ok=True)
         if val_ds is not None:
             all_callbacks.append(BestModel(os.path.join(output_dir, "best.keras"), "val_mAP"))
-        all_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
+        if tensorboard:
+            all_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
         backup = os.path.join(output_dir, "backup")
         all_callbacks.append(CrashSafeBackup(backup))
         start = last_backup_epoch(backup)
     all_callbacks.extend(callbacks)
     if callable(train_ds):
-        train_ds, fit_kwargs["steps_per_epoch"] = _epoch_stream(model, train_ds, start, epochs)
-    # make_pipeline shuffles; fit's default shuffle=True only makes Keras warn on a Dataset.
+        first = train_ds(min(start, epochs - 1))
+        if isinstance(first, keras.utils.PyDataset):
+            train_ds = first
+        else:
+            train_ds, fit_kwargs["steps_per_epoch"] = _epoch_stream(model, train_ds, first, start, epochs)
+    # make_pipeline and DetectionDataset shuffle; fit's default shuffle=True only makes Keras
+    # warn on a Dataset, and would reorder a PyDataset's batches with Python's random.
     fit_kwargs.setdefault("shuffle", False)
     history = model.fit(train_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose, **fit_kwargs)
     if output_dir is not None:
@@ -258,10 +273,11 @@ def fit_detector(
     return history
 
 
-def _epoch_stream(model, epoch_batches, start, epochs):
+def _epoch_stream(model, epoch_batches, first, start, epochs):
     """Epochs ``start`` .. ``epochs − 1`` of ``epoch_batches(epoch)`` one after the other
-    (``fit`` then keeps one iterator) → ``(dataset, steps per epoch)``."""
-    datasets = [epoch_batches(e) for e in range(min(start, epochs - 1), epochs)]
+    (``fit`` then keeps one iterator; ``first`` is the first of them) → ``(dataset, steps
+    per epoch)``."""
+    datasets = [first] + [epoch_batches(e) for e in range(min(start, epochs - 1) + 1, epochs)]
     steps = int(datasets[0].cardinality())
     if steps < 1:
         raise ValueError(

@@ -4,10 +4,15 @@ ONNX export."""
 import os
 
 from rfcn_tf.decoding import add_decoding_arguments, decoding_args, with_decoding
-from rfcn_tf.export import DEFAULT_DIRS, FORMATS, export_onnx, export_saved_model, export_tflite, load_keras
-from rfcn_tf.portable import ONNX_OPSET, QUANTIZATIONS
+from rfcn_tf.export_files import (
+    DEFAULT_DIRS,
+    FORMATS,
+    ONNX_OPSET,
+    PADDED_SIGNATURE,
+    QUANTIZATIONS,
+    load_keras,
+)
 from rfcn_tf.progress import Progress
-from rfcn_tf.signatures import PADDED_SIGNATURE
 
 CLASS_NAMES_HELP = "comma-separated names or a file with one per line (default: the model's)"
 
@@ -70,6 +75,8 @@ def add_arguments(parser):
 
 
 def run(args):
+    from rfcn_tf.export import export_onnx, export_saved_model, export_tflite
+
     fmt = args.format
     if fmt != "tflite" and args.quantize != "none":
         raise ValueError(f"--quantize applies to --format tflite, not {fmt}")

@@ -3,6 +3,7 @@
 backbone weights)."""
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from rfcn_tf.data.arguments import (
     add_dataset_arguments,
     batches_from_args,
     examples_from_args,
+    uses_tf_data,
 )
 from rfcn_tf.decoding import add_decoding_arguments, decoding_args, decoding_changes
 from rfcn_tf.distribution import POLICIES, STRATEGIES
@@ -124,10 +126,13 @@ def add_arguments(parser):
         "--deterministic",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="tf.config.experimental.enable_op_determinism(): the same command, seed "
-        "and data give bit-identical weights on the same kind of machine. "
+        help="the same command, seed and data give bit-identical weights on the same "
+        "kind of machine: tensorflow: tf.config.experimental.enable_op_determinism(); "
+        "torch: torch.use_deterministic_algorithms(True); jax: nothing to do on a CPU "
+        "(its XLA CPU kernels are deterministic already; on a GPU set "
+        "XLA_FLAGS=--xla_gpu_deterministic_ops=true yourself). "
         "Default: on for the small backbone (free there), off for the ResNets "
-        "(a ResNet-50 training step is ~3x slower with it on a CPU)",
+        "(a ResNet-50 training step is ~3x slower with it on a CPU under TensorFlow)",
     )
     where = parser.add_argument_group("devices")
     where.add_argument(
@@ -178,13 +183,17 @@ def run(args):
 
     if args.tensorboard_images < 0:
         raise ValueError(f"--tensorboard-images must be >= 0, got {args.tensorboard_images}")
-    strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow op
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        strategy = make_strategy(args.strategy, args.cpu_replicas)  # before any TensorFlow op
+        scope, replicas = strategy.scope, strategy.num_replicas_in_sync
+    else:  # cli refuses the strategies
+        if args.cpu_replicas is not None:
+            raise ValueError("--cpu-replicas needs --strategy mirrored")
+        scope, replicas = contextlib.nullcontext, 1
     set_policy(args.mixed_precision)
     if _deterministic(args):
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    replicas = strategy.num_replicas_in_sync
+        _enable_determinism(backend)
     examples, class_names = examples_from_args(args, args.split, training=True, seed=args.seed)
     # Seeded after the data is found: building a dataset (TFDS, rfcn_shapes) draws from the
     # global generators, so seeding first would make the weights depend on whether it was
@@ -195,7 +204,7 @@ def run(args):
         scale["min_side"] = tuple(args.min_side)
     if args.max_side is not None:
         scale["max_side"] = args.max_side
-    with strategy.scope():
+    with scope():
         model, config = _build_model(
             args,
             class_names,
@@ -208,6 +217,10 @@ def run(args):
 
     def epoch_batches(epoch):  # a function of the seed and the epoch: the same on every
         # worker, and in a resumed run
+        if not uses_tf_data():  # a DetectionDataset draws by [seed, epoch] itself
+            dataset = batches_from_args(args, examples, config, training=True, seed=args.seed)
+            dataset.epoch = epoch
+            return dataset
         seed = args.seed + 1000 * epoch
         data = examples if epoch == 0 else examples_from_args(args, args.split, training=True, seed=seed)[0]
         return batches_from_args(
@@ -218,14 +231,15 @@ def run(args):
     if args.val_split:
         val_ds = batches_from_args(args, examples_from_args(args, args.val_split)[0], config)
 
-    steps = int(epoch_batches(0).cardinality().numpy())
+    first = epoch_batches(0)
+    steps = int(first.cardinality().numpy()) if uses_tf_data() else len(first)
     if steps < 0:
         raise ValueError("the training dataset has no known length; the recipe's schedule needs it")
     boundaries = None
     if args.lr_drop_epochs is not None:
         boundaries = [max(int(e * steps), 1) for e in args.lr_drop_epochs]
     optimizer = choose_optimizer(args.optimizer, args.weights or args.init)
-    with strategy.scope():
+    with scope():
         model.compile(
             optimizer=make_optimizer(
                 args.lr,
@@ -247,7 +261,8 @@ def run(args):
         f"{args.mixed_precision}{xla}, at min_side {config.min_side}, max_side {config.max_side}: "
         f"{optimizer} lr {args.lr}, {args.schedule} schedule"
     )
-    print(f"augmentation {args.augment}, crops {args.crop}")
+    data = "tf.data" if uses_tf_data() else "DetectionDataset (numpy, Pillow)"
+    print(f"augmentation {args.augment}, crops {args.crop}; batches from {data}, Keras backend {backend}")
     if multi_worker:
         from rfcn_tf.multi_worker import train_multi_worker, worker_info
 
@@ -283,6 +298,18 @@ def run(args):
     print(f"saved {os.path.join(args.output_dir, 'final.keras')}")
 
 
+def _enable_determinism(backend):
+    """Deterministic kernels on ``backend`` (``--deterministic``'s help)."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True)
+
+
 def _deterministic(args):
     """``--deterministic`` / ``--no-deterministic``, else on exactly when the model to train has
     the small backbone. Measured on a 2-core AMD EPYC (benchmarks/bench_training.py
@@ -305,7 +332,7 @@ def _check_anchors(args, config, examples):
     changes ``--anchors`` asks for (``{}`` for default)."""
     from rfcn_tf.anchor_fit import report_anchors, training_box_shapes
 
-    boxes = training_box_shapes(examples, config.min_side, config.max_side)
+    boxes = training_box_shapes(examples, config.min_side, config.max_side, seed=args.seed)
     report = report_anchors(boxes, config, fit=args.anchors == "auto", seed=args.seed)
     info, warnings = report.lines()
     print("\n".join(info))

@@ -1,12 +1,16 @@
-"""Command-line dataset options shared by ``rfcn-tf train`` and ``rfcn-tf evaluate``."""
+"""Command-line dataset options shared by ``rfcn-tf train`` and ``rfcn-tf evaluate``.
+
+Under the TensorFlow backend the examples come from ``load_examples`` and the batches from
+``make_pipeline`` (tf.data); under JAX and PyTorch from ``read_examples`` and
+``DetectionDataset`` (numpy and Pillow: no TFDS names, ``--augment`` none or flip), under JAX
+on one canvas of ``max_side × max_side`` with a fixed box count, so its step compiles once.
+"""
 
 import argparse
 import os
 
-from rfcn_tf.data.augment import AUGMENT_PRESETS
-from rfcn_tf.data.crops import AUTO_FACTOR
-from rfcn_tf.data.pipeline import make_pipeline
-from rfcn_tf.data.sources import load_examples
+from rfcn_tf import _optional
+from rfcn_tf.data.py_dataset import AUGMENT_PRESETS, AUTO_FACTOR
 
 
 def add_dataset_arguments(parser, default_split):
@@ -83,8 +87,22 @@ def _crop_value(text):
     return size
 
 
+def uses_tf_data():
+    """Whether the batches come from ``make_pipeline`` (the TensorFlow backend) or from
+    ``DetectionDataset`` (module doc)."""
+    return _optional.keras_backend() == "tensorflow"
+
+
 def examples_from_args(args, split, training=False, seed=None):
-    """→ ``(examples, class_names)`` following the options above."""
+    """→ ``(examples, class_names)`` following the options above: a ``tf.data.Dataset`` of
+    common examples (shuffled by ``seed`` in training), or under another backend a sequence
+    of them (``read_examples``; ``DetectionDataset`` shuffles)."""
+    if not uses_tf_data():
+        from rfcn_tf.data.py_dataset import read_examples
+
+        return read_examples(args.dataset, _source_split(args.dataset, split), image_dir=args.image_dir)
+    from rfcn_tf.data.sources import load_examples
+
     return load_examples(
         args.dataset,
         _source_split(args.dataset, split),
@@ -100,6 +118,25 @@ def batches_from_args(args, examples, config, training=False, seed=None, replica
     ``max_side``; the model resizes to it as well, so this only saves work) with boxes in its
     box format; in training with ``--augment`` and ``--crop``."""
     augment = {"augment": args.augment, "crop": args.crop} if training else {}
+    if not uses_tf_data():
+        from rfcn_tf.data.py_dataset import DetectionDataset
+
+        fixed = _optional.keras_backend() == "jax"
+        return DetectionDataset(
+            examples,
+            args.batch_size * replicas,
+            min_side=config.min_side,
+            max_side=config.max_side,
+            training=training,
+            seed=seed,
+            drop_remainder=drop_remainder,
+            bounding_box_format=config.bounding_box_format,
+            canvas=(config.max_side, config.max_side) if fixed else None,  # holds any image
+            max_boxes=max(examples.max_boxes(), 1) if fixed else None,
+            **augment,
+        )
+    from rfcn_tf.data.pipeline import make_pipeline
+
     return make_pipeline(
         examples,
         args.batch_size * replicas,

@@ -42,9 +42,8 @@ import math
 import keras
 import tensorflow as tf
 
+from rfcn_tf.data.py_dataset import AUGMENT_PRESETS
 from rfcn_tf.inputs import from_model_format, to_model_format
-
-AUGMENT_PRESETS = ("none", "flip", "standard", "strong", "overhead")
 
 _STANDARD = {
     "brightness": 0.1,

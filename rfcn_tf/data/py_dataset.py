@@ -42,6 +42,10 @@ MAX_IMAGE_PIXELS = 2**27  # image_io.MAX_IMAGE_PIXELS: larger files are refused 
 AUTO_FACTOR = 2  # crops.AUTO_FACTOR
 OBJECT_PROBABILITY = 0.5  # crops.OBJECT_PROBABILITY
 SHAPES = "rfcn_shapes"
+# Every preset of ``augment.py`` (defined here, where building a parser needs no TensorFlow);
+# this dataset runs the first two, make_pipeline all of them.
+AUGMENT_PRESETS = ("none", "flip", "standard", "strong", "overhead")
+PY_AUGMENT_PRESETS = AUGMENT_PRESETS[:2]
 
 
 class FolderExamples:
@@ -53,6 +57,10 @@ class FolderExamples:
 
     def __len__(self):
         return len(self.records)
+
+    def max_boxes(self):
+        """The most boxes an example has (read from the annotations, no image decoded)."""
+        return max(np.asarray(b).size // 4 for b in self.records.boxes)
 
     def __getitem__(self, i):
         r = self.records
@@ -97,6 +105,10 @@ class ShapesExamples:
     def __len__(self):
         return self.count
 
+    def max_boxes(self):
+        """The most boxes an example can have (the configuration's ``max_objects``)."""
+        return self.config.max_objects
+
     def __getitem__(self, i):
         drawn = shapes.render_split_example(self.config, shapes.SPLITS.index(self.split), i)
         return {
@@ -109,17 +121,29 @@ class ShapesExamples:
 
 
 def read_rgb(path, max_pixels=MAX_IMAGE_PIXELS):
-    """An image file → uint8 ``[H, W, 3]`` (gray repeated, alpha dropped, first frame), as
-    ``image_io.decode_image``; raises ValueError naming the file if it cannot be read or
-    declares more than ``max_pixels`` pixels (checked before decoding)."""
+    """An image file → uint8 ``[H, W, 3]`` (``read_image`` at full size)."""
+    return read_image(path, max_pixels=max_pixels)[0]
+
+
+def read_image(path, target_size=None, max_pixels=MAX_IMAGE_PIXELS):
+    """``image_io.read_image`` with Pillow: an image file → ``(uint8 [H', W', 3], (height,
+    width) of the file)``, gray repeated, alpha dropped, first frame, EXIF orientation not
+    applied (as TensorFlow's decoders). The header's size is checked against ``max_pixels``
+    before any pixel is decoded (and Pillow's own decompression-bomb limit holds).
+    target_size: None, or ``(height, width) → (h, w)``, the size the caller resizes to: a
+    JPEG is then decoded at the smallest of 1/1, 1/2, 1/4, 1/8 still at least that size
+    (Pillow's ``draft``). Raises ValueError naming the file if it cannot be read."""
     try:
         with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
+            width, height = image.size
+            if width * height > max_pixels:
                 raise ValueError(
-                    f"{path}: image declares {image.width}x{image.height} pixels, more than "
-                    f"the limit of {max_pixels}"
+                    f"{path}: image declares {width}x{height} pixels, more than the limit of {max_pixels}"
                 )
-            return np.asarray(image.convert("RGB"), np.uint8)
+            if target_size is not None and image.format == "JPEG":
+                h, w = target_size(height, width)
+                image.draft("RGB", (int(w), int(h)))
+            return np.asarray(image.convert("RGB"), np.uint8), (height, width)
     except (OSError, Image.DecompressionBombError, SyntaxError) as error:
         raise ValueError(
             f"{path}: could not read or decode the image file ({error}); expected a readable "
@@ -280,7 +304,7 @@ class DetectionDataset(keras.utils.PyDataset):
             raise ValueError(f"max_boxes must be None or a positive int, got {max_boxes!r}")
         if bounding_box_format not in BOX_FORMATS:
             raise ValueError(f"bounding_box_format must be one of {BOX_FORMATS}, got {bounding_box_format!r}")
-        if augment not in ("none", "flip"):
+        if augment not in PY_AUGMENT_PRESETS:
             raise ValueError(
                 f"augment must be 'none' or 'flip' here, got {augment!r}; the other presets "
                 "run in rfcn_tf.data.make_pipeline (TensorFlow)"

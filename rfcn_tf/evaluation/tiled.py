@@ -25,13 +25,18 @@ def evaluate_tiled(
 ):
     """``evaluate_detections``' result for ``model`` (an ``RFCN`` or a ``Detector``) on
     ``examples`` (common examples, ``rfcn_tf.data.load_examples``: ``{"image" uint8 [H, W,
-    3], "boxes" [N, 4] yxyx pixels, "labels" [N], "difficult" [N]}``), each image detected
-    by ``predict_tiled(model, image, tile, overlap, batch_size, merge)``.
+    3], "boxes" [N, 4] yxyx pixels, "labels" [N], "difficult" [N]}``: a ``tf.data.Dataset``, or
+    a sequence of numpy ones, ``rfcn_tf.data.read_examples``), each image detected by
+    ``predict_tiled(model, image, tile, overlap, batch_size, merge)``.
     verbose: 1 shows a ``keras.utils.Progbar`` (images)."""
-    count = int(examples.cardinality()) if hasattr(examples, "cardinality") else -1
+    if hasattr(examples, "as_numpy_iterator"):
+        count, items = int(examples.cardinality()), examples.as_numpy_iterator()
+    else:
+        count = len(examples)
+        items = (examples[i] for i in range(count))
     progbar = keras.utils.Progbar(count if count >= 0 else None, verbose=verbose, unit_name="image")
     detections, ground_truth = [], []
-    for step, example in enumerate(examples.as_numpy_iterator()):
+    for step, example in enumerate(items):
         out = predict_tiled(
             model, example["image"], tile=tile, overlap=overlap, batch_size=batch_size, merge=merge
         )
