@@ -158,7 +158,7 @@ def keras_devices(kind, backend):
     """Keras device names (``"gpu:0"``…) of ``kind`` under JAX or PyTorch; SystemExit when
     no GPU is visible."""
     if kind == "cpu":
-        return ["cpu:0"]
+        return ["cpu"]
     if backend == "jax":
         import jax
 
@@ -186,7 +186,10 @@ def keras_parity(device, config_name, backend, rng):
         [np.minimum(corners[..., :2], corners[..., 2:]), np.maximum(corners[..., :2], corners[..., 2:])], -1
     )
     results = []
-    for where in (device, "cpu:0"):
+    # "cpu", not "cpu:0": under PyTorch, Keras 3.15 moves every variable read in a
+    # keras.device("cpu:0") scope to a device torch calls different from the variable's,
+    # and train_on_batch then finds no gradients.
+    for where in (device, "cpu"):
         with keras.device(where):
             layer = PSRoIPool(k=7)
             pooled, grad = _pool_and_gradient(layer, maps, rois, backend)
@@ -227,6 +230,7 @@ def _pool_and_gradient(layer, maps, rois, backend):
 
 def keras_train_images_per_s(device, config_name, policy, steps, rng):
     import keras
+    import numpy as np
 
     keras.mixed_precision.set_dtype_policy(policy)
     with keras.device(device):
@@ -238,7 +242,7 @@ def keras_train_images_per_s(device, config_name, policy, steps, rng):
         start = time.perf_counter()
         for _ in range(steps):
             loss = model.train_on_batch(x, y)
-        float(loss)  # wait for the last step
+        np.asarray(loss[0])  # wait for the last step
         rate = steps / (time.perf_counter() - start)
     keras.mixed_precision.set_dtype_policy("float32")
     return rate
