@@ -117,7 +117,15 @@ def batches_from_args(args, examples, config, training=False, seed=None, replica
     """Examples → batches of ``--batch-size × replicas`` at ``config``'s scale (``min_side`` /
     ``max_side``; the model resizes to it as well, so this only saves work) with boxes in its
     box format; in training with ``--augment`` and ``--crop``."""
-    augment = {"augment": args.augment, "crop": args.crop} if training else {}
+    common = dict(
+        min_side=config.min_side,
+        max_side=config.max_side,
+        training=training,
+        seed=seed,
+        drop_remainder=drop_remainder,
+        bounding_box_format=config.bounding_box_format,
+        **({"augment": args.augment, "crop": args.crop} if training else {}),
+    )
     if not uses_tf_data():
         from rfcn_tf.data.py_dataset import DetectionDataset
 
@@ -125,29 +133,13 @@ def batches_from_args(args, examples, config, training=False, seed=None, replica
         return DetectionDataset(
             examples,
             args.batch_size * replicas,
-            min_side=config.min_side,
-            max_side=config.max_side,
-            training=training,
-            seed=seed,
-            drop_remainder=drop_remainder,
-            bounding_box_format=config.bounding_box_format,
             canvas=(config.max_side, config.max_side) if fixed else None,  # holds any image
             max_boxes=max(examples.max_boxes(), 1) if fixed else None,
-            **augment,
+            **common,
         )
     from rfcn_tf.data.pipeline import make_pipeline
 
-    return make_pipeline(
-        examples,
-        args.batch_size * replicas,
-        min_side=config.min_side,
-        max_side=config.max_side,
-        training=training,
-        seed=seed,
-        drop_remainder=drop_remainder,
-        bounding_box_format=config.bounding_box_format,
-        **augment,
-    )
+    return make_pipeline(examples, args.batch_size * replicas, **common)
 
 
 def _source_split(dataset, split):
