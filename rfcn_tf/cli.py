@@ -34,8 +34,8 @@ def _commands():
 
     return {
         "train": (train, "train R-FCN on a dataset (built-in, TFDS, VOC folder, COCO JSON)"),
-        "evaluate": (evaluate, "per-class AP of a saved model (.keras or SavedModel) on a dataset"),
-        "export": (export, "write a SavedModel for TF Serving"),
+        "evaluate": (evaluate, "per-class AP of a .keras model or an export on a dataset"),
+        "export": (export, "write a SavedModel for TF Serving, or a TFLite or ONNX file"),
         "predict": (predict, "detect objects in image files; JSON and PNGs with boxes"),
         "demo": (demo, "train on the synthetic dataset, evaluate, export, predict (offline, CPU)"),
     }

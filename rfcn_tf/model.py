@@ -410,8 +410,8 @@ class RFCN(keras.Model):
         if config.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"this model file holds an RFCN of layout {config.get('format_version', 1)}, "
-                f"written by an older rfcn_tf (0.1, a subclassed model); rfcn_tf 0.2 reads "
-                f"layout {FORMAT_VERSION} only. Rebuild the model with rfcn_tf 0.2 "
+                f"written by an older rfcn_tf (0.1, a subclassed model); this rfcn_tf reads "
+                f"layout {FORMAT_VERSION} only (every release since 0.2). Rebuild the model "
                 "(RFCN(config=...)) and train or fine-tune it again."
             )
         return cls(config=RFCNConfig.from_dict(config["config"]), name=config.get("name", "rfcn"))

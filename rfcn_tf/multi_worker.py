@@ -22,6 +22,8 @@ import time
 
 import tensorflow as tf
 
+from rfcn_tf.backup import atomic_save
+
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -138,7 +140,7 @@ def train_multi_worker(
         manager.save()
         _say(chief, f"epoch {epoch + 1}/{epochs}: {steps} steps in {time.time() - start:.0f} s - {logs}")
     if chief:
-        model.save(os.path.join(output_dir, "final.keras"))
+        atomic_save(model, os.path.join(output_dir, "final.keras"))
     else:
         shutil.rmtree(write_dir, ignore_errors=True)
     return model

@@ -10,7 +10,9 @@ from rfcn_tf.tiling import add_tiling_arguments, tile_from_args
 
 def add_arguments(parser):
     parser.add_argument(
-        "--model", required=True, help="a .keras file or a SavedModel directory (rfcn-tf export)"
+        "--model",
+        required=True,
+        help="a .keras file, or an export's directory (rfcn-tf export: SavedModel, TFLite, ONNX)",
     )
     add_dataset_arguments(parser, default_split="test")
     parser.add_argument("--metric", default="voc07", choices=METRICS)

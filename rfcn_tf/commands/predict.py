@@ -10,7 +10,9 @@ from rfcn_tf.tiling import add_tiling_arguments, tile_from_args
 
 def add_arguments(parser):
     parser.add_argument(
-        "--model", required=True, help="a .keras file or a SavedModel directory (rfcn-tf export)"
+        "--model",
+        required=True,
+        help="a .keras file, or an export's directory (rfcn-tf export: SavedModel, TFLite, ONNX)",
     )
     parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     parser.add_argument(
