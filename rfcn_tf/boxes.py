@@ -12,8 +12,6 @@ import numpy as np
 from keras import backend, ops
 from keras.utils import bounding_boxes
 
-# Second-stage box targets are divided by these (Fast R-CNN's normalisation).
-BOX_STD = (0.1, 0.1, 0.2, 0.2)
 # exp() of a larger log-size delta would make a box > 1000/16 times its anchor.
 MAX_LOG_SCALE = math.log(1000.0 / 16.0)
 

@@ -29,8 +29,9 @@ PADDED_SIGNATURE = "predict_padded"
 def default_input_size(config):
     """The size an export takes when none is asked for: a landscape image already at the
     model's scale (shorter side ``min_side``, longer ``max_side``), so no resize runs."""
-    side = max(config.min_side) if isinstance(config.min_side, tuple) else config.min_side
-    return (side, config.max_side)
+    from rfcn_tf.image_scale import inference_side
+
+    return (inference_side(config.min_side), config.max_side)
 
 
 def check_class_names(names, num_classes):

@@ -40,12 +40,18 @@ def static_resized_size(sizes, min_side, max_side):
     return np.maximum(np.round(hw * scale[..., None]).astype(np.int32), 1)
 
 
+def inference_side(min_side):
+    """The shorter side images are resized to at inference: ``min_side``, or the largest of
+    several (multi-scale training)."""
+    return max(min_side) if isinstance(min_side, (tuple, list)) else min_side
+
+
 def target_size(min_side, max_side):
     """The rule at inference as ``(height, width) → (h, w)`` (int32 scalars; for
     ``image_io.decode_image``): several ``min_side`` values (multi-scale training) → the largest."""
     import tensorflow as tf
 
-    side = max(min_side) if isinstance(min_side, (tuple, list)) else min_side
+    side = inference_side(min_side)
 
     def size(height, width):
         new = resized_size(tf.stack([height, width]), side, max_side)

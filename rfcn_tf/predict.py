@@ -28,7 +28,7 @@ import numpy as np
 from rfcn_tf.data.py_dataset import MAX_IMAGE_PIXELS
 from rfcn_tf.decoding import warn_capped
 from rfcn_tf.export_files import check_class_names
-from rfcn_tf.image_scale import static_resized_size
+from rfcn_tf.image_scale import inference_side, static_resized_size
 from rfcn_tf.inputs import pack_images
 from rfcn_tf.loading import keras_detector, load_detector
 from rfcn_tf.progress import Progress
@@ -178,7 +178,7 @@ def _target_size(min_side, max_side):
         from rfcn_tf.image_scale import target_size
 
         return target_size(min_side, max_side)
-    side = max(min_side) if isinstance(min_side, (tuple, list)) else min_side
+    side = inference_side(min_side)
     return lambda height, width: tuple(static_resized_size((height, width), side, max_side))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from rfcn_tf import boxes
+from rfcn_tf.config import RFCNConfig
 from rfcn_tf.ops import batched_gather
 from rfcn_tf.ops import random as counter_random
 
@@ -187,7 +188,7 @@ def assign_anchor_targets(
     return labels, box_targets
 
 
-def assign_roi_targets(rois, roi_valid, gt_boxes, gt_labels, positive_iou=0.5, box_std=boxes.BOX_STD):
+def assign_roi_targets(rois, roi_valid, gt_boxes, gt_labels, positive_iou=0.5, box_std=RFCNConfig.box_std):
     """Second-stage targets (Fast R-CNN rules), with the real gt boxes appended as RoIs.
 
     rois: ``[B, R, 4]`` yxyx; roi_valid: bool ``[B, R]``. Returns a dict over ``R + N`` rows

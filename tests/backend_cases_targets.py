@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from rfcn_tf import anchors, boxes, losses, targets
+from rfcn_tf.config import RFCNConfig
 from rfcn_tf.layers.rpn import AnchorGrid, flatten_rpn
 from rfcn_tf.ops import random
 
@@ -45,8 +46,8 @@ def _compute(a):
     out["head_cls"], out["head_box"] = losses.head_losses(*head, a["head_weights"])
     out["smooth_l1"] = losses.smooth_l1(a["diff"], 1.0 / 9.0)
 
-    out["encoded"] = boxes.encode(a["rois"], ops.flip(a["rois"], axis=1), std=boxes.BOX_STD)
-    out["decoded"] = boxes.decode(a["rois"], a["roi_deltas"], std=boxes.BOX_STD)
+    out["encoded"] = boxes.encode(a["rois"], ops.flip(a["rois"], axis=1), std=RFCNConfig.box_std)
+    out["decoded"] = boxes.decode(a["rois"], a["roi_deltas"], std=RFCNConfig.box_std)
     out["iou"] = boxes.iou(a["rois"], a["gt_boxes"])
     out["clipped"] = boxes.clip(a["wide_rois"], a["image_sizes"])
     out["grid"] = anchors.anchor_grid(3, 5, 16, SCALES, RATIOS)

@@ -10,14 +10,14 @@ import math
 import numpy as np
 import pytest
 
-from rfcn_tf import boxes
+from rfcn_tf.config import RFCNConfig
 from tests import backend_cases_targets as cases
 from tests import reference_targets as ref
 from tests.backend_helpers import on_backend
 
 SEED = np.array([1234567, -89], np.int32)
 SEED64 = np.array([2**40 + 17, 5], np.int64)  # the model's int64 seed: taken modulo 2³²
-STD = boxes.BOX_STD
+STD = RFCNConfig.box_std
 U = 2.0**-24  # float32 unit roundoff
 
 

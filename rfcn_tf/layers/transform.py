@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from rfcn_tf.backbones import preprocess
-from rfcn_tf.image_scale import static_resized_size
+from rfcn_tf.image_scale import inference_side, static_resized_size
 from rfcn_tf.inputs import check_images
 from rfcn_tf.ops import on_tensorflow
 
@@ -162,7 +162,7 @@ def _resize_known_size(layer, images):
 
     height, width = images.shape[1:3]
     new_height, new_width = (
-        int(v) for v in static_resized_size([height, width], max(layer.min_side), layer.max_side)
+        int(v) for v in static_resized_size([height, width], inference_side(layer.min_side), layer.max_side)
     )
     with tf.init_scope():  # computed once, eagerly: constants of the graph
         rows = _resize_matrix(height, new_height)
