@@ -24,7 +24,7 @@ RESNETS = {
 }
 CONV5_OUT = "conv5_block3_out"
 # conv1 and res2 (the paper freezes them when fine-tuning from ImageNet).
-STEM_PREFIXES = ("conv1_", "pool1_", "conv2_")
+STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")  # layer-name prefixes (pool1 is conv1's)
 
 
 def preprocess(images):
@@ -62,17 +62,23 @@ def build_backbone(
         trunk, conv5 = _resnet_backbone(name, weights, dilated_conv5)
     else:
         raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(RESNETS) + ['small']}")
-    freeze(trunk, conv5, stem=freeze_stem, batchnorm=freeze_batchnorm)
+    freeze(trunk, conv5, stages=2 if freeze_stem else 0, batchnorm=freeze_batchnorm)
     return trunk, conv5
 
 
-def freeze(trunk, conv5, stem, batchnorm):
-    """Freeze conv1+res2 and/or every BatchNorm (a frozen BN also runs in inference mode)."""
+def freeze(trunk, conv5, stages, batchnorm):
+    """Freeze the backbone up to and including stage ``stages`` (0 = nothing, 1 = conv1, 2 =
+    conv1+res2 as the paper, …, 5 = all of it) and unfreeze the rest; with ``batchnorm`` every
+    BatchNorm stays frozen (a frozen BN also runs in inference mode)."""
+    if not 0 <= stages <= len(STAGES):
+        raise ValueError(f"stages must be in 0..{len(STAGES)}, got {stages}")
     for layer in trunk.layers + conv5.layers:
-        if stem and layer.name.startswith(STEM_PREFIXES):
-            layer.trainable = False
         if batchnorm and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
+            continue
+        stage = layer.name.split("_")[0].replace("pool1", "conv1")
+        if stage in STAGES:
+            layer.trainable = STAGES.index(stage) >= stages
 
 
 def _resnet_backbone(name, weights, dilated_conv5):

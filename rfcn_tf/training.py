@@ -9,13 +9,13 @@ import time
 import keras
 from keras import ops
 
+from rfcn_tf.backbones import freeze
 from rfcn_tf.backup import BestModel, CrashSafeBackup, atomic_save, last_backup_epoch
 from rfcn_tf.evaluation import MeanAveragePrecisionCallback
 from rfcn_tf.model import RFCN
 
 # Layers whose shape depends on the number of classes (re-initialised by with_num_classes).
 CLASS_LAYERS = ("class_maps", "class_logits")
-STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
 
 OPTIMIZERS = ("auto", "sgd", "adamw")
@@ -142,18 +142,7 @@ def freeze_stages(model, stages):
     """Freeze the backbone up to and including stage ``stages`` (0 = nothing, 1 = conv1,
     2 = conv1+res2 as the paper, …, 5 = all of the backbone); unfreeze the rest.
     BatchNorm layers keep the model's ``freeze_batchnorm`` setting."""
-    if not 0 <= stages <= len(STAGES):
-        raise ValueError(f"stages must be in 0..{len(STAGES)}, got {stages}")
-    frozen = STAGES[:stages]
-    for layer in model.trunk.layers + model.conv5.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and model.config.freeze_batchnorm:
-            layer.trainable = False
-            continue
-        stage = layer.name.split("_")[0]
-        if stage == "pool1":
-            stage = "conv1"
-        if stage in STAGES:
-            layer.trainable = stage not in frozen
+    freeze(model.trunk, model.conv5, stages, model.config.freeze_batchnorm)
 
 
 class ProgressLogger(keras.callbacks.Callback):
