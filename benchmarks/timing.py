@@ -26,7 +26,9 @@ def trained_like(model, seed=0):
     import keras
 
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
+    from rfcn_tf.keras_internals import walk_layers
+
+    for layer in [model, *walk_layers(model)]:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.moving_mean.shape[0]
             layer.set_weights(

@@ -9,6 +9,8 @@ import re
 
 import keras
 
+from rfcn_tf.keras_internals import resume_at_epoch
+
 _BACKUP = re.compile(r"(partial-)?epoch-(\d+)\.weights\.h5")
 
 
@@ -44,7 +46,7 @@ class CrashSafeBackup(keras.callbacks.Callback):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(self._path(epoch))
-        self.model._initial_epoch = epoch  # what Keras's BackupAndRestore sets to resume
+        resume_at_epoch(self.model, epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.backup_dir, exist_ok=True)

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from rfcn_tf.inputs import as_model_inputs, check_image_spec, detect_each_if_padded
+from rfcn_tf.keras_internals import inbound_nodes, outbound_nodes, walk_layers
 from rfcn_tf.model import RFCN
 
 
@@ -88,19 +89,20 @@ def conv_batchnorm_pairs(model):
     normalises (over channels) the output of one convolution that nothing else reads (in
     every graph the two layers were called in: sub-models of a model add calls)."""
     pairs = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in walk_layers(model):
         if not isinstance(layer, keras.layers.BatchNormalization) or layer.renorm:
             continue
-        parents = {id(p.operation): p.operation for node in layer._inbound_nodes for p in node.parent_nodes}
-        if len(parents) != 1 or any(len(node.parent_nodes) != 1 for node in layer._inbound_nodes):
+        nodes = inbound_nodes(layer)
+        parents = {id(p.operation): p.operation for node in nodes for p in node.parent_nodes}
+        if len(parents) != 1 or any(len(node.parent_nodes) != 1 for node in nodes):
             continue
         conv = next(iter(parents.values()))
-        rank = len(layer._inbound_nodes[0].input_tensors[0].shape)
+        rank = len(nodes[0].input_tensors[0].shape)
         if (
             isinstance(conv, keras.layers.Conv2D)
             and conv.data_format == "channels_last"
             and layer.axis in (-1, rank - 1)
-            and all(node.operation is layer for node in conv._outbound_nodes)
+            and all(node.operation is layer for node in outbound_nodes(conv))
         ):
             pairs.append((conv, layer))
     return pairs

@@ -32,6 +32,7 @@ from rfcn_tf.inputs import (
     detect_each_if_padded,
     unpack_targets,
 )
+from rfcn_tf.keras_internals import loss_tracker
 from rfcn_tf.layers.detection import DetectionDecoder
 from rfcn_tf.layers.heads import FasterRCNNHead, RFCNHead
 from rfcn_tf.layers.proposals import ProposalLayer
@@ -395,7 +396,7 @@ class RFCN(keras.Model):
         x = as_model_inputs(x)
         raw = self._features(x, training=False)
         loss = self.compute_loss(x, y, raw, sample_weight, training=False)
-        self._loss_tracker.update_state(loss * _replicas_in_sync(), sample_weight=ops.shape(x["images"])[0])
+        loss_tracker(self).update_state(loss * _replicas_in_sync(), sample_weight=ops.shape(x["images"])[0])
         return self.get_metrics_result()
 
     # ---------------------------------------------------------------- saving

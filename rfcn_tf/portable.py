@@ -21,6 +21,7 @@ from rfcn_tf.export_files import (  # noqa: F401 (public here as before)
     QUANTIZATIONS,
     default_input_size,
 )
+from rfcn_tf.keras_internals import tflite_op_details
 from rfcn_tf.model import RFCN
 
 OUTPUTS = ("boxes", "confidence", "labels", "num_detections")
@@ -148,7 +149,7 @@ def tflite_ops(model_bytes):
     except ImportError:
         Interpreter = tf.lite.Interpreter
     interpreter = Interpreter(model_content=model_bytes)
-    return sorted({op["op_name"] for op in interpreter._get_ops_details()})
+    return sorted({op["op_name"] for op in tflite_op_details(interpreter)})
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from keras import ops
 from rfcn_tf.backbones import freeze
 from rfcn_tf.backup import BestModel, CrashSafeBackup, atomic_save, last_backup_epoch
 from rfcn_tf.evaluation import MeanAveragePrecisionCallback
+from rfcn_tf.keras_internals import distribute_strategy
 from rfcn_tf.model import RFCN
 
 # Layers whose shape depends on the number of classes (re-initialised by with_num_classes).
@@ -273,7 +274,7 @@ def _epoch_stream(model, epoch_batches, first, start, epochs):
             f"epoch_batches(epoch) must give a dataset of known, non-zero length; got cardinality {steps}"
         )
     stream = functools.reduce(lambda a, b: a.concatenate(b), datasets)
-    if getattr(model, "_distribute_strategy", None) is not None:
+    if distribute_strategy(model) is not None:
         # Under a strategy Keras's fit builds the model on one batch drawn from the iterator
         # it then trains from: give it a copy of the first batch to take.
         stream = datasets[0].take(1).concatenate(stream)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig, pack_images
 from rfcn_tf.frozen import conv_batchnorm_pairs, fold_batchnorms, freeze_for_inference
+from rfcn_tf.keras_internals import walk_layers
 from tests.model_helpers import assert_same_detections_any_order, random_image, sharpen, trained_like
 
 
@@ -134,7 +135,7 @@ def test_batchnorms_fold_into_their_convolutions(backbone):
     m = trained_like(RFCN(config=config), seed=1)
     sharpen(m)
     pairs = conv_batchnorm_pairs(m)
-    batchnorms = [l for l in m._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    batchnorms = [l for l in walk_layers(m) if isinstance(l, keras.layers.BatchNormalization)]
     assert len(pairs) == len(batchnorms) == (9 if backbone == "small" else 53)
     assert_every_pair_folded(m, pairs)
 
