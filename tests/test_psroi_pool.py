@@ -332,3 +332,20 @@ def test_nan_rois_rejected():
     rois = np.array([[[0.0, 0.0, np.nan, 10.0]]], np.float32)
     with pytest.raises(tf.errors.InvalidArgumentError, match="PSRoIPool: `rois` contains NaN"):
         PSRoIPool(k=1)(np.zeros((1, 4, 4, 1), np.float32), rois)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("crop,height,width,scale", [(4, 6, 7, 1 / 8), (14, 5, 9, 1 / 16), (2, 1, 6, 1 / 16)])
+def test_roi_align_is_align_mode_with_one_sample_per_bin(implementation, crop, height, width, scale):
+    """RoIAlign (the Faster R-CNN head's crops) samples every bin at its centre with the align
+    rule: the numpy reference's align mode with n = 1, on maps that carry the features in every
+    bin's channel group."""
+    from rfcn_tf.layers.heads import RoIAlign
+
+    rng = np.random.default_rng([crop, height, width])
+    features = rng.normal(size=(2, height, width, 3)).astype(np.float32)
+    rois = ref.roi_kinds(rng, height, width, scale, 2)
+    out = RoIAlign(crop_size=crop, spatial_scale=scale, implementation=implementation)(features, rois)
+    maps = np.tile(features, (1, 1, 1, crop * crop))  # bin-major: group (i, j) = the features
+    expected = ref.psroi_pool(maps, rois, crop, scale, 1, "align")  # [B, R, k, k, C]
+    np.testing.assert_allclose(np.asarray(out), expected.reshape(-1, crop, crop, 3), atol=ATOL, rtol=RTOL)

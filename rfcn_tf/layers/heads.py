@@ -16,7 +16,7 @@ layers.
 import keras
 from keras import ops
 
-from rfcn_tf.layers.psroi_pool import PSRoIPool
+from rfcn_tf.layers.psroi_pool import PSRoIPool, align_positions, on_padded_map
 from rfcn_tf.layers.sampling import check_implementation, crop_and_resize
 
 
@@ -34,9 +34,9 @@ class Vote(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="rfcn_tf")
 class RoIAlign(keras.layers.Layer):
     """Features ``[B, H, W, C]`` + rois ``[B, R, 4]`` yxyx pixels → crops
-    ``[B·R, crop_size, crop_size, C]``: one bilinear sample at the centre of each bin
-    (``start = y·scale − 0.5``; clamped within one cell of the border, 0 beyond — the rule
-    of PSRoIPool's align mode), via ``crop_and_resize`` (``implementation`` as PSRoIPool's)."""
+    ``[B·R, crop_size, crop_size, C]``: one bilinear sample at the centre of each bin, by
+    PSRoIPool's align rule (``psroi_pool.align_positions``; the edge value within one cell of
+    the border, 0 beyond), via ``crop_and_resize`` (``implementation`` as PSRoIPool's)."""
 
     def __init__(self, crop_size=14, spatial_scale=1.0 / 16, implementation="crop_and_resize", **kwargs):
         kwargs.setdefault("autocast", False)
@@ -49,19 +49,17 @@ class RoIAlign(keras.layers.Layer):
     def call(self, features, rois):
         dtype = features.dtype
         features = ops.cast(features, "float32")
-        # One replicated cell on every side turns crop_and_resize's "0 outside the map"
-        # into "clamp within one cell, 0 beyond".
-        padded = ops.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="symmetric")
-        _, height, width, _ = ops.shape(padded)
+        _, height, width, _ = ops.shape(features)
+        padded = ops.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="symmetric")  # on_padded_map's
         batch, num_rois = ops.shape(rois)[:2]
         rois = ops.stop_gradient(ops.cast(rois, "float32"))
-        start = rois[..., :2] * self.spatial_scale - 0.5
-        size = (rois[..., 2:] - rois[..., :2]) * self.spatial_scale
-        step = size / self.crop_size
-        first = start + 0.5 * step + 1.0  # +1: the padding
-        last = first + (self.crop_size - 1) * step
-        extent = ops.cast(ops.maximum(ops.stack([height - 1, width - 1]), 1), "float32")
-        boxes = ops.concatenate([first / extent, last / extent], axis=-1)
+        # One sample per bin, at its centre: the first and last bins' are the crop's corners.
+        sides = []
+        for lo, hi, size in ((0, 2, height), (1, 3, width)):
+            at = align_positions(rois[..., lo], rois[..., hi], self.spatial_scale, self.crop_size, 1)
+            sides.append(on_padded_map(at[..., 0], ops.cast(size, "float32")))  # [B, R, crop]
+        y, x = sides
+        boxes = ops.stack([y[..., 0], x[..., 0], y[..., -1], x[..., -1]], axis=-1)
         box_indices = ops.broadcast_to(ops.arange(batch, dtype="int32")[:, None], (batch, num_rois))
         crops = crop_and_resize(
             padded,

@@ -204,15 +204,7 @@ class PSRoIPool(keras.layers.Layer):
         return ops.cast(values, self.compute_dtype)
 
     def _align_positions(self, lo, hi):
-        """torchvision's sample positions in map pixels: [B, R, k, n] (bin, sample)."""
-        k, n = self.k, self.samples_per_bin
-        bin_size = (hi - lo) * (self.spatial_scale / k)
-        start = lo * self.spatial_scale - 0.5
-        offsets = (ops.arange(n, dtype="float32") + 0.5) / n  # within a bin, in bins
-        return (
-            start[..., None, None]
-            + (ops.arange(k, dtype="float32")[:, None] + offsets) * bin_size[..., None, None]
-        )
+        return align_positions(lo, hi, self.spatial_scale, self.k, self.samples_per_bin)
 
     def _align_samples(self, lo, hi, size, padded_size):
         """For n ≤ 2, the samples themselves as crop corners normalised to the (padded) map:
@@ -225,7 +217,7 @@ class PSRoIPool(keras.layers.Layer):
     def _align_axis(self, lo, hi, size):
         """The first and last sample of each bin, normalised for the map padded by one
         row/column each side (+1; crop_and_resize scales by padded size − 1): 2×[B, R, k]."""
-        at = (self._align_positions(lo, hi) + 1.0) / (size + 1.0)
+        at = on_padded_map(self._align_positions(lo, hi), size)
         return at[..., 0], at[..., -1]
 
     def _crop_axis(self, lo, hi, size):
@@ -236,6 +228,26 @@ class PSRoIPool(keras.layers.Layer):
         first = lo_n[..., None] + bins * step[..., None]
         last = lo_n[..., None] + (bins + 1.0) * step[..., None]
         return first, last
+
+
+def align_positions(lo, hi, spatial_scale, k, n):
+    """torchvision's aligned sample positions in map pixels, ``[..., k, n]`` (bin, sample),
+    of RoI sides ``lo``, ``hi`` ``[...]`` in image pixels: bin i, sample s at ``lo·scale −
+    0.5 + (i + (s + 0.5)/n)·(hi − lo)·scale/k``."""
+    bin_size = (hi - lo) * (spatial_scale / k)
+    start = lo * spatial_scale - 0.5
+    offsets = (ops.arange(n, dtype="float32") + 0.5) / n  # within a bin, in bins
+    return (
+        start[..., None, None]
+        + (ops.arange(k, dtype="float32")[:, None] + offsets) * bin_size[..., None, None]
+    )
+
+
+def on_padded_map(positions, size):
+    """Positions in map pixels along an axis of ``size`` → ``crop_and_resize``'s normalised
+    coordinates on the map padded by one replicated row (column) on each side, which turns
+    "0 outside the map" into the align rule: the edge value within one cell, 0 beyond."""
+    return (positions + 1.0) / (size + 1.0)
 
 
 def _static(shape):
