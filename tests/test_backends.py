@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from rfcn_tf import RFCN
+from rfcn_tf import boxes as box_ops
 from rfcn_tf.export import export_saved_model
+from rfcn_tf.layers.rpn import flatten_rpn
 from rfcn_tf.loading import load_detector
 from rfcn_tf.model import LOSS_NAMES
 from tests.backend_cases_model import DETECTION_KEYS, detect_and_losses
 from tests.backend_helpers import on_backend
-from tests.model_helpers import random_image, sharpen, trained_like
+from tests.model_helpers import assert_same_detections_any_order, random_image, sharpen, trained_like
 
 HEADS = ("rfcn", "faster_rcnn")
 OTHERS = ("jax", "torch")
@@ -37,6 +39,71 @@ def _batch():
     return images, boxes, labels
 
 
+def _pairwise_iou(a):
+    lo = np.maximum(a[:, None, :2], a[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], a[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), -1)
+    area = np.prod(a[:, 2:] - a[:, :2], -1)
+    union = area[:, None] + area[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _near_ties(model, images):
+    """How close TensorFlow's run of ``model`` on ``images`` comes to a decision that float32
+    rounding elsewhere could flip: for both NMS passes, the smallest |IoU − threshold| of two
+    candidates and the smallest score gap of two overlapping ones (which suppresses which), and
+    the smallest |score − score_threshold| of a detection candidate."""
+    cfg = model.config
+    raw = model.features_model({"images": images, "image_sizes": None}, training=False)
+    sizes = np.asarray(raw["image_sizes"], np.float32)
+    logits, deltas = (np.asarray(t) for t in flatten_rpn(raw["rpn_logits"], raw["rpn_deltas"]))
+    anchors = np.asarray(raw["anchors"])
+    maps = {name: raw[name] for name in model._map_names}
+    class_logits, box_deltas = (np.asarray(t) for t in model.roi_model({**maps, "rois": raw["proposals"]}))
+    scores = np.asarray(keras.ops.softmax(class_logits, axis=-1))[..., 1:]
+    detections = np.asarray(box_ops.clip(box_ops.decode(raw["proposals"], box_deltas, cfg.box_std), sizes))
+    proposals = np.asarray(box_ops.clip(box_ops.decode(anchors[None], deltas), sizes))
+    valid = np.asarray(raw["proposal_valid"])
+    ties = {"rpn_iou": np.inf, "rpn_order": np.inf, "iou": np.inf, "order": np.inf, "threshold": np.inf}
+
+    def nms_ties(boxes, keys, threshold, iou_key, order_key):
+        if len(boxes) < 2:
+            return
+        iou, upper = _pairwise_iou(boxes), np.triu(np.ones((len(boxes),) * 2, bool), 1)
+        ties[iou_key] = min(ties[iou_key], np.abs(iou - threshold)[upper].min())
+        overlapping = upper & (iou > threshold)
+        if overlapping.any():
+            ties[order_key] = min(ties[order_key], np.abs(keys[:, None] - keys[None, :])[overlapping].min())
+
+    for b in range(len(images)):
+        inside = np.all((anchors[:, :2] + anchors[:, 2:]) / 2 < sizes[b], -1)
+        nms_ties(proposals[b][inside], logits[b][inside], cfg.rpn_nms_iou, "rpn_iou", "rpn_order")
+        for c in range(cfg.num_classes):
+            s = scores[b, :, c]
+            ties["threshold"] = min(ties["threshold"], np.abs(s[valid[b]] - cfg.score_threshold).min())
+            keep = valid[b] & (s > cfg.score_threshold)
+            nms_ties(detections[b][keep], s[keep], cfg.nms_iou, "iou", "order")
+    return ties
+
+
+# Between backends rounding moves boxes by ~1e-5 px (an IoU of these 10–60 px boxes by < 1e-6),
+# logits by ≤ 1.3e-5 on logits up to 13 and so scores by ≤ 3e-6 (measured): decisions at least
+# this far from a tie are the same on every backend.
+TIE_MARGINS = {"rpn_iou": 1e-5, "rpn_order": 1e-5, "iou": 1e-5, "order": 1e-5, "threshold": 1e-5}
+
+
+def _conditioned_model(head, seeds):
+    """The model of the first seed whose TensorFlow run is far from every tie
+    (``_near_ties``), so that every backend must make the same decisions."""
+    images = _batch()[0]
+    for seed in seeds:
+        model = _model(head, seed)
+        ties = _near_ties(model, images)
+        if all(ties[k] >= margin for k, margin in TIE_MARGINS.items()):
+            return model
+    raise AssertionError(f"no seed of {list(seeds)} gives a {head} model far from NMS ties")
+
+
 def _model(head, seed):
     keras.utils.set_random_seed(seed)
     model = RFCN(
@@ -46,6 +113,7 @@ def _model(head, seed):
         min_side=SIDE,
         max_side=SIDE,
         anchor_scales=(16, 32, 48),
+        rpn_post_nms_test=50,  # fewer candidates, fewer near-ties to avoid (_conditioned_model)
         seed=seed,
     )
     trained_like(model, seed)
@@ -60,7 +128,7 @@ def runs(tmp_path_factory):
     paths = []
     for i, head in enumerate(HEADS):
         path = tmp / f"{head}.keras"
-        _model(head, seed=10 + i).save(path)
+        _conditioned_model(head, seeds=range(10 + 100 * i, 30 + 100 * i)).save(path)
         paths.append(str(path))
     images, boxes, labels = _batch()
     arrays = dict(images=images, boxes=boxes, labels=labels)
@@ -81,10 +149,13 @@ def test_same_detections(runs, backend, head):
     key = lambda name: f"{head}/det_{name}"  # noqa: E731
     assert set(DETECTION_KEYS) == {k.split("det_")[1] for k in ref if k.startswith(f"{head}/det_")}
     assert ref[key("num_detections")].min() > 0  # something to compare
-    np.testing.assert_array_equal(out[key("num_detections")], ref[key("num_detections")])
-    np.testing.assert_array_equal(out[key("labels")], ref[key("labels")])
-    np.testing.assert_allclose(out[key("boxes")], ref[key("boxes")], rtol=0, atol=1e-3)
-    np.testing.assert_allclose(out[key("confidence")], ref[key("confidence")], rtol=0, atol=1e-4)
+    # In any order: two classes' scores within rounding of each other may swap places.
+    assert_same_detections_any_order(
+        {name: out[key(name)] for name in DETECTION_KEYS},
+        {name: ref[key(name)] for name in DETECTION_KEYS},
+        box_atol=1e-3,
+        score_atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("backend", OTHERS)
@@ -101,7 +172,7 @@ def test_trained_under_jax_detects_the_same_under_tensorflow(tmp_path):
     """A few SGD steps under JAX's own ``fit`` (the whole step jitted), saved; TensorFlow
     loads the file and gives JAX's detections, and so does its SavedModel export."""
     start, trained = tmp_path / "start.keras", tmp_path / "trained.keras"
-    _model("rfcn", seed=3).save(start)
+    _model("rfcn", seed=5).save(start)  # its trained model is far from NMS ties (asserted below)
     images, boxes, labels = _batch()
     jax_run = on_backend(
         "jax",
@@ -114,16 +185,16 @@ def test_trained_under_jax_detects_the_same_under_tensorflow(tmp_path):
     )
     assert np.all(np.isfinite(jax_run["loss"])) and jax_run["loss"][-1] < jax_run["loss"][0]
     model = keras.saving.load_model(trained)
+    ties = _near_ties(model, images)
+    assert all(ties[k] >= margin for k, margin in TIE_MARGINS.items()), ties  # else another seed
     assert not np.allclose(model.get_weights()[0], keras.saving.load_model(start).get_weights()[0])
     for out in (
         model.predict(images, verbose=0),
         load_detector(export_saved_model(model, tmp_path / "export"))[0](images),
     ):
         assert jax_run["det_num_detections"].min() > 0
-        np.testing.assert_array_equal(out["num_detections"], jax_run["det_num_detections"])
-        np.testing.assert_array_equal(out["labels"], jax_run["det_labels"])
-        np.testing.assert_allclose(out["boxes"], jax_run["det_boxes"], rtol=0, atol=1e-3)
-        np.testing.assert_allclose(out["confidence"], jax_run["det_confidence"], rtol=0, atol=1e-4)
+        expected = {name: jax_run[f"det_{name}"] for name in DETECTION_KEYS}
+        assert_same_detections_any_order(out, expected, box_atol=1e-3, score_atol=1e-4)
 
 
 def test_jax_data_parallel_step_equals_one_device(tmp_path, monkeypatch):
