@@ -9,6 +9,8 @@ BatchNorm, whose statistics are per replica, as Keras's default). Strategies are
 TensorFlow's (imported by ``make_strategy``); ``set_policy`` works on every backend.
 """
 
+from rfcn_tf import _optional
+
 STRATEGIES = ("none", "mirrored", "multi_worker")
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -22,7 +24,7 @@ def make_strategy(name="none", cpu_replicas=None):
     ``rfcn_tf.multi_worker.train_multi_worker``, since ``model.fit`` cannot."""
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {name!r}")
-    import tensorflow as tf
+    tf = _optional.tensorflow("tf.distribute strategies (rfcn_tf.distribution.make_strategy)")
 
     if cpu_replicas is not None and (isinstance(cpu_replicas, bool) or int(cpu_replicas) < 1):
         raise ValueError(f"cpu_replicas must be a positive integer; got {cpu_replicas!r}")

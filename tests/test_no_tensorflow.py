@@ -82,6 +82,7 @@ def test_package_data_path_and_clear_errors_without_tensorflow(voc_root):
             [{"boxes": np.array([[0, 0, 10, 10.]]), "scores": np.array([0.9]), "labels": np.array([0])}],
             [{"boxes": np.array([[0, 0, 10, 10.]]), "labels": np.array([0])}], num_classes=1)
         print("mAP", result["mAP"])
+        assert callable(rfcn_tf.evaluation.evaluate_tiled)  # tiling is numpy: every backend
         side_by_side(np.zeros((8, 8, 3), np.uint8), {"boxes": np.zeros((0, 4)), "labels": []},
                      {"boxes": np.zeros((0, 4)), "scores": [], "labels": []})
 
@@ -96,11 +97,10 @@ def test_package_data_path_and_clear_errors_without_tensorflow(voc_root):
             lambda: rfcn_tf.export_saved_model,
             lambda: rfcn_tf.export_tflite,
             lambda: rfcn_tf.freeze_for_inference,
-            lambda: rfcn_tf.distribution,
+            lambda: rfcn_tf.distribution.make_strategy("mirrored"),
             lambda: rfcn_tf.data.make_pipeline,
             lambda: rfcn_tf.data.load_examples,
             lambda: rfcn_tf.data.read_examples("voc/2007", "train"),
-            lambda: rfcn_tf.evaluation.evaluate_tiled,
         ):
             print("error", first_line(get))
         """,
@@ -120,7 +120,6 @@ def test_package_data_path_and_clear_errors_without_tensorflow(voc_root):
         "make_pipeline",
         "load_examples",
         "TFDS dataset 'voc/2007'",
-        "tiled evaluation",
     ]
     assert len(errors) == len(features)
     for error, feature in zip(errors, features):
@@ -145,8 +144,9 @@ def test_cli_backend_flag_and_tensorflow_only_commands():
         backend=None,
         args=["--backend", "torch", "--help"],
     )
-    # Until the commands' modules stop importing TensorFlow at the top, the parser itself needs it.
-    assert done.returncode == 2 and "rfcn-tf: error: the rfcn-tf commands needs TensorFlow" in done.stderr
+    # The parser builds without TensorFlow: every command's help is there.
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(command in done.stdout for command in ("train", "evaluate", "export", "predict", "demo"))
 
 
 @pytest.mark.slow
