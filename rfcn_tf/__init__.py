@@ -4,11 +4,11 @@ Under the TensorFlow backend (Keras's default) importing the package imports eve
 it always has: the model's classes are registered for ``keras.models.load_model`` and the
 ``rfcn_shapes`` TFDS dataset for ``tfds.builder``. Under another backend (``KERAS_BACKEND=jax``
 or ``torch``), or without TensorFlow installed, each name below is imported on first use
-(PEP 562), so the package imports without TensorFlow, except the model and its layers, which
-are imported (and registered for ``keras.saving.load_model``) when the backend is not
-TensorFlow; a TensorFlow-only feature (exports,
-``freeze_for_inference``, ``distribution``, ``data.make_pipeline``…) then raises a
-``ModuleNotFoundError`` naming itself and the extra to install.
+(PEP 562), so the package imports without TensorFlow; the model and its layers are imported
+at once when the backend is not TensorFlow (registering them for ``keras.saving.load_model``).
+A TensorFlow-only feature (exports, ``freeze_for_inference``, ``distribution.make_strategy``,
+``data.make_pipeline``…) then raises a ``ModuleNotFoundError`` naming itself and the extra to
+install.
 """
 
 from rfcn_tf import _optional
@@ -45,23 +45,7 @@ _NAMES = {
     "tile_grid": ("rfcn_tf.tiling", "tile_grid", "tiled prediction (rfcn_tf.tile_grid)"),
 }
 
-__all__ = [
-    "PSRoIPool",
-    "RFCN",
-    "RFCNConfig",
-    "__version__",
-    "data",
-    "distribution",
-    "export_onnx",
-    "export_saved_model",
-    "export_tflite",
-    "freeze_for_inference",
-    "load_detector",
-    "pack_images",
-    "predict_tiled",
-    "tile_grid",
-    "with_decoding",
-]
+__all__ = ["__version__", *_NAMES]
 __getattr__, __dir__, _eager = _optional.lazy_names(
     globals(), _NAMES, registering=("RFCN", "RFCNConfig", "PSRoIPool")
 )

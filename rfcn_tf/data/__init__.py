@@ -54,18 +54,6 @@ _NAMES = {
     ),
 }
 
-__all__ = [
-    "AUGMENT_PRESETS",
-    "DetectionDataset",
-    "SHAPES_CLASS_NAMES",
-    "RfcnShapes",
-    "RfcnShapesConfig",
-    "dropped_boxes",
-    "load_examples",
-    "log_dropped_boxes",
-    "make_pipeline",
-    "read_examples",
-    "validate_examples",
-]
+__all__ = ["DetectionDataset", "SHAPES_CLASS_NAMES", "read_examples", *_NAMES]
 __getattr__, __dir__, _eager = _optional.lazy_names(globals(), _NAMES)
 _eager()

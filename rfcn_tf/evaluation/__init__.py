@@ -37,16 +37,6 @@ _NAMES = {
     ),
 }
 
-__all__ = [
-    "METRICS",
-    "MeanAveragePrecisionCallback",
-    "collect_detections",
-    "evaluate_detections",
-    "evaluate_model",
-    "evaluate_tiled",
-    "format_table",
-    "precision_recall_curves",
-    "save_json",
-]
+__all__ = ["METRICS", "evaluate_detections", "format_table", "precision_recall_curves", "save_json", *_NAMES]
 __getattr__, __dir__, _eager = _optional.lazy_names(globals(), _NAMES)
 _eager()
