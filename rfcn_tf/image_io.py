@@ -150,21 +150,6 @@ def _declared_size(data, kind, head, length):
     return tf.cast(tf.where(valid, size, -1), tf.int32)
 
 
-def encoded_size(data):
-    """Image size read from the header of encoded image bytes, without decoding.
-
-    Args:
-      data: scalar tf.string, the encoded PNG, JPEG, GIF, BMP or WebP file.
-
-    Returns:
-      int32 [2] (height, width); [-1, -1] when the format is unknown or the
-      header is truncated or invalid. A JPEG with a corrupt header raises
-      tf.errors.InvalidArgumentError (from tf.io.extract_jpeg_shape).
-    """
-    data = tf.convert_to_tensor(data, tf.string)
-    return _declared_size(data, *_header(data))
-
-
 def _check(problem):
     """Control inputs that fail with InvalidArgumentError(problem) unless it is ""."""
     if tf.executing_eagerly():

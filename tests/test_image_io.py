@@ -7,12 +7,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from rfcn_tf.image_io import MAX_IMAGE_PIXELS, decode_image, encoded_size, read_image
+from rfcn_tf.image_io import MAX_IMAGE_PIXELS, decode_image, read_image
 from tests.image_headers import BOMBS, gif
 from tests.image_headers import png as _png_declaring
 
 SPEC = [tf.TensorSpec([], tf.string)]
-graph_size = tf.function(encoded_size, input_signature=SPEC)
 graph_decode = tf.function(lambda data: decode_image(data), input_signature=SPEC)
 
 HEIGHT, WIDTH = 37, 53  # not square, so swapped axes show up
@@ -63,12 +62,6 @@ def still_image(request, tmp_path):
     return data, (height, width)
 
 
-def test_encoded_size_matches_pil(still_image):
-    data, pil_size = still_image
-    assert tuple(encoded_size(data).numpy()) == pil_size
-    assert tuple(graph_size(data).numpy()) == pil_size
-
-
 def test_webp_fixtures_cover_all_three_header_kinds(tmp_path):
     seen = set()
     for key in ("webp_lossy", "webp_lossless", "webp_alpha"):
@@ -82,19 +75,27 @@ def test_top_down_bmp_reports_positive_height(tmp_path):
     _, data = _write(tmp_path, _pixels(), "bottom_up.bmp")
     (height,) = struct.unpack("<i", data[22:26])
     top_down = data[:22] + struct.pack("<i", -height) + data[26:]
-    assert tuple(encoded_size(top_down).numpy()) == (HEIGHT, WIDTH)
-    image, _ = decode_image(top_down)
-    assert image.shape == (HEIGHT, WIDTH, 3)
+    for decode in (decode_image, graph_decode):
+        image, size = decode(top_down)
+        assert tuple(size.numpy()) == (HEIGHT, WIDTH) and image.shape == (HEIGHT, WIDTH, 3)
 
 
 @pytest.mark.parametrize(
-    "data",
-    [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n", _png_declaring(5, 5)[:20], b"GIF89a\x01"],
+    "data, problem",
+    [
+        (b"", "empty, no image to decode"),
+        (b"not an image at all", "header is truncated or invalid"),
+        (b"\x89PNG\r\n\x1a\n", "header is truncated or invalid"),
+        (_png_declaring(5, 5)[:20], "header is truncated or invalid"),
+        (b"GIF89a\x01", "header is truncated or invalid"),
+    ],
     ids=["empty", "text", "png_signature_only", "png_truncated_ihdr", "gif_truncated"],
 )
-def test_encoded_size_unknown_or_truncated(data):
-    assert encoded_size(data).numpy().tolist() == [-1, -1]
-    assert graph_size(data).numpy().tolist() == [-1, -1]
+def test_unknown_or_truncated_headers_are_refused_before_decoding(data, problem):
+    for decode in (decode_image, graph_decode):
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            decode(data)
+        assert "image bytes: " in error.value.message and problem in error.value.message
 
 
 def test_decode_matches_tensorflow_and_is_rgb(still_image):
@@ -159,7 +160,7 @@ def test_a_gif_frame_larger_than_its_canvas_is_found_after_real_frames():
     image, size = decode_image(real, max_pixels=120 * 160)  # its own frame: within the limit
     assert image.shape == (120, 160, 3) and tuple(size.numpy()) == (120, 160)
     oversized = real[:-1] + gif(16, 16, frame=(400, 300))[13 + 6 :]  # a second frame, then ";"
-    assert tuple(encoded_size(oversized).numpy()) == (120, 160)  # the canvas, as declared
+    assert struct.unpack("<HH", oversized[6:10]) == (160, 120)  # the canvas (width, height): within
     limited = functools.partial(decode_image, max_pixels=120 * 160)
     for decode in (limited, tf.function(limited, input_signature=SPEC)):
         with pytest.raises(tf.errors.InvalidArgumentError, match="declares 400x300 pixels"):

@@ -380,3 +380,14 @@ def test_predict_and_evaluate_with_tile_on_the_command_line(model, tmp_path, cap
         == 1
     )  # refused: too many pixels
     assert "more than the limit of 1000" in json.load(open(out_dir / "detections.json"))[0]["error"]
+
+
+def test_evaluate_refuses_a_scale_with_tile_before_loading_anything(tmp_path, capsys):
+    """Each tile is seen at the model's own scale: --min-side/--max-side with --tile is a
+    mistake, refused before the model or the data is read (neither exists here)."""
+    missing = str(tmp_path / "missing.keras")
+    for scale in (["--min-side", "256"], ["--max-side", "400"]):
+        args = ["evaluate", "--model", missing, "--dataset", str(tmp_path / "none"), "--tile", "128", *scale]
+        assert main(args) == 2
+        error = capsys.readouterr().err
+        assert "--min-side/--max-side do not apply with --tile" in error.splitlines()[0], error

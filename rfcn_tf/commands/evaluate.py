@@ -2,7 +2,12 @@
 
 import os
 
-from rfcn_tf.data.arguments import add_dataset_arguments, batches_from_args, examples_from_args
+from rfcn_tf.data.arguments import (
+    add_dataset_arguments,
+    batches_from_args,
+    examples_from_args,
+    scale_from_args,
+)
 from rfcn_tf.decoding import add_decoding_arguments, count_capped, decoding_args, warn_capped
 from rfcn_tf.evaluation.metrics import METRICS
 from rfcn_tf.tiling import add_tiling_arguments, tile_from_args
@@ -27,6 +32,10 @@ def run(args):
     from rfcn_tf.loading import load_detector
 
     tiling = tile_from_args(args)
+    if tiling["tile"] is not None and scale_from_args(args):
+        raise ValueError(
+            "--min-side/--max-side do not apply with --tile: each tile is seen at the model's own scale"
+        )
     detector, model_class_names = load_detector(args.model, **decoding_args(args))
     examples, class_names = examples_from_args(args, args.split)
     if model_class_names and list(model_class_names) != list(class_names):
@@ -34,10 +43,6 @@ def run(args):
             f"the model's classes {list(model_class_names)} differ from the dataset's {list(class_names)}"
         )
     if tiling["tile"] is not None:  # each image at its own size, tile by tile
-        if args.min_side is not None or args.max_side is not None:
-            raise ValueError(
-                "--min-side/--max-side do not apply with --tile: each tile is seen at the model's own scale"
-            )
         result = evaluate_tiled(
             detector,
             examples,
@@ -52,10 +57,7 @@ def run(args):
     # Batches at the model's own scale (its resize is then the identity), boxes in yxyx
     # (a loaded detector's format).
     config = detector.config.replace(bounding_box_format="yxyx")
-    if args.min_side is not None:
-        config = config.replace(min_side=tuple(args.min_side))
-    if args.max_side is not None:
-        config = config.replace(max_side=args.max_side)
+    config = config.replace(**scale_from_args(args))
     dataset = batches_from_args(args, examples, config)
     cap, counts = detector.config.max_detections, []
 

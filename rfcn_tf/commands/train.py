@@ -16,6 +16,7 @@ from rfcn_tf.data.arguments import (
     add_dataset_arguments,
     batches_from_args,
     examples_from_args,
+    scale_from_args,
     uses_tf_data,
 )
 from rfcn_tf.decoding import add_decoding_arguments, decoding_args, decoding_changes
@@ -199,11 +200,7 @@ def run(args):
     # global generators, so seeding first would make the weights depend on whether it was
     # built in this run.
     keras.utils.set_random_seed(args.seed)
-    scale = {}
-    if args.min_side is not None:
-        scale["min_side"] = tuple(args.min_side)
-    if args.max_side is not None:
-        scale["max_side"] = args.max_side
+    scale = scale_from_args(args)
     with scope():
         model, config = _build_model(
             args,

@@ -87,6 +87,16 @@ def _crop_value(text):
     return size
 
 
+def scale_from_args(args):
+    """The ``RFCNConfig`` fields ``--min-side`` / ``--max-side`` override (only those given)."""
+    scale = {}
+    if args.min_side is not None:
+        scale["min_side"] = tuple(args.min_side)
+    if args.max_side is not None:
+        scale["max_side"] = args.max_side
+    return scale
+
+
 def uses_tf_data():
     """Whether the batches come from ``make_pipeline`` (the TensorFlow backend) or from
     ``DetectionDataset`` (module doc)."""
