@@ -12,6 +12,11 @@
   graph faster than it is alone). rfcn_tf's BatchNorm statistics and conv biases are made trained-like
   (``timing.trained_like``); torchvision's detection models run BatchNorm as a frozen affine
   layer, whose cost does not depend on its values.
+- train_step: one SGD step (learning rate 1e-3, momentum 0.9) on the same image and five
+  boxes: rfcn_tf's ``train_on_batch`` (its recipe: RoIs from 300 proposals, OHEM over all
+  of them) against torchvision's training mode with ``rpn_post_nms_top_n_train=300`` and
+  ``box_batch_size_per_image=300`` (every proposal through the box head). Neither starts
+  from pretrained weights, so both train their BatchNorms.
 - psroi: ``PSRoIPool(mode="align", samples_per_bin=2)`` forward + backward vs torchvision's C++
   ``ps_roi_align(..., sampling_ratio=2)`` forward + backward: maps 1×38×63×1029 (k = 7, 21
   classes), 300 random RoIs, the same weights on the output. Each round a side runs
@@ -44,6 +49,7 @@ import numpy as np
 
 HEIGHT, WIDTH = 600, 1000
 STRIDE, K, CLASSES, ROIS, SAMPLES = 16, 7, 21, 300, 2
+LEARNING_RATE, MOMENTUM = 1e-3, 0.9
 MAP_SHAPE = (1, -(-HEIGHT // STRIDE), -(-WIDTH // STRIDE), K * K * CLASSES)
 
 
@@ -60,6 +66,15 @@ def inputs():
     rois = np.concatenate([lo, hi], -1).astype(np.float32)  # [R, 4] yxyx
     weights = rng.normal(size=(ROIS, K, K, CLASSES)).astype(np.float32)
     return image, maps, rois, weights
+
+
+def ground_truth():
+    """Five boxes (yxyx pixels, 60–300 px sides) and their labels 1..CLASSES-1 (seeded)."""
+    rng = np.random.default_rng(1)
+    sides = rng.uniform(60, 300, (5, 2))
+    lo = rng.uniform(0, 1, (5, 2)) * ([HEIGHT, WIDTH] - sides)
+    boxes = np.concatenate([lo, lo + sides], -1).astype(np.float32)
+    return boxes, rng.integers(1, CLASSES, 5).astype(np.int64)
 
 
 # ---------------------------------------------------------------- torchvision worker
@@ -92,6 +107,32 @@ def torch_cases(threads):
     boxes = torch.from_numpy(np.concatenate([np.zeros((ROIS, 1), np.float32), rois[:, [1, 0, 3, 2]]], 1))
     tweights = torch.from_numpy(weights).permute(0, 3, 1, 2).contiguous()
 
+    # Training: the same image and boxes, ROIS proposals after the RPN's NMS, all of them
+    # through the box head (R-FCN's OHEM runs its per-RoI step on every proposal), SGD.
+    trainee = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        num_classes=CLASSES,
+        min_size=HEIGHT,
+        max_size=WIDTH,
+        rpn_post_nms_top_n_train=ROIS,
+        box_batch_size_per_image=ROIS,
+    ).train()
+    optimizer = torch.optim.SGD(trainee.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+    gt_boxes, gt_labels = ground_truth()
+    target = {
+        "boxes": torch.from_numpy(gt_boxes[:, [1, 0, 3, 2]].copy()),
+        "labels": torch.from_numpy(gt_labels),
+    }
+
+    def train_step():
+        losses = trainee([picture], [target])
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        return float(total.detach())
+
     def psroi():
         leaf = tmaps.clone().requires_grad_(True)
         out = ps_roi_align(leaf, boxes, K, spatial_scale=1.0 / STRIDE, sampling_ratio=SAMPLES)
@@ -101,6 +142,7 @@ def torch_cases(threads):
     return {
         "detector": detect,
         "psroi": psroi,
+        "train_step": train_step,
     }, f"torch {torch.__version__} torchvision {torchvision.__version__}"
 
 
@@ -188,11 +230,27 @@ def tf_cases(threads, inter_op, backbone):
     def psroi():
         return int(pool_grad(tmaps, trois).shape[-1])
 
-    return ({"detector": detect, "detector_frozen": detect_frozen, "psroi": psroi}, f"TF {tf.__version__}")
+    import keras
+
+    trainee = rfcn_tf.RFCN(num_classes=CLASSES - 1, backbone=backbone, rpn_post_nms_train=ROIS)
+    trainee.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM))
+    gt_boxes, gt_labels = ground_truth()
+    y = {"boxes": gt_boxes[None], "labels": gt_labels[None].astype(np.int32)}
+
+    def train_step():
+        return trainee.train_on_batch(image, y)
+
+    cases = {"detector": detect, "detector_frozen": detect_frozen, "psroi": psroi, "train_step": train_step}
+    return cases, f"TF {tf.__version__}"
 
 
 # rfcn_tf case → the torchvision case it is compared with
-AGAINST = {"detector": "detector", "detector_frozen": "detector", "psroi": "psroi"}
+AGAINST = {
+    "detector": "detector",
+    "detector_frozen": "detector",
+    "psroi": "psroi",
+    "train_step": "train_step",
+}
 
 
 def times(fn, calls):
