@@ -12,8 +12,8 @@ from ai_edge_litert.interpreter import Interpreter
 from rfcn_tf import RFCN, RFCNConfig
 from rfcn_tf.distribution import POLICIES, set_policy
 from rfcn_tf.export import export_saved_model, export_tflite
-from rfcn_tf.frozen import fold_batchnorms
-from rfcn_tf.portable import portable_model
+from rfcn_tf.export.folding import fold_batchnorms
+from rfcn_tf.export.portable import portable_model
 from tests.model_helpers import assert_same_detections_any_order
 
 SIDE = 64
