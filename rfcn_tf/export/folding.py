@@ -42,11 +42,14 @@ def constant_function(model, input_spec):
         with folded_trace(folded):
             return model({"images": images, "image_sizes": None}, training=False)
 
-    captured = detect.get_concrete_function().variables
+    # Anything the trace captured (a variable that is not the model's, an eager tensor)
+    # would be an input of the graph, not a constant: oneDNN's layout and the converters
+    # need constants.
+    captured = detect.get_concrete_function().captured_inputs
     if captured:
         raise RuntimeError(
-            f"the frozen graph still reads {len(captured)} variable(s) not among the model's "
-            f"variables: {[v.name for v in captured][:5]}"
+            f"the frozen graph captured {len(captured)} tensor(s) instead of constants: "
+            f"{[getattr(c, 'name', c.dtype) for c in captured][:5]}"
         )
     return detect
 
