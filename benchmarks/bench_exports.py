@@ -49,12 +49,12 @@ def latency(backbone, repeats, warmup, threads, work, runtimes=RUNTIMES):
     from timing import interleaved_times, trained_like
 
     import rfcn_tf
-    from rfcn_tf import portable
     from rfcn_tf.export import export_onnx, export_tflite
+    from rfcn_tf.export.files import default_input_size
     from rfcn_tf.loading import runtime
 
     model = trained_like(rfcn_tf.RFCN(config=config_for(backbone)))
-    size = portable.default_input_size(model.config)
+    size = default_input_size(model.config)
     saved = tf.saved_model.load(rfcn_tf.export_saved_model(model, os.path.join(work, backbone)))
     serving = saved.signatures["serving_default"]
     pixels = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
@@ -98,8 +98,8 @@ def accuracy(model_path, data_dir, dataset, split, threads, work):
     from rfcn_tf.data import load_examples, make_pipeline
     from rfcn_tf.evaluation import evaluate_model
     from rfcn_tf.export import export_onnx, export_tflite
+    from rfcn_tf.export.files import QUANTIZATIONS
     from rfcn_tf.loading import keras_detector, load_detector
-    from rfcn_tf.portable import QUANTIZATIONS
 
     model = keras.models.load_model(model_path)
     examples, names = load_examples(dataset, split, data_dir=data_dir)

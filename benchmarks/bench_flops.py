@@ -33,7 +33,7 @@ import tensorflow as tf
 from timing import environment, interleaved_times, trained_like
 
 import rfcn_tf
-from rfcn_tf.frozen import fold_batchnorms, folded_trace
+from rfcn_tf.export.folding import fold_batchnorms, folded_trace
 
 # The last layer of each trunk stage (keras.applications ResNet names).
 TRUNK_STAGES = {
@@ -118,7 +118,7 @@ def measure_peak(calls, repeats):
 
 def frozen_call(fn, folded):
     """``fn`` as ``rfcn_tf.freeze_for_inference`` runs the model: every variable a constant of
-    the graph, the BatchNorms folded (``folded``: ``rfcn_tf.frozen.fold_batchnorms``)."""
+    the graph, the BatchNorms folded (``folded``: ``rfcn_tf.export.folding.fold_batchnorms``)."""
 
     @tf.function
     def run(*args):

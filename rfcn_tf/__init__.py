@@ -29,7 +29,7 @@ _NAMES = {
     ),
     "export_tflite": ("rfcn_tf.export", "export_tflite", "TFLite export (rfcn_tf.export_tflite)"),
     "freeze_for_inference": (
-        "rfcn_tf.frozen",
+        "rfcn_tf.export",
         "freeze_for_inference",
         "rfcn_tf.freeze_for_inference (a frozen TF graph)",
     ),

@@ -20,6 +20,20 @@ PSROI_MODES = ("align", "crop")
 ROI_SAMPLERS = ("ohem", "random")
 
 
+def check_class_names(names, num_classes):
+    """``names`` as a list of ``num_classes`` non-empty one-line strings (or None: none
+    known); ValueError otherwise. (One line each: they are written one a line, labels.txt.)"""
+    if names is None:
+        return None
+    names = list(names)
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names given for a model with {num_classes} classes")
+    for n in names:
+        if not isinstance(n, str) or not n.strip() or "\n" in n or "\r" in n:
+            raise ValueError(f"class names must be non-empty one-line strings; got {n!r}")
+    return names
+
+
 @dataclasses.dataclass
 class RFCNConfig:
     num_classes: int = 20
@@ -75,9 +89,9 @@ class RFCNConfig:
     score_threshold: float = 0.05
     max_detections: int = 100
 
-    # Ops that TFLite has built in and ONNX expresses, for exports (rfcn_tf.portable): bilinear
-    # crops by gather, NMS one image at a time with a class offset, the resize of a known input
-    # size as two matrix products. Same detections; the default ops are faster in TensorFlow.
+    # Ops that TFLite has built in and ONNX expresses, for exports (rfcn_tf.export.portable):
+    # bilinear crops by gather, NMS one image at a time with a class offset, the resize of a
+    # known input size as two matrix products. Same detections; the default ops are faster in TensorFlow.
     portable: bool = False
 
     # Seed of the stateless RPN/RoI sampling (mixed with the training step, so a resumed

@@ -7,6 +7,8 @@ reads the optimizer's iteration count from the arguments of JAX's jitted trainin
 test checks that ``JAXTrainer.compute_loss_and_updates`` still takes ``optimizer_variables``).
 """
 
+import contextlib
+
 CHECKED_ON = "keras 3.15.1"
 
 
@@ -34,6 +36,25 @@ def inbound_nodes(layer):
 def outbound_nodes(layer):
     """The graph nodes reading ``layer``'s outputs (each with ``operation``)."""
     return layer._outbound_nodes
+
+
+@contextlib.contextmanager
+def replaced_calls(replacements):
+    """Within: each layer of ``replacements`` (``{layer: fn(inputs, training=None, mask=None)}``)
+    computes ``fn`` instead of its ``call`` wherever it is called, in the functional graphs
+    it belongs to too; its own ``call`` comes back on exit.
+
+    Keras has no public way to change one layer's computation inside a built functional
+    graph (``clone_model(call_function=...)`` would add graph nodes to the shared layers,
+    changing what ``inbound_nodes`` reports; cloning the layers would copy every weight).
+    ``Layer.__call__`` calls ``self.call``, so an instance attribute ``call`` overrides it."""
+    try:
+        for layer, fn in replacements.items():
+            layer.call = fn
+        yield
+    finally:
+        for layer in replacements:
+            layer.__dict__.pop("call", None)
 
 
 def loss_tracker(model):

@@ -1,5 +1,5 @@
 """A detector from any saved form: a ``.keras`` file, a SavedModel, or a TFLite or ONNX
-export (``rfcn_tf.export``).
+export (``rfcn_tf.export``); ``load_keras`` reads a ``.keras`` file.
 
 Every detector maps ``inputs`` — images ``[B, H, W, 3]`` uint8/float 0..255, a list of
 ``[H, W, 3]`` images, or ``{"images", "image_sizes"}`` (``rfcn_tf.pack_images``) — to
@@ -24,14 +24,13 @@ import numpy as np
 from rfcn_tf import _optional
 from rfcn_tf.config import RFCNConfig
 from rfcn_tf.decoding import FLAGS, decoding_changes, with_decoding
-from rfcn_tf.export_files import (
+from rfcn_tf.export.files import (
     CONFIG_FILE,
     EXPORT_FILE,
     EXTRA_DIR,
     LABELS_FILE,
     MODEL_FILES,
     PADDED_SIGNATURE,
-    load_keras,
     numeric_versions,
 )
 from rfcn_tf.image_scale import resize_image
@@ -51,6 +50,16 @@ class Detector:
 
     def __call__(self, inputs):
         return self._fn(inputs)
+
+
+def load_keras(path):
+    """A ``.keras`` file → the model; FileNotFoundError when there is none."""
+    import keras
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path}")
+    return keras.models.load_model(path)
 
 
 def load_detector(path, max_detections=None, proposals=None, score_threshold=None):

@@ -25,9 +25,9 @@ import os
 import keras
 import numpy as np
 
+from rfcn_tf.config import check_class_names
 from rfcn_tf.data.py_dataset import MAX_IMAGE_PIXELS
 from rfcn_tf.decoding import warn_capped
-from rfcn_tf.export_files import check_class_names
 from rfcn_tf.image_scale import inference_side, static_resized_size
 from rfcn_tf.inputs import pack_images
 from rfcn_tf.loading import keras_detector, load_detector

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from rfcn_tf.decoding import count_capped, warn_capped
-from rfcn_tf.export_files import default_input_size
+from rfcn_tf.export.files import default_input_size
 from rfcn_tf.loading import Detector, keras_detector
 
 MERGES = ("edges", "nms")

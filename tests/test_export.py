@@ -14,9 +14,8 @@ import pytest
 import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig, pack_images
-from rfcn_tf import export as export_module
-from rfcn_tf.export import export_saved_model
-from rfcn_tf.frozen import freeze_for_inference
+from rfcn_tf.export import export_saved_model, freeze_for_inference
+from rfcn_tf.export import saved_model as saved_model_module
 from rfcn_tf.loading import load_detector
 from tests.image_headers import BOMBS
 from tests.model_helpers import random_image, sharpen, trained_like, write_png
@@ -100,7 +99,7 @@ def fake_saved_model(model, path):
 
 @pytest.fixture
 def fake_archive(monkeypatch):
-    monkeypatch.setattr(export_module, "write_saved_model", fake_saved_model)
+    monkeypatch.setattr(saved_model_module, "write_saved_model", fake_saved_model)
 
 
 def test_versions_overwrite_and_class_name_override(model, tmp_path, fake_archive):
@@ -145,7 +144,7 @@ def test_failed_export_leaves_nothing(model, tmp_path, monkeypatch, fake_archive
             assert f.read().splitlines() == NAMES  # the old version is intact
 
     with monkeypatch.context() as patch:
-        patch.setattr(export_module, "_write_extras", fail)  # after the SavedModel is written
+        patch.setattr(saved_model_module, "write_extras", fail)  # after the SavedModel is written
         for kwargs in (dict(), dict(version=1, overwrite=True)):
             with pytest.raises(OSError, match="disk full"):
                 export_saved_model(model, tmp_path, class_names=list("abcd"), **kwargs)

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from rfcn_tf import RFCN, RFCNConfig, pack_images
-from rfcn_tf.frozen import conv_batchnorm_pairs, fold_batchnorms, freeze_for_inference
+from rfcn_tf.export import freeze_for_inference
+from rfcn_tf.export.folding import conv_batchnorm_pairs, fold_batchnorms
 from rfcn_tf.keras_internals import walk_layers
 from tests.model_helpers import assert_same_detections_any_order, random_image, sharpen, trained_like
 

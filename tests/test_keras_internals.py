@@ -86,3 +86,25 @@ def test_jax_trainer_passes_the_optimizer_state_to_compute_loss_and_updates():
     parameters = inspect.signature(JAXTrainer.compute_loss_and_updates).parameters
     assert "optimizer_variables" in parameters
     assert "optimizer_variables=optimizer_variables" in inspect.getsource(JAXTrainer.train_step)
+
+
+def test_replaced_calls_reach_the_functional_graph_and_come_back():
+    """``replaced_calls`` (how ``rfcn_tf.export.folding`` leaves folded BatchNorms out of a
+    trace): an instance ``call`` is what ``Layer.__call__`` runs, also when a nested
+    functional model calls the layer inside a ``tf.function``; the class's comes back."""
+    model, conv, bn = _conv_bn_model()
+    x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)
+    bn.set_weights([w + 0.5 for w in bn.get_weights()])  # not the identity
+    inner = model.get_layer("inner")
+    before = inner(x, training=False).numpy()
+
+    @tf.function
+    def traced(images):
+        return inner(images, training=False)
+
+    with internals.replaced_calls({bn: lambda inputs, training=None, mask=None: inputs + 1.0}):
+        replaced = traced(x).numpy()
+    np.testing.assert_allclose(replaced, conv(x).numpy() + 1.0, rtol=1e-6)
+    assert "call" not in bn.__dict__
+    np.testing.assert_allclose(inner(x, training=False).numpy(), before, rtol=1e-6)
+    assert not np.allclose(before, replaced, atol=0.1)

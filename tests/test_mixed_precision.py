@@ -12,11 +12,14 @@ from ai_edge_litert.interpreter import Interpreter
 from rfcn_tf import RFCN, RFCNConfig
 from rfcn_tf.distribution import POLICIES, set_policy
 from rfcn_tf.export import export_saved_model, export_tflite
-from rfcn_tf.frozen import fold_batchnorms
-from rfcn_tf.portable import portable_model
+from rfcn_tf.export.folding import fold_batchnorms
+from rfcn_tf.export.portable import portable_model
 from tests.model_helpers import assert_same_detections_any_order
 
 SIDE = 64
+# Per policy: (loss, update difference / its norm, 1 − cosine) against float32's step; see
+# the test for the measured ranges.
+BOUNDS = {"mixed_float16": (1e-4, 0.06, 2e-3), "mixed_bfloat16": (1e-2, 0.15, 1e-2)}
 
 
 @pytest.fixture
@@ -58,10 +61,13 @@ def test_a_step_stays_close_to_float32_and_50_do_not_diverge(policy, float32_ste
         assert model.get_layer(name).compute_dtype == "float32"
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    # 16-bit activations. Measured: loss within 1e-4 relative; the whole update differs from
-    # float32's by 5 % (float16) / 13 % (bfloat16: 8 bits of mantissa) of its norm, at a
-    # cosine of 0.999 / 0.992. Held: loss within 1e-3, difference < 25 %, cosine > 0.97.
-    assert mixed["loss"][0] == pytest.approx(history["loss"][0], rel=1e-3)
+    # 16-bit activations. Measured over 6 seeds (0–5: initialisation and images; a shared
+    # 2-core machine), against float32's step: the loss within 5e-7–2.2e-5 (float16) /
+    # 5e-6–4.6e-3 (bfloat16, 8 bits of mantissa) relative; the update differs by 3.7–4.4 % /
+    # 10.0–11.5 % of its norm, at a cosine of 0.9990–0.9993 / 0.9935–0.9950. Held, with
+    # margin over the largest: BOUNDS (loss, difference, 1 − cosine).
+    loss_bound, difference_bound, angle_bound = BOUNDS[policy]
+    assert mixed["loss"][0] == pytest.approx(history["loss"][0], rel=loss_bound)
     initial = trained_initial_weights()
     update = [v.numpy() - start for v, start in zip(model.trainable_variables, initial)]
     reference = [ref - start for ref, start in zip(weights, initial)]
@@ -69,8 +75,9 @@ def test_a_step_stays_close_to_float32_and_50_do_not_diverge(policy, float32_ste
     dot = sum(np.sum(a * b) for a, b in zip(update, reference))
     norm = np.sqrt(sum(np.sum(b * b) for b in reference))
     difference = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(update, reference)))
-    assert difference < 0.25 * norm
-    assert dot / (norm * np.sqrt(sum(np.sum(a * a) for a in update))) > 0.97
+    assert difference < difference_bound * norm, difference / norm
+    cosine = dot / (norm * np.sqrt(sum(np.sum(a * a) for a in update)))
+    assert cosine > 1 - angle_bound, cosine
     model, run = trained(50)
     assert np.all(np.isfinite(run["loss"])) and np.all(
         np.isfinite(np.concatenate([v.numpy().ravel() for v in model.trainable_variables]))

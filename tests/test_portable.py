@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from rfcn_tf import RFCN, RFCNConfig, portable
-from rfcn_tf.export import export_onnx, export_tflite
+from rfcn_tf import RFCN, RFCNConfig
+from rfcn_tf.export import export_onnx, export_tflite, files, portable
 from rfcn_tf.layers import nms
 from rfcn_tf.layers.heads import RoIAlign
 from rfcn_tf.layers.sampling import gather_crop_and_resize
@@ -201,7 +201,7 @@ def exports(model, faster_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("portable")
     out = {}
     for size in (None, (240, 300)):
-        for q in ("none",) if size else portable.QUANTIZATIONS:
+        for q in ("none",) if size else files.QUANTIZATIONS:
             out["tflite", q, size] = export_tflite(
                 model, root / f"tflite_{q}", input_size=size, quantization=q
             )
@@ -232,7 +232,7 @@ def test_export_detects_like_the_keras_model(fmt, head, size, models, exports):
     accuracy: the same count and labels, boxes within 1 px, scores within 1e-3."""
     model = models[head]
     directory = exports[fmt, "none", size] if head == "rfcn" else exports[fmt, head]
-    height, width = size or portable.default_input_size(model.config)
+    height, width = size or files.default_input_size(model.config)
     run = run_tflite if fmt == "tflite" else run_onnx
     for seed in range(3):
         image = photos(1, height, width, seed=seed)
@@ -264,10 +264,10 @@ def test_tflite_uses_builtin_ops_only_and_records_them(exports):
 def test_quantised_tflite_files_are_smaller_and_close(model, exports):
     sizes = {
         q: os.path.getsize(os.path.join(exports["tflite", q, None], "model.tflite"))
-        for q in portable.QUANTIZATIONS
+        for q in files.QUANTIZATIONS
     }
     assert sizes["float16"] < 0.6 * sizes["none"] and sizes["dynamic_int8"] < 0.35 * sizes["none"]
-    image = photos(1, *portable.default_input_size(model.config))
+    image = photos(1, *files.default_input_size(model.config))
     ref = model(image)
     half = run_tflite(exports["tflite", "float16", None], image)
     # float16 weights: the best detections keep their label and place.
@@ -281,7 +281,7 @@ def test_quantised_tflite_files_are_smaller_and_close(model, exports):
 def test_onnx_export_records_opset_and_ops(exports):
     directory = exports["onnx", "none", None]
     info = json.load(open(os.path.join(directory, "export.json")))
-    assert info["format"] == "onnx" and info["opset"] == portable.ONNX_OPSET
+    assert info["format"] == "onnx" and info["opset"] == files.ONNX_OPSET
     assert "NonMaxSuppression" in info["ops"] and "Conv" in info["ops"]
     assert "CropAndResize" not in info["ops"]
     assert open(os.path.join(directory, "labels.txt")).read().split() == NAMES

@@ -2,6 +2,9 @@
 leaves the rest of the step to TensorFlow; the step and the detections stay those of the
 plain model."""
 
+import collections
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -48,12 +51,58 @@ def test_a_jit_step_equals_the_plain_step(steps):
     assert np.linalg.norm(update - plain) < 1e-2 * np.linalg.norm(plain)
 
 
+def conv2d_layers(layer):
+    """The ``Conv2D`` layers of ``layer`` and of the models nested in it."""
+    if isinstance(layer, keras.layers.Conv2D):
+        return [layer]
+    return [conv for sub in getattr(layer, "layers", ()) for conv in conv2d_layers(sub)]
+
+
+def hlo_convolutions(hlo):
+    """The ``convolution`` instructions of an HLO module, counted by the TensorFlow op each
+    was lowered from (``metadata={op_type=...}``)."""
+    return collections.Counter(re.findall(r" convolution\(.*op_type=\"(\w+)\"", hlo))
+
+
 def test_the_convolutions_are_what_xla_compiles(steps):
     model = steps[True][0]
+    convs = len(conv2d_layers(model._conv_model))  # backbone, RPN and score maps
+    assert all(layer.trainable for layer in conv2d_layers(model._conv_model))
     x = tf.zeros([1, SIDE, SIDE, 3])
-    hlo = model._jit_convolutions.experimental_get_compiler_ir(x, True)(stage="hlo")
-    assert "convolution" in hlo
-    assert "CropAndResize" not in hlo and "NonMaxSuppression" not in hlo
+    forward = model._jit_convolutions.experimental_get_compiler_ir(x, True)(stage="hlo")
+    assert hlo_convolutions(forward) == {"Conv2D": convs}
+    assert "CropAndResize" not in forward and "NonMaxSuppression" not in forward
+
+    # The gradient of the compiled call, compiled: every filter gradient, and every input
+    # gradient except the image's (nothing before the convolutions is trained).
+    @tf.function(jit_compile=True)
+    def gradient(x):
+        with tf.GradientTape() as tape:
+            total = tf.add_n([tf.reduce_sum(y) for y in model._jit_convolutions(x, True).values()])
+        return tape.gradient(total, model._conv_model.trainable_variables)
+
+    backward = gradient.experimental_get_compiler_ir(x)(stage="hlo")
+    expected = {"Conv2D": convs, "Conv2DBackpropFilter": convs, "Conv2DBackpropInput": convs - 1}
+    assert hlo_convolutions(backward) == expected
+
+    # In Keras's training step the convolutions and their gradients sit in functions that
+    # XLA must compile (the backward one is TensorFlow's gradient of the compiled call);
+    # no convolution runs outside them.
+    images, targets = batch()
+    step = tf.function(model.train_step).get_concrete_function((tf.constant(images), targets))
+    library = step.graph.as_graph_def().library.function
+    by_function = {
+        f.signature.name: (
+            f.attr["_XlaMustCompile"].b,
+            collections.Counter(n.op for n in f.node_def if n.op.startswith("Conv")),
+        )
+        for f in library
+    }
+    with_convs = [(xla, ops) for xla, ops in by_function.values() if ops]
+    assert all(xla for xla, _ in with_convs), by_function
+    assert {"Conv2DBackpropFilter": convs, "Conv2DBackpropInput": convs} in [ops for _, ops in with_convs]
+    assert {"Conv2D": convs} in [ops for _, ops in with_convs]
+    assert not [n.op for n in step.graph.as_graph_def().node if n.op.startswith("Conv")]
 
 
 def test_jit_detections_equal_the_plain_ones(steps):

@@ -4,14 +4,8 @@ ONNX export."""
 import os
 
 from rfcn_tf.decoding import add_decoding_arguments, decoding_args, with_decoding
-from rfcn_tf.export_files import (
-    DEFAULT_DIRS,
-    FORMATS,
-    ONNX_OPSET,
-    PADDED_SIGNATURE,
-    QUANTIZATIONS,
-    load_keras,
-)
+from rfcn_tf.export.files import DEFAULT_DIRS, FORMATS, ONNX_OPSET, PADDED_SIGNATURE, QUANTIZATIONS
+from rfcn_tf.loading import load_keras
 from rfcn_tf.progress import Progress
 
 CLASS_NAMES_HELP = "comma-separated names or a file with one per line (default: the model's)"

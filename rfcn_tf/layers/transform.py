@@ -164,9 +164,11 @@ def _resize_known_size(layer, images):
     new_height, new_width = (
         int(v) for v in static_resized_size([height, width], inference_side(layer.min_side), layer.max_side)
     )
-    with tf.init_scope():  # computed once, eagerly: constants of the graph
-        rows = _resize_matrix(height, new_height)
-        cols = _resize_matrix(width, new_width)
+    with tf.init_scope():  # computed once, eagerly
+        rows = _resize_matrix(height, new_height).numpy()
+        cols = _resize_matrix(width, new_width).numpy()
+    # Const nodes of the graph, not captured eager tensors (inputs of a traced function).
+    rows, cols = tf.constant(rows), tf.constant(cols)
     scale = np.array([new_height, new_width], np.float32) / np.array([height, width], np.float32)
     batch = tf.shape(images)[0]
     sizes = tf.tile(tf.constant([[new_height, new_width]], tf.int32), [batch, 1])

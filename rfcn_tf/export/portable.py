@@ -1,31 +1,102 @@
-"""The model as a fixed-size graph of portable ops, converted to TFLite or ONNX.
+"""TFLite and ONNX exports: the model as a fixed-size graph of portable ops, converted.
 
 ``portable_model`` rebuilds a model with ``RFCNConfig.portable`` (bilinear crops by gather,
 NMS one image at a time, the resize as matrix products: ops TFLite has built in and ONNX
-expresses) and the same weights. ``frozen_function`` traces it for one image of a size
-fixed at export (the model's own resize runs inside, so any ``input_size`` works) with the
-weights as constants, which lets the converters fold BatchNorm into the convolutions.
-``to_tflite`` and ``to_onnx`` convert that function.
+expresses) and the same weights. ``portable_function`` traces it for one image of a size
+fixed at export (the model's own resize runs inside, so any ``input_size`` works) as
+``rfcn_tf.export.folding`` traces every export: weights as constants, BatchNorms folded.
+``to_tflite`` and ``to_onnx`` convert that function; ``export_tflite`` / ``export_onnx``
+write ``<export_dir>/<version>/model.tflite`` (or ``model.onnx``) with ``labels.txt``,
+``rfcn_config.json`` and ``export.json`` (format, input size, quantisation or opset, ops)
+beside it. Their default directories sit next to the SavedModel's, not inside it, so TF
+Serving never sees a version it cannot load.
 """
 
-import contextlib
-import logging
 import numbers
 import tempfile
 
 import keras
 import tensorflow as tf
 
-from rfcn_tf.export_files import (  # noqa: F401 (public here as before)
-    ONNX_OPSET,
-    QUANTIZATIONS,
-    default_input_size,
-)
+from rfcn_tf.export.files import DEFAULT_DIRS, MODEL_FILES, ONNX_OPSET, QUANTIZATIONS, default_input_size
+from rfcn_tf.export.folding import constant_function
+from rfcn_tf.export.logs import quiet_logs
+from rfcn_tf.export.versions import as_rfcn, names_and_config, write_model_file, write_version
 from rfcn_tf.keras_internals import tflite_op_details
 from rfcn_tf.model import RFCN
 
 OUTPUTS = ("boxes", "confidence", "labels", "num_detections")
 MAX_INPUT_SIDE = 8192
+
+
+def export_tflite(
+    model,
+    export_dir=DEFAULT_DIRS["tflite"],
+    version=None,
+    name=None,
+    input_size=None,
+    quantization="none",
+    class_names=None,
+    overwrite=False,
+):
+    """Write ``model`` as ``<export_dir>[/<name>]/<version>/model.tflite`` (TFLite built-in
+    ops only: it runs in the plain LiteRT interpreter) and return the version directory.
+
+    The file takes one ``images [1, H, W, 3]`` float32 RGB 0..255 image of ``input_size``
+    (default: the model's scale, ``(min_side, max_side)``) and returns ``boxes [1, M, 4]``
+    (pixels of that image, the model's ``bounding_box_format``), ``confidence``, ``labels``
+    (-1 padding) and ``num_detections``. quantization: ``"none"``, ``"float16"`` or
+    ``"dynamic_int8"``. Other arguments as ``export_saved_model``.
+    """
+    model = as_rfcn(model)
+    names, config = names_and_config(model, class_names)
+    size = check_input_size(input_size, model.config)
+    data = to_tflite(model, size, quantization)  # before anything is written
+    info = {
+        "format": "tflite",
+        "input_size": list(size),
+        "quantization": quantization,
+        "ops": tflite_ops(data),
+    }
+    return write_version(
+        export_dir,
+        name,
+        version,
+        overwrite,
+        lambda d: write_model_file(d, MODEL_FILES["tflite"], data, names, config, info),
+    )
+
+
+def export_onnx(
+    model,
+    export_dir=DEFAULT_DIRS["onnx"],
+    version=None,
+    name=None,
+    input_size=None,
+    opset=ONNX_OPSET,
+    class_names=None,
+    overwrite=False,
+):
+    """Write ``model`` as ``<export_dir>[/<name>]/<version>/model.onnx`` (``tf2onnx``, ONNX
+    ``opset``; runs in onnxruntime) and return the version directory. Inputs, outputs and
+    the other arguments as ``export_tflite``."""
+    model = as_rfcn(model)
+    names, config = names_and_config(model, class_names)
+    size = check_input_size(input_size, model.config)
+    proto = to_onnx(model, size, opset)
+    info = {
+        "format": "onnx",
+        "input_size": list(size),
+        "opset": opset,
+        "ops": sorted({node.op_type for node in proto.graph.node}),
+    }
+    return write_version(
+        export_dir,
+        name,
+        version,
+        overwrite,
+        lambda d: write_model_file(d, MODEL_FILES["onnx"], proto.SerializeToString(), names, config, info),
+    )
 
 
 def portable_model(model):
@@ -61,22 +132,13 @@ def check_input_size(input_size, config):
     return tuple(int(v) for v in size)
 
 
-def frozen_function(model, input_size):
+def portable_function(model, input_size):
     """A ``tf.function``: ``images [1, H, W, 3]`` float32 RGB 0..255 → the detections dict
-    (``OUTPUTS``), computed by ``portable_model(model)`` with its weights frozen in."""
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
+    (``OUTPUTS``), computed by ``portable_model(model)`` with its weights as constants and
+    its BatchNorms folded (``rfcn_tf.export.folding``)."""
     height, width = input_size
-    twin = portable_model(model)
-    spec = [tf.TensorSpec([1, height, width, 3], tf.float32, name="images")]
-
-    @tf.function(input_signature=spec)
-    def detect(images):
-        return twin({"images": images, "image_sizes": None}, training=False)
-
-    frozen = convert_variables_to_constants_v2(detect.get_concrete_function())
-    # The frozen function returns its outputs flat, in the sorted order of the dict's keys.
-    return tf.function(lambda images: dict(zip(sorted(OUTPUTS), frozen(images))), input_signature=spec)
+    spec = tf.TensorSpec([1, height, width, 3], tf.float32, name="images")
+    return constant_function(portable_model(model), spec)
 
 
 def to_tflite(model, input_size, quantization="none"):
@@ -86,8 +148,8 @@ def to_tflite(model, input_size, quantization="none"):
     activations quantised on the fly)."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}; got {quantization!r}")
-    function = frozen_function(model, input_size)
-    with tempfile.TemporaryDirectory() as directory, _quiet():
+    function = portable_function(model, input_size)
+    with tempfile.TemporaryDirectory() as directory, quiet_logs():
         # Through a SavedModel: the converter keeps the signature's input and output names.
         tf.saved_model.save(
             tf.Module(), directory, signatures={"serving_default": function.get_concrete_function()}
@@ -117,9 +179,9 @@ def to_onnx(model, input_size, opset=ONNX_OPSET):
         raise ModuleNotFoundError(
             "ONNX export needs tf2onnx: pip install 'rfcn_tf[onnx]'", name="tf2onnx"
         ) from error
-    function = frozen_function(model, input_size)
+    function = portable_function(model, input_size)
     try:
-        with _quiet("tf2onnx"):
+        with quiet_logs("tf2onnx"):
             proto, _ = tf2onnx.convert.from_function(
                 function, input_signature=function.input_signature, opset=opset
             )
@@ -150,21 +212,6 @@ def tflite_ops(model_bytes):
         Interpreter = tf.lite.Interpreter
     interpreter = Interpreter(model_content=model_bytes)
     return sorted({op["op_name"] for op in tflite_op_details(interpreter)})
-
-
-@contextlib.contextmanager
-def _quiet(*names):
-    """Hide the converters' INFO lines (TensorFlow's "Assets written to …" about the temporary
-    SavedModel, tf2onnx's optimiser report): warnings and errors still show."""
-    loggers = [logging.getLogger(name) for name in ("tensorflow", *names)]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def _first_errors(error, limit=5):

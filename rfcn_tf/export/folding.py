@@ -1,5 +1,6 @@
-"""A frozen detector: the model's inference graph with its weights as constants and every
-BatchNorm folded into the convolution before it.
+"""The one way an export's graph gets its weights: traced with every variable a constant and
+every BatchNorm folded into the convolution before it (``constant_function``). The SavedModel's
+frozen detector and the TFLite/ONNX graph are both traced so.
 
 Two things make TensorFlow's CPU convolutions (oneDNN) run at their best on one image, and
 ``model.predict`` has neither: a filter that is a constant of the graph (oneDNN then keeps it
@@ -7,18 +8,15 @@ in its blocked layout; read from a variable, a batch of one runs on the plain la
 slower at conv4/conv5's shapes), and a convolution followed by nothing but a bias, a residual
 add and a ReLU (grappler then fuses them into it; an inference BatchNorm in between is a
 multiply and an add over the whole activation, which stop the fusion, even when its values
-make it the identity). ``freeze_for_inference(model)`` traces the unpadded detection graph
-once with every variable replaced by a constant and every conv → BatchNorm pair folded:
+make it the identity). Each conv → BatchNorm pair is folded:
 
     kernel' = kernel · s,  s = γ / √(σ² + ε)         (per output channel)
     bias'   = (b − μ) · s + β                        (b = 0 for a conv without a bias)
 
 the BatchNorm left out of the trace (for a conv without a bias of its own, replaced by
-``+ bias'``). Under a mixed precision policy the BatchNorms are kept (Keras computes them in
-float32 on purpose; folded, their scale would go into float16 kernels). The result equals
-the model's to float rounding. It is a snapshot: weights changed later
-(more training, ``load_weights``) do not reach it; freeze again. The SavedModel export
-serves it.
+``+ bias'``). A convolution computing in another dtype than float32 (a mixed precision
+policy) keeps its BatchNorm: Keras computes BatchNorm in float32 on purpose; folded, its scale
+would go into float16 kernels. The TFLite/ONNX graph is a float32 twin, so folded throughout.
 """
 
 import contextlib
@@ -27,61 +25,33 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rfcn_tf.inputs import as_model_inputs, check_image_spec, detect_each_if_padded
-from rfcn_tf.keras_internals import inbound_nodes, outbound_nodes, walk_layers
-from rfcn_tf.model import RFCN
+from rfcn_tf.keras_internals import inbound_nodes, outbound_nodes, replaced_calls, walk_layers
 
 
-class FrozenDetector(tf.Module):
-    """``detector(images [B, H, W, 3] 0..255, image_sizes=None)`` → the model's detections
-    dict (``boxes [B, M, 4]`` in ``config.bounding_box_format``, absolute pixels of the
-    inputs; ``confidence``, ``labels``, ``num_detections``), as ``model(...)`` returns it.
-    A zero-padded batch (``image_sizes`` given) runs image by image, as in the model.
+def constant_function(model, input_spec):
+    """``model``'s detections of an unpadded batch (``model(images, training=False)``) as a
+    ``tf.function`` of ``input_spec`` (a float32 ``tf.TensorSpec [B, H, W, 3]``), traced
+    now with the weights as constants of the graph and the BatchNorms folded (module doc):
+    a snapshot that later weight changes do not reach. Returns the detections dict."""
+    folded = fold_batchnorms(model)
 
-    ``config``: the model's ``RFCNConfig``; ``frozen``: the traced graph (a
-    ``ConcreteFunction`` of float32 images ``[B, H, W, 3]``, no variables).
-    """
+    # Unpadded (image_sizes None): traced inside the model's padded-batch tf.cond, the
+    # constants would reach the convolutions as branch inputs, not as constants.
+    @tf.function(input_signature=[input_spec])
+    def detect(images):
+        with folded_trace(folded):
+            return model({"images": images, "image_sizes": None}, training=False)
 
-    def __init__(self, model):
-        super().__init__(name="rfcn_frozen")
-        self.config = model.config
-        folded = fold_batchnorms(model)
-
-        # The unpadded path only: traced inside the model's padded-batch tf.cond, the
-        # constants would reach the convolutions as branch inputs, not as constants.
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
-        def detect(images):
-            with folded_trace(folded):
-                return model._detect(images)
-
-        self.frozen = detect.get_concrete_function()
-
-    def detect(self, images):
-        """An unpadded float32 batch ``[B, H, W, 3]`` → detections (tensors)."""
-        return self.frozen(images)
-
-    def detect_padded(self, images, image_sizes):
-        """float32 images zero padded beyond ``image_sizes [B, 2]`` → detections (tensors)."""
-        return detect_each_if_padded(self.detect, images, image_sizes, self.config.max_detections)
-
-    def __call__(self, images, image_sizes=None):
-        inputs = as_model_inputs(
-            images if image_sizes is None else {"images": images, "image_sizes": image_sizes}
+    # Anything the trace captured (a variable that is not the model's, an eager tensor)
+    # would be an input of the graph, not a constant: oneDNN's layout and the converters
+    # need constants.
+    captured = detect.get_concrete_function().captured_inputs
+    if captured:
+        raise RuntimeError(
+            f"the frozen graph captured {len(captured)} tensor(s) instead of constants: "
+            f"{[getattr(c, 'name', c.dtype) for c in captured][:5]}"
         )
-        images = tf.convert_to_tensor(inputs["images"])
-        check_image_spec(images.shape, images.dtype)
-        images = tf.cast(images, tf.float32)
-        if inputs["image_sizes"] is None:
-            return self.detect(images)
-        return self.detect_padded(images, inputs["image_sizes"])
-
-
-def freeze_for_inference(model):
-    """``model`` (an ``RFCN``) → a ``FrozenDetector``: the same detections, from a graph
-    whose weights are constants and whose BatchNorms are folded (module doc)."""
-    if not isinstance(model, RFCN):
-        raise TypeError(f"freeze_for_inference needs an RFCN model; got {type(model).__name__}")
-    return FrozenDetector(model)
+    return detect
 
 
 def conv_batchnorm_pairs(model):
@@ -139,7 +109,7 @@ def fold_batchnorms(model):
 def folded_trace(folded):
     """Within (while tracing): every variable of ``folded = fold_batchnorms(model)`` reads as a
     constant of the graph, and each folded BatchNorm passes its input through or adds its
-    offset; the instances' own ``call`` comes back on exit."""
+    offset."""
     values, offsets = folded
     mapping = [(variable, tf.constant(value)) for variable, value in values]
 
@@ -148,11 +118,6 @@ def folded_trace(folded):
             return lambda inputs, training=None, mask=None: inputs
         return lambda inputs, training=None, mask=None: inputs + tf.constant(offset, inputs.dtype)
 
-    try:
-        for bn, offset in offsets.items():
-            bn.call = passthrough(offset)
+    with replaced_calls({bn: passthrough(offset) for bn, offset in offsets.items()}):
         with keras.StatelessScope(state_mapping=mapping):
             yield
-    finally:
-        for bn in offsets:
-            bn.__dict__.pop("call", None)

@@ -1,4 +1,4 @@
-"""The SavedModel's signatures, on the frozen detector (``rfcn_tf.frozen``).
+"""The SavedModel's signatures, on the frozen detector (``rfcn_tf.export.frozen``).
 
 All outputs are dense and padded to ``M = config.max_detections`` rows. Every signature
 runs the model's own graph, which resizes each image to its own scale (``min_side`` /
@@ -27,7 +27,7 @@ image declaring too many pixels) fail with ``InvalidArgumentError`` saying what 
 
 import tensorflow as tf
 
-from rfcn_tf.export_files import PADDED_SIGNATURE  # noqa: F401 (public here as before)
+from rfcn_tf.export.files import PADDED_SIGNATURE
 from rfcn_tf.image_io import decode_image
 from rfcn_tf.image_scale import target_size
 from rfcn_tf.inputs import from_model_format

@@ -1,6 +1,6 @@
 """What an export directory holds and the exporters' options, without TensorFlow: read by
-``rfcn_tf.loading`` and the command-line parsers under any backend, written by
-``rfcn_tf.export`` (TensorFlow).
+``rfcn_tf.loading`` and the command-line parsers under any backend, written by the writers
+of ``rfcn_tf.export`` (TensorFlow).
 
 An export is ``EXPORT_DIR/VERSION/``: a SavedModel (``saved_model.pb``), or ``MODEL_FILES``'
 ``model.tflite`` / ``model.onnx`` with ``EXPORT_FILE``; beside it ``EXTRA_DIR`` (SavedModel)
@@ -27,25 +27,11 @@ PADDED_SIGNATURE = "predict_padded"
 
 
 def default_input_size(config):
-    """The size an export takes when none is asked for: a landscape image already at the
-    model's scale (shorter side ``min_side``, longer ``max_side``), so no resize runs."""
+    """The size a TFLite/ONNX export takes when none is asked for: a landscape image already
+    at the model's scale (shorter side ``min_side``, longer ``max_side``), so no resize runs."""
     from rfcn_tf.image_scale import inference_side
 
     return (inference_side(config.min_side), config.max_side)
-
-
-def check_class_names(names, num_classes):
-    """``names`` as a list of ``num_classes`` non-empty one-line strings (or None);
-    ValueError otherwise."""
-    if names is None:
-        return None
-    names = list(names)
-    if len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names given for a model with {num_classes} classes")
-    for n in names:
-        if not isinstance(n, str) or not n.strip() or "\n" in n or "\r" in n:
-            raise ValueError(f"class names must be non-empty one-line strings; got {n!r}")
-    return names
 
 
 def numeric_versions(base):
@@ -55,13 +41,3 @@ def numeric_versions(base):
     return sorted(
         int(d) for d in os.listdir(base) if re.fullmatch(r"\d+", d) and os.path.isdir(os.path.join(base, d))
     )
-
-
-def load_keras(path):
-    """A ``.keras`` file → the model; FileNotFoundError when there is none."""
-    import keras
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file at {path}")
-    return keras.models.load_model(path)
