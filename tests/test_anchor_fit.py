@@ -207,6 +207,7 @@ def thin_voc_folder(root):
     return root, np.array(shapes, np.float64)
 
 
+@pytest.mark.slow
 def test_train_anchors_auto_writes_the_fitted_anchors_into_the_model(tmp_path, capsys):
     voc, shapes = thin_voc_folder(tmp_path / "voc")
     status = main(
@@ -247,6 +248,7 @@ def test_train_anchors_auto_writes_the_fitted_anchors_into_the_model(tmp_path, c
     assert "warning: anchor recall" not in err
 
 
+@pytest.mark.slow
 def test_train_anchors_default_warns_when_recall_is_low(tmp_path, capsys):
     voc, shapes = thin_voc_folder(tmp_path / "voc")
     args = argparse.Namespace(anchors="default", seed=0)

@@ -118,6 +118,7 @@ def test_each_step_keeps_the_rectangles_under_their_boxes(index):
     assert changed >= 4  # the step does something: blur, the rarest, on 40 % of images (P < 0.1 %)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", AUGMENT_PRESETS)
 def test_each_preset_keeps_the_rectangles_under_their_boxes(preset):
     ds = examples_dataset([_scene()]).repeat(10)
@@ -188,6 +189,7 @@ def test_auto_crop_of_a_large_image_is_a_native_window_with_the_rule_applied():
     assert cut > 0
 
 
+@pytest.mark.slow
 def test_crops_of_a_large_image_keep_the_rectangles_under_their_boxes():
     scene = _scene(400, 600, red=(200, 300, 230, 330), blue=(250, 100, 262, 150))
     sizes = set()
@@ -255,6 +257,7 @@ def _varied_examples(count=6):
     ]  # grey noise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", [p for p in AUGMENT_PRESETS if p != "none"])
 def test_same_seed_same_batches_other_seed_other_batches(preset):
     ds = examples_dataset(_varied_examples(4))
@@ -271,6 +274,7 @@ def test_same_seed_same_batches_other_seed_other_batches(preset):
     assert any(not np.array_equal(a[0], c[0]) for a, c in zip(first, other))
 
 
+@pytest.mark.slow
 def test_a_resumed_run_sees_the_same_epochs():
     """``rfcn-tf train`` sets the global seed and builds each epoch's batches from seed + 1000 ×
     epoch; a run resumed at epoch 1 (epoch 0 never iterated, other random ops drawn before)
@@ -319,6 +323,7 @@ def test_transformations_have_the_layers_own_format(index):
             assert tuple(ours[key].shape) == tuple(keras.ops.shape(theirs[key])), key
 
 
+@pytest.mark.slow
 def test_a_keras_layer_or_a_seeded_function_as_augment():
     ds = examples_dataset([_scene()]).repeat(6)
     layer = keras.layers.RandomFlip("vertical", bounding_box_format="xyxy", seed=1)
@@ -374,6 +379,7 @@ def test_bad_augment_and_crop_are_errors_naming_them():
         make_pipeline(ds, 1, training=True, min_visible=2)
 
 
+@pytest.mark.slow
 def test_train_command_line_options(capsys):
     parse = build_parser().parse_args
     args = parse(["train", "--augment", "overhead", "--crop", "512"])

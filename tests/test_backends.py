@@ -21,6 +21,8 @@ from tests.backend_cases_model import DETECTION_KEYS, detect_and_losses
 from tests.backend_helpers import on_backend
 from tests.model_helpers import assert_same_detections_any_order, random_image, sharpen, trained_like
 
+pytestmark = pytest.mark.slow  # a subprocess per backend, a JAX training run
+
 HEADS = ("rfcn", "faster_rcnn")
 OTHERS = ("jax", "torch")
 SIDE = 64  # the images are at the model's scale: its resize is the identity on every backend

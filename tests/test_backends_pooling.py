@@ -11,6 +11,8 @@ from tests import backend_cases_pooling as cases
 from tests import reference_psroi as ref
 from tests.backend_helpers import on_backend
 
+pytestmark = pytest.mark.slow  # a subprocess per backend
+
 OTHERS = ("jax", "torch")
 # Pooled values and their gradients are O(1) sums of a few dozen float32 products: the
 # backends differ only in the order of those sums (a few ulps, 1e-6 seen); 1e-5 is the

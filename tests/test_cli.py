@@ -135,6 +135,7 @@ def test_no_command_is_a_usage_error(capsys):
     assert "usage: rfcn-tf" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     script = os.path.join(os.path.dirname(sys.executable), "rfcn-tf")
     assert os.path.isfile(script), f"console script not installed at {script}"
@@ -152,6 +153,7 @@ def test_console_script_is_installed():
 
 
 # ------------------------------------------------------------------------------ train
+@pytest.mark.slow
 def test_train_writes_final_best_and_logs(trained):
     assert (trained / "final.keras").is_file()
     assert (trained / "best.keras").is_file()
@@ -168,6 +170,7 @@ def test_train_writes_final_best_and_logs(trained):
         assert list(model.config.class_names) == SHAPES
 
 
+@pytest.mark.slow
 def test_train_draws_validation_images_and_ap_into_tensorboard(trained):
     from tests.test_evaluation_tensorboard import read_events
 
@@ -223,6 +226,7 @@ def test_the_same_command_trains_bit_identical_weights_whether_or_not_it_built_t
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_fine_tuning_with_init_on_a_voc_folder_with_other_classes(trained, tmp_path):
     voc = write_voc_folder(tmp_path / "voc")
     out = tmp_path / "finetuned"
@@ -280,6 +284,7 @@ def assert_same_result(result, expected):
     assert result["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_keras_model_writes_json(trained, tfds_dir, api_result, tmp_path, capsys):
     output = tmp_path / "result.json"
     status = run_cli(
@@ -304,6 +309,7 @@ def test_evaluate_keras_model_writes_json(trained, tfds_dir, api_result, tmp_pat
     assert "mAP" in out and "circle" in out
 
 
+@pytest.mark.slow
 def test_evaluate_saved_model_directory_gives_the_keras_models_result(
     exported, tfds_dir, api_result, tmp_path
 ):
@@ -329,6 +335,7 @@ def test_evaluate_saved_model_directory_gives_the_keras_models_result(
 
 
 # ------------------------------------------------------------------------------ export
+@pytest.mark.slow
 def test_export_versions_and_refuses_to_overwrite(trained, exported, capsys):
     model = trained / "final.keras"
     assert (exported / "1" / "saved_model.pb").is_file()
@@ -349,6 +356,7 @@ def test_export_versions_and_refuses_to_overwrite(trained, exported, capsys):
     assert sorted(os.listdir(exported)) == before  # nothing written, no staging left over
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_export_tflite_and_onnx_evaluate_like_the_keras_model(
     fmt, trained, tfds_dir, api_result, tmp_path, capsys
@@ -391,6 +399,7 @@ def test_export_tflite_and_onnx_evaluate_like_the_keras_model(
     assert result["mAP"] == pytest.approx(api_result["mAP"], abs=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -409,6 +418,7 @@ def test_export_option_errors_write_nothing(args, message, trained, tmp_path, ca
 
 
 # ------------------------------------------------------------------------------ predict
+@pytest.mark.slow
 def test_predict_writes_json_and_pictures_and_reports_unreadable_files(trained, exported, tmp_path, capsys):
     rng = np.random.default_rng(0)
     inputs = tmp_path / "inputs"

@@ -80,6 +80,7 @@ def _voc_folder(root):
     return write_voc(str(root), images, splits={"train": ["a", "b"], "val": ["c"]})
 
 
+@pytest.mark.slow
 def test_voc_folder_reads_names_boxes_and_formats(tmp_path, caplog):
     root = _voc_folder(tmp_path / "voc")
     with caplog.at_level(logging.WARNING, logger="rfcn_tf.data"):

@@ -70,6 +70,7 @@ def detections(model, images):
 
 
 # ------------------------------------------------------------------------------ the API
+@pytest.mark.slow
 def test_with_decoding_keeps_the_weights_and_caps_the_detections(model, tmp_path):
     images = np.stack([random_image(150, 200, s) for s in range(2)])
     before = detections(model, images)
@@ -119,6 +120,7 @@ def test_a_higher_score_threshold_filters_like_decoding_at_it(model):
 
 
 # ------------------------------------------------------------------------------ exports
+@pytest.mark.slow
 def test_the_export_carries_the_settings(model, exported):
     config = json.loads((exported / "assets.extra" / "rfcn_config.json").read_text())
     assert (config["max_detections"], config["rpn_post_nms_test"], config["score_threshold"]) == (7, 150, 0.1)
@@ -130,6 +132,7 @@ def test_the_export_carries_the_settings(model, exported):
     assert_same_detections_any_order(out, expected, box_atol=0.05)
 
 
+@pytest.mark.slow
 def test_a_loaded_export_refuses_settings_it_cannot_change(model, exported):
     for kwargs, message in (
         ({"max_detections": 50}, "--max-detections: the export at .* max_detections=7"),
@@ -188,6 +191,7 @@ def test_predict_caps_and_warns_naming_the_flag(keras_path, tmp_path, caplog):
     assert "--max-detections" in caplog.text
 
 
+@pytest.mark.slow
 def test_evaluate_caps_warns_and_refuses_for_an_export(keras_path, exported, voc, tmp_path, caplog, capsys):
     output = tmp_path / "result.json"
     common = ["--dataset", str(voc), "--split", "all", "--output", str(output)]
@@ -201,6 +205,7 @@ def test_evaluate_caps_warns_and_refuses_for_an_export(keras_path, exported, voc
     assert err.startswith("rfcn-tf evaluate: error: --max-detections: the export")
 
 
+@pytest.mark.slow
 def test_evaluate_with_tiles_as_large_as_the_images_gives_the_plain_result(keras_path, voc, tmp_path):
     """With one tile per image the detector resizes each image itself, as the plain
     evaluation's pipeline does ahead of it: the same detections, the same AP."""

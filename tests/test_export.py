@@ -274,6 +274,7 @@ def png_bytes(image):
     return tf.io.encode_png(image).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "signature, inputs, match",
     [
@@ -306,6 +307,7 @@ def test_grayscale_and_rgba_png_are_converted(loaded):
         np.testing.assert_allclose(served[key], expected[key], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_one_pixel_image(model, loaded):
     """A 1×1 image is one colour at the model's scale: its boxes overlap almost exactly, so
     float rounding decides NMS between near-identical boxes, and a graph whose convolutions
@@ -321,6 +323,7 @@ def test_one_pixel_image(model, loaded):
         assert_same_detections(served, frozen, [(1, 1)], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_huge_image_runs_at_the_model_scale(model, loaded):
     """4000×6000 → resized by the model to 192×288 (its min_side 192); boxes normalised."""
     image = random_image(4000, 6000, 8)
@@ -349,6 +352,7 @@ def test_huge_image_runs_at_the_model_scale(model, loaded):
 
 
 # ------------------------------------------------------------------------------ load_detector
+@pytest.mark.slow
 def test_load_detector_keras_file_and_saved_model(model, exported, tmp_path):
     images = pack_images([random_image(96, 128, 9), random_image(70, 100, 10)])
     predicted = model.predict(images, verbose=0)

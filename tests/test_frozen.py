@@ -29,6 +29,7 @@ def numpy(out):
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "inputs",
     [
@@ -67,6 +68,7 @@ def test_weights_are_constants_of_the_graph(frozen):
     assert convolutions >= 12  # the small backbone's 10, RPN, reduce and the score maps
 
 
+@pytest.mark.slow
 def test_a_frozen_detector_is_a_snapshot(model):
     image = random_image(96, 160, 6)[None]
     detector = freeze_for_inference(model)

@@ -16,6 +16,8 @@ from rfcn_tf.export.folding import fold_batchnorms
 from rfcn_tf.export.portable import portable_model
 from tests.model_helpers import assert_same_detections_any_order
 
+pytestmark = pytest.mark.slow  # training runs under each policy
+
 SIDE = 64
 # Per policy: (loss, update difference / its norm, 1 − cosine) against float32's step; see
 # the test for the measured ranges.

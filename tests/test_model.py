@@ -34,6 +34,7 @@ def graph_outputs(model, *names):
     return keras.Model(model.input, outputs)
 
 
+@pytest.mark.slow
 def test_resnet101_dilated_conv5_score_maps_at_paper_size(resnet101_model):
     model = resnet101_model
     assert model.config.k == 7 and model.config.head == "rfcn"
@@ -126,6 +127,7 @@ def test_plot_model_draws_rfcn(tmp_path):
         assert picture.format == "PNG" and min(picture.size) > 1000  # ~25 layers, not one box
 
 
+@pytest.mark.slow
 def test_resnet101_full_forward_at_600x1000(resnet101_model):
     out = resnet101_model.predict(random_image(600, 1000, 0)[None], verbose=0)
     assert set(out) == OUTPUT_KEYS
@@ -138,6 +140,7 @@ def test_resnet101_full_forward_at_600x1000(resnet101_model):
     assert np.all((out["labels"][0, :n] >= 0) & (out["labels"][0, :n] < 20))
 
 
+@pytest.mark.slow
 def test_backbone_weights_from_file_and_freezing(tmp_path):
     trunk, conv5 = build_backbone("resnet50", None, dilated_conv5=False)
     base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
@@ -182,6 +185,7 @@ def test_small_backbone_at_stride_8():
         build_backbone("resnet50", None, output_stride=8)
 
 
+@pytest.mark.slow
 def test_the_model_resizes_to_its_scale_and_maps_boxes_back():
     model = small_model(min_side=96, max_side=200)
     sharpen(model)
@@ -201,6 +205,7 @@ def test_the_model_resizes_to_its_scale_and_maps_boxes_back():
     assert np.all(out["boxes"][0, :n, 2] <= 48 + 1e-3) and np.all(out["boxes"][0, :n, 3] <= 80 + 1e-3)
 
 
+@pytest.mark.slow
 def test_predict_takes_a_list_of_images_of_different_sizes():
     model = small_model()
     sharpen(model)
@@ -222,6 +227,7 @@ def test_an_old_format_model_file_is_refused_with_a_message():
         RFCN.from_config(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head, stride", [("rfcn", 16), ("faster_rcnn", 16), ("rfcn", 8)])
 def test_output_contract_and_keras_round_trip(tmp_path, head, stride):
     model = small_model(head=head, feature_stride=stride)
@@ -254,6 +260,7 @@ def test_keyword_construction_overrides_config():
     assert model.get_layer("class_maps").filters == 5 * 5 * 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head, stride", [("rfcn", 16), ("faster_rcnn", 16), ("rfcn", 8)])
 def test_mixed_size_batch_equals_one_image_at_a_time(head, stride):
     model = small_model(head=head, feature_stride=stride)
@@ -281,6 +288,7 @@ def test_uint8_and_float_inputs_agree():
     np.testing.assert_allclose(a["confidence"], b["confidence"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bounding_box_format_of_outputs():
     yxyx = small_model()
     sharpen(yxyx)
@@ -294,6 +302,7 @@ def test_bounding_box_format_of_outputs():
         RFCNConfig.small(bounding_box_format="rel_yxyx")
 
 
+@pytest.mark.slow
 def test_tiny_images_do_not_crash():
     model = small_model()
     for shape in [(1, 1), (20, 17), (16, 400)]:

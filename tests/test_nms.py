@@ -17,6 +17,8 @@ from tests import backend_cases_nms
 from tests.backend_helpers import on_backend
 from tests.test_detection_reference import decode, random_inputs
 
+pytestmark = pytest.mark.slow  # a subprocess per backend
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 

@@ -12,6 +12,8 @@ from PIL import Image
 
 from tests.data_helpers import write_voc
 
+pytestmark = pytest.mark.slow  # a subprocess per backend, TensorFlow hidden
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BLOCK_TENSORFLOW = """

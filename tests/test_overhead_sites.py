@@ -97,6 +97,7 @@ def folder(tmp_path_factory):
     return root, splits
 
 
+@pytest.mark.slow
 def test_the_folder_loads_with_every_split(folder):
     root, splits = folder
     assert set(splits) == {"train", "val", "test", "test_C", "photos_A", "photos_B", "photos_C"}

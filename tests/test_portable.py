@@ -326,6 +326,7 @@ def test_failed_conversion_leaves_nothing(model, tmp_path, monkeypatch):
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.slow
 def test_onnx_opset_too_old_is_refused_naming_the_option(model, tmp_path):
     with pytest.raises(ValueError, match="opset 9 cannot express this model.*--opset 17"):
         export_onnx(model, tmp_path / "o", opset=9)

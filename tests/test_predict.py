@@ -41,6 +41,7 @@ def folder(tmp_path):
     return root, {"a.png": png, "a.jpg": jpg}
 
 
+@pytest.mark.slow
 def test_folder_json_pictures_and_errors(model, folder, tmp_path, caplog):
     root, images = folder
     out_dir = tmp_path / "out"
@@ -100,6 +101,7 @@ def run_script(monkeypatch, name, *args):
     return exit_info.value.code
 
 
+@pytest.mark.slow
 def test_scripts_export_then_predict(model, folder, tmp_path, monkeypatch):
     """scripts/export.py writes a version; scripts/predict.py on it (and on the .keras file)
     gives the same detections, renamed classes, and exit code 1 for the unreadable files."""

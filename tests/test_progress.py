@@ -123,6 +123,7 @@ def model_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_predict_evaluate_and_export_print_periodic_lines_off_a_terminal(
     model_file, tmp_path, capsys, monkeypatch
 ):

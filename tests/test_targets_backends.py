@@ -15,6 +15,8 @@ from tests import backend_cases_targets as cases
 from tests import reference_targets as ref
 from tests.backend_helpers import on_backend
 
+pytestmark = pytest.mark.slow  # a subprocess per backend
+
 SEED = np.array([1234567, -89], np.int32)
 SEED64 = np.array([2**40 + 17, 5], np.int64)  # the model's int64 seed: taken modulo 2³²
 STD = RFCNConfig.box_std

@@ -264,6 +264,7 @@ def test_an_image_of_one_tile_gives_model_predict(model):
     np.testing.assert_array_equal(out["labels"][0], expected["labels"][0, :n])
 
 
+@pytest.mark.slow
 def test_tiles_of_the_real_model_are_shifted_into_the_image(model):
     """Without merging (IoU threshold 1), the result is every tile's own detections moved by
     the tile's corner, best first."""
@@ -295,6 +296,7 @@ def exports(model, tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["saved_model", "tflite", "onnx"])
 def test_loaded_exports_detect_tiled_like_the_model(fmt, model, exports):
     detector, names = load_detector(exports[fmt])

@@ -37,6 +37,7 @@ def all_finite(model):
     return all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
+@pytest.mark.slow
 def test_fit_lowers_the_loss_and_logs_named_losses(tiny_shapes):
     examples, names = tiny_shapes
     data = batches(examples, 8)
@@ -72,6 +73,7 @@ def overfitted(tiny_shapes):
     return model, data, names
 
 
+@pytest.mark.slow
 def test_overfits_a_handful_of_images(overfitted):
     model, data, names = overfitted
     result = evaluate_model(model, data, class_names=names)
@@ -83,6 +85,7 @@ def _iou(a, b):
     return inter / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter)
 
 
+@pytest.mark.slow
 def test_a_4x_upscaled_image_gives_the_same_detections(overfitted):
     """The model resizes every image to its own scale and returns boxes in the input's
     pixels: the 4× copy of an image finds the same objects, at 4× the coordinates."""
@@ -114,6 +117,7 @@ def test_a_photo_runs_at_the_model_scale_whatever_its_size():
     assert big.shape == copy.shape == (1, 192, 288, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["ohem", "random"])
 def test_images_without_objects_or_with_tiny_objects_train_without_nan(sampler):
     images = np.random.default_rng(0).uniform(0, 255, (3, 96, 96, 3)).astype(np.float32)
@@ -133,6 +137,7 @@ def test_images_without_objects_or_with_tiny_objects_train_without_nan(sampler):
     assert np.isfinite(empty["loss"])
 
 
+@pytest.mark.slow
 def test_labels_out_of_range_raise_during_training():
     model = small(["a", "b"])
     model.compile(optimizer="sgd")
@@ -143,6 +148,7 @@ def test_labels_out_of_range_raise_during_training():
         )
 
 
+@pytest.mark.slow
 def test_fine_tuning_to_a_different_class_count(tiny_shapes):
     examples, names = tiny_shapes
     source = small(names)
@@ -182,6 +188,7 @@ def test_freeze_stages():
         freeze_stages(model, 6)
 
 
+@pytest.mark.slow
 def test_faster_rcnn_head_trains_its_batchnorm():
     """conv5 runs per RoI in the training step; its BatchNorm must see training=True."""
     model = small(["a", "b"], head="faster_rcnn")
@@ -223,6 +230,7 @@ def test_recipe_defaults_schedules_and_warmup():
         make_optimizer(schedule="cosine")
 
 
+@pytest.mark.slow
 def test_optimizer_with_warmup_round_trips_in_a_keras_file(tmp_path):
     model = small(["a"])
     model.compile(optimizer=make_optimizer(1e-3, optimizer="adamw", total_steps=20, warmup_steps=4))
@@ -238,6 +246,7 @@ def test_optimizer_with_warmup_round_trips_in_a_keras_file(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_bounding_box_format_is_honoured_in_training_and_evaluation(tiny_shapes, overfitted):
     """The same (trained) weights as a yxyx and as an xywh model, each fed and scored in
     its own format, give the same losses and the same mAP."""
@@ -276,6 +285,7 @@ def test_paper_optimizer_schedule_and_weight_decay():
     assert not optimizer._use_weight_decay(bias) and optimizer._use_weight_decay(kernel)
 
 
+@pytest.mark.slow
 def test_resume_from_backup_continues_identically(tiny_shapes, tmp_path):
     examples, names = tiny_shapes
     data = batches(examples, 8)

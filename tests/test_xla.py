@@ -13,6 +13,8 @@ import tensorflow as tf
 from rfcn_tf import RFCN, RFCNConfig
 from tests.model_helpers import assert_same_detections_any_order
 
+pytestmark = pytest.mark.slow  # XLA compilations of training steps
+
 SIDE = 96
 
 
