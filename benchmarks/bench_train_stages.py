@@ -66,7 +66,11 @@ def main(argv=None):
     parser.add_argument("--boxes", type=int, default=5)
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--mixed-precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"]
+    )
     args = parser.parse_args(argv)
+    keras.mixed_precision.set_global_policy(args.mixed_precision)
 
     if args.small:
         config = rfcn_tf.RFCNConfig.small(num_classes=20, head=args.head)
@@ -147,7 +151,8 @@ def main(argv=None):
 
     name = "small" if args.small else args.backbone
     print(
-        f"training step of R-FCN {name} ({args.head} head, {args.optimizer}) at {height}x{width} "
+        f"training step of R-FCN {name} ({args.head} head, {args.optimizer}, {args.mixed_precision}) "
+        f"at {height}x{width} "
         f"(input {x.shape[1]}x{x.shape[2]}), {args.boxes} boxes, {config.rpn_post_nms_train} "
         f"training proposals, median of {args.repeats}  {environment()}"
     )
