@@ -90,7 +90,7 @@ def main(argv=None):
     convs = tf.function(lambda x: model._conv_model(x, training=True))
     conv_out = convs(x)
     conv_vars = model._conv_model.trainable_variables
-    cotangent = {k: tf.random.normal(tf.shape(v)) for k, v in conv_out.items()}
+    cotangent = {k: tf.random.normal(tf.shape(v), dtype=v.dtype) for k, v in conv_out.items()}
 
     @tf.function
     def convs_backward(x):
