@@ -96,7 +96,7 @@ def main(argv=None):
     def convs_backward(x):
         with tf.GradientTape() as tape:
             out = model._conv_model(x, training=True)
-            total = tf.add_n([tf.reduce_sum(out[k] * cotangent[k]) for k in out])
+            total = tf.add_n([tf.reduce_sum(tf.cast(out[k] * cotangent[k], tf.float32)) for k in out])
         return tape.gradient(total, conv_vars)
 
     features = tf.function(lambda inputs: model._features_model(inputs, training=True))
