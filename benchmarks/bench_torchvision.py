@@ -16,7 +16,10 @@
   boxes: rfcn_tf's ``train_on_batch`` (its recipe: RoIs from 300 proposals, OHEM over all
   of them) against torchvision's training mode with ``rpn_post_nms_top_n_train=300`` and
   ``box_batch_size_per_image=300`` (every proposal through the box head). Neither starts
-  from pretrained weights, so both train their BatchNorms.
+  from pretrained weights, so both train their BatchNorms. ``train_step_bf16``: the same
+  with bfloat16 activations, rfcn_tf's ``mixed_bfloat16`` policy against torch's
+  ``torch.autocast("cpu", torch.bfloat16)`` (oneDNN's bfloat16 kernels on a CPU with
+  AVX512_BF16 or AMX).
 - psroi: ``PSRoIPool(mode="align", samples_per_bin=2)`` forward + backward vs torchvision's C++
   ``ps_roi_align(..., sampling_ratio=2)`` forward + backward: maps 1×38×63×1029 (k = 7, 21
   classes), 300 random RoIs, the same weights on the output. Each round a side runs
@@ -77,6 +80,18 @@ def ground_truth():
     return boxes, rng.integers(1, CLASSES, 5).astype(np.int64)
 
 
+def lazy(make, *args):
+    """A case built on its first call (each training case builds a ResNet-50 of its own)."""
+    built = []
+
+    def run():
+        if not built:
+            built.append(make(*args))
+        return built[0]()
+
+    return run
+
+
 # ---------------------------------------------------------------- torchvision worker
 def torch_cases(threads):
     import torch
@@ -109,29 +124,36 @@ def torch_cases(threads):
 
     # Training: the same image and boxes, ROIS proposals after the RPN's NMS, all of them
     # through the box head (R-FCN's OHEM runs its per-RoI step on every proposal), SGD.
-    trainee = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None,
-        weights_backbone=None,
-        num_classes=CLASSES,
-        min_size=HEIGHT,
-        max_size=WIDTH,
-        rpn_post_nms_top_n_train=ROIS,
-        box_batch_size_per_image=ROIS,
-    ).train()
-    optimizer = torch.optim.SGD(trainee.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     gt_boxes, gt_labels = ground_truth()
     target = {
         "boxes": torch.from_numpy(gt_boxes[:, [1, 0, 3, 2]].copy()),
         "labels": torch.from_numpy(gt_labels),
     }
 
-    def train_step():
-        losses = trainee([picture], [target])
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        return float(total.detach())
+    def trainer(dtype):
+        """One SGD step; the forward under CPU autocast to ``dtype`` unless float32."""
+        torch.manual_seed(0)
+        trainee = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+            weights=None,
+            weights_backbone=None,
+            num_classes=CLASSES,
+            min_size=HEIGHT,
+            max_size=WIDTH,
+            rpn_post_nms_top_n_train=ROIS,
+            box_batch_size_per_image=ROIS,
+        ).train()
+        optimizer = torch.optim.SGD(trainee.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+
+        def step():
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                losses = trainee([picture], [target])
+            total = sum(losses.values())
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+            return float(total.detach())
+
+        return step
 
     def psroi():
         leaf = tmaps.clone().requires_grad_(True)
@@ -142,7 +164,8 @@ def torch_cases(threads):
     return {
         "detector": detect,
         "psroi": psroi,
-        "train_step": train_step,
+        "train_step": lazy(trainer, torch.float32),
+        "train_step_bf16": lazy(trainer, torch.bfloat16),
     }, f"torch {torch.__version__} torchvision {torchvision.__version__}"
 
 
@@ -232,15 +255,26 @@ def tf_cases(threads, inter_op, backbone):
 
     import keras
 
-    trainee = rfcn_tf.RFCN(num_classes=CLASSES - 1, backbone=backbone, rpn_post_nms_train=ROIS)
-    trainee.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM))
     gt_boxes, gt_labels = ground_truth()
     y = {"boxes": gt_boxes[None], "labels": gt_labels[None].astype(np.int32)}
 
-    def train_step():
-        return trainee.train_on_batch(image, y)
+    def trainer(policy):
+        """One SGD step of ``train_on_batch``, the model built under ``policy``."""
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            trainee = rfcn_tf.RFCN(num_classes=CLASSES - 1, backbone=backbone, rpn_post_nms_train=ROIS)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        trainee.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM))
+        return lambda: trainee.train_on_batch(image, y)
 
-    cases = {"detector": detect, "detector_frozen": detect_frozen, "psroi": psroi, "train_step": train_step}
+    cases = {
+        "detector": detect,
+        "detector_frozen": detect_frozen,
+        "psroi": psroi,
+        "train_step": lazy(trainer, "float32"),
+        "train_step_bf16": lazy(trainer, "mixed_bfloat16"),
+    }
     return cases, f"TF {tf.__version__}"
 
 
@@ -250,6 +284,7 @@ AGAINST = {
     "detector_frozen": "detector",
     "psroi": "psroi",
     "train_step": "train_step",
+    "train_step_bf16": "train_step_bf16",
 }
 
 
