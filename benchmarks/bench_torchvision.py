@@ -101,15 +101,19 @@ def torch_cases(threads):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     image, maps, rois, weights = inputs()
-    detector = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None,
-        weights_backbone=None,
-        num_classes=CLASSES,
-        min_size=HEIGHT,
-        max_size=WIDTH,
-        rpn_post_nms_top_n_test=ROIS,
-        box_score_thresh=0.05,
-        box_detections_per_img=100,
+
+    def faster_rcnn(**options):  # random weights, our classes and scale
+        return torchvision.models.detection.fasterrcnn_resnet50_fpn(
+            weights=None,
+            weights_backbone=None,
+            num_classes=CLASSES,
+            min_size=HEIGHT,
+            max_size=WIDTH,
+            **options,
+        )
+
+    detector = faster_rcnn(
+        rpn_post_nms_top_n_test=ROIS, box_score_thresh=0.05, box_detections_per_img=100
     ).eval()
     picture = torch.from_numpy(image[0]).permute(2, 0, 1).float() / 255.0
 
@@ -133,15 +137,7 @@ def torch_cases(threads):
     def trainer(dtype):
         """One SGD step; the forward under CPU autocast to ``dtype`` unless float32."""
         torch.manual_seed(0)
-        trainee = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-            weights=None,
-            weights_backbone=None,
-            num_classes=CLASSES,
-            min_size=HEIGHT,
-            max_size=WIDTH,
-            rpn_post_nms_top_n_train=ROIS,
-            box_batch_size_per_image=ROIS,
-        ).train()
+        trainee = faster_rcnn(rpn_post_nms_top_n_train=ROIS, box_batch_size_per_image=ROIS).train()
         optimizer = torch.optim.SGD(trainee.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
 
         def step():
