@@ -1,6 +1,6 @@
-"""Run the speed benchmarks (PSRoIPool, heads, whole model, image scale, XLA, FLOPs, against
-torchvision: set ``RFCN_TORCH_PYTHON`` to a Python with torch) one after the other and print
-their outputs.
+"""Run the speed benchmarks (PSRoIPool, heads, whole model, image scale, XLA, FLOPs, the
+training step's stages, against torchvision: set ``RFCN_TORCH_PYTHON`` to a Python with
+torch) one after the other and print their outputs.
 
 Each runs in its own Python process (``sys.executable``), so one's memory and TF state do
 not weigh on the next. Default: the paper's ResNet-101 at 600×1000 with modest repeats
@@ -26,6 +26,7 @@ FULL = {
     "scale": ["--repeats", "5"],
     "xla": ["--backbone", "resnet101", "--repeats", "3"],
     "flops": ["--backbone", "resnet101", "--repeats", "3"],
+    "train_stages": ["--backbone", "resnet50", "--repeats", "3"],
     "torchvision": ["--repeats", "5"],  # the rfcn_tf side only, unless torch is importable
 }
 QUICK = {
@@ -35,6 +36,7 @@ QUICK = {
     "scale": ["--repeats", "2"],
     "xla": ["--backbone", "small", "--size", "192", "320", "--batch", "4", "--repeats", "3"],
     "flops": ["--backbone", "resnet50", "--repeats", "1", "--matmul", "1024"],
+    "train_stages": ["--small", "--size", "192", "192", "--repeats", "2"],
     "torchvision": ["--repeats", "1", "--warmup", "1", "--psroi-repeats", "2"],
 }
 
