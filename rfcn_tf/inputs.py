@@ -52,6 +52,37 @@ def check_predict_input(inputs):
             )
 
 
+def check_targets(y, num_classes):
+    """Training targets given as arrays (``fit(x, y)``, ``train_on_batch``), before the step:
+    ValueError naming the first label outside -1..num_classes-1 or the first real box with a
+    NaN or Inf, as [image, row]. Datasets and generators are checked in TensorFlow's graph
+    (``unpack_targets``); a jitted JAX step cannot raise, so this is their only check there."""
+    if not isinstance(y, dict) or not all(k in y and hasattr(y[k], "shape") for k in ("boxes", "labels")):
+        return
+    labels = np.asarray(ops.convert_to_numpy(y["labels"]))
+    boxes = np.asarray(ops.convert_to_numpy(y["boxes"]), np.float64)
+    if labels.ndim != 2 or boxes.ndim != 3 or boxes.shape[:2] != labels.shape:
+        return  # unpack_targets reports the shapes
+    if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
+        index = tuple(int(i) for i in np.argwhere(labels != np.round(labels))[0])
+        raise ValueError(
+            f"target labels must be integers; got {labels[index]} at [image, row] = {list(index)}"
+        )
+    bad = (labels < -1) | (labels >= num_classes)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"target labels must be in 0..{num_classes - 1} (or -1 for padding); got "
+            f"{labels[index]:g} at [image, row] = {list(index)}"
+        )
+    broken = (labels >= 0) & ~np.isfinite(boxes).all(-1)
+    if broken.any():
+        index = tuple(int(i) for i in np.argwhere(broken)[0])
+        raise ValueError(
+            f"target boxes contain NaN or Inf: {boxes[index].tolist()} at [image, row] = {list(index)}"
+        )
+
+
 def check_image_spec(shape, dtype):
     """ValueError unless ``shape`` is ``[batch, height, width, 3]`` (batch not 0) and
     ``dtype`` numeric."""
@@ -206,7 +237,8 @@ def unpack_targets(y, num_classes, box_format="yxyx"):
     ``"difficult"`` [B, N]: difficult (VOC) or crowd (COCO) objects are left out of
     training, as in py-faster-rcnn. Inverted boxes are repaired by ordering their corners;
     padded rows become zero boxes. Under TensorFlow, raises (at run time) on labels outside
-    -1..num_classes-1 and on non-finite real boxes.
+    -1..num_classes-1 and on non-finite real boxes; target arrays given to ``fit`` and
+    ``train_on_batch`` are checked before the step on every backend (``check_targets``).
     """
     if not isinstance(y, dict) or "boxes" not in y or "labels" not in y:
         raise ValueError("training targets must be a dict with 'boxes' [B, N, 4] and 'labels' [B, N]")

@@ -29,6 +29,7 @@ from rfcn_tf.inputs import (
     as_model_inputs,
     check_image_spec,
     check_predict_input,
+    check_targets,
     detect_each_if_padded,
     unpack_targets,
 )
@@ -263,6 +264,23 @@ class RFCN(keras.Model):
         convs = self._jit_convolutions(front["x"], training)
         after = [front["image_sizes"], front["scales"], *(convs[n] for n in self._conv_names)]
         return after, convs
+
+    # Targets given as arrays are checked before Keras's loop (check_targets).
+    def fit(self, x=None, y=None, *args, **kwargs):
+        check_targets(y, self.config.num_classes)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        check_targets(y, self.config.num_classes)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        check_targets(y, self.config.num_classes)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        check_targets(y, self.config.num_classes)
+        return super().test_on_batch(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         x = as_model_inputs(x)

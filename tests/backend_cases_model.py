@@ -71,3 +71,24 @@ def data_parallel_step(model_path, images, boxes, labels):
             out[f"{tag}/{i}"] = keras.ops.convert_to_numpy(weight)
     keras.distribution.set_distribution(None)
     return out
+
+
+def refused_targets(model_path, images, boxes, labels):
+    """``fit`` / ``train_on_batch`` of bad target arrays under this backend → the first line
+    of each error (a jitted JAX step cannot raise: the check runs before it)."""
+    model = keras.saving.load_model(str(model_path))
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    nan_boxes = boxes.copy()
+    nan_boxes[0, 0, 1] = np.nan
+    cases = {
+        "label": lambda: model.train_on_batch(images, {"boxes": boxes, "labels": labels + 100}),
+        "nan": lambda: model.fit(images, {"boxes": nan_boxes, "labels": labels}, verbose=0),
+    }
+    out = {}
+    for name, run in cases.items():
+        try:
+            run()
+            out[name] = "no error"
+        except ValueError as error:
+            out[name] = str(error).splitlines()[0]
+    return out

@@ -226,3 +226,28 @@ def test_jax_data_parallel_step_equals_one_device(tmp_path, monkeypatch):
         np.testing.assert_allclose(parallel, single, rtol=0, atol=1e-5 * scale, err_msg=weight.path)
         moved += not np.array_equal(single, keras.ops.convert_to_numpy(weight))
     assert moved > len(start) // 4  # the step changed the model
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_bad_target_arrays_are_refused_before_the_step(tmp_path, backend):
+    """Off TensorFlow the graph has no run-time checks (a jitted JAX step cannot raise):
+    target arrays are checked before Keras's loop, with the first line saying what is wrong."""
+    path = tmp_path / "model.keras"
+    _model("rfcn", seed=4).save(path)
+    images, boxes, labels = _batch()
+    out = on_backend(
+        backend,
+        "tests.backend_cases_model:refused_targets",
+        tmp_path,
+        dict(model_path=str(path)),
+        images=images,
+        boxes=boxes,
+        labels=labels,
+    )
+    classes = keras.saving.load_model(path).config.num_classes
+    assert str(out["label"]).startswith(
+        f"target labels must be in 0..{classes - 1} (or -1 for padding); got "
+    ), out
+    assert str(out["nan"]).startswith("target boxes contain NaN or Inf: ") and "[image, row] = [0, 0]" in str(
+        out["nan"]
+    ), out

@@ -142,10 +142,27 @@ def test_labels_out_of_range_raise_during_training():
     model = small(["a", "b"])
     model.compile(optimizer="sgd")
     images = np.zeros((1, 64, 64, 3), np.float32)
+    box = np.array([[[1, 1, 20, 20]]], np.float32)
+    # Arrays: refused before the step, the first line naming the value and where it is.
+    with pytest.raises(
+        ValueError,
+        match=r"^target labels must be in 0\.\.1 \(or -1 for padding\); got 5 at \[image, row\] = \[0, 0\]$",
+    ):
+        model.train_on_batch(images, {"boxes": box, "labels": np.array([[5]], np.int32)})
+    nan_box = np.array([[[1, np.nan, 20, 20]]], np.float32)
+    with pytest.raises(
+        ValueError,
+        match=r"^target boxes contain NaN or Inf: \[1\.0, nan, 20\.0, 20\.0\] at \[image, row\] = \[0, 0\]$",
+    ):
+        model.fit(images, {"boxes": nan_box, "labels": np.array([[1]], np.int32)}, verbose=0)
+    with pytest.raises(ValueError, match=r"^target labels must be in 0\.\.1"):
+        model.evaluate(images, {"boxes": box, "labels": np.array([[-2]], np.int32)}, verbose=0)
+    # A padding row (label -1) may hold anything.
+    model.train_on_batch(images, {"boxes": nan_box, "labels": np.array([[-1]], np.int32)})
+    # A dataset: TensorFlow's graph checks it.
+    data = tf.data.Dataset.from_tensors((images, {"boxes": box, "labels": np.array([[5]], np.int32)}))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be in 0..1"):
-        model.train_on_batch(
-            images, {"boxes": np.array([[[1, 1, 20, 20]]], np.float32), "labels": np.array([[5]], np.int32)}
-        )
+        model.fit(data, verbose=0, shuffle=False)
 
 
 @pytest.mark.slow
