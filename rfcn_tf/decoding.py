@@ -1,4 +1,4 @@
-"""The decoding settings a trained model can change without retraining, and the warning when
+"""The test-time settings a trained model can change without retraining, and the warning when
 an image's detections reach the cap.
 
 ``max_detections`` (detections kept per image), ``proposals`` (RPN proposals kept after NMS
@@ -7,7 +7,9 @@ at test time, ``rpn_post_nms_test``; ``rpn_pre_nms_test`` is raised to it when l
 no weight: ``with_decoding`` rebuilds a model with new values and the same weights (the
 mechanism of ``training.with_num_classes``); a ``.keras`` file or an export written after
 carries them. The defaults (100 detections, 300 proposals; 100 with ``RFCNConfig.small``)
-suit photos of a few objects; a dense scene of hundreds needs more of both.
+suit photos of a few objects; a dense scene of hundreds needs more of both. The scale the
+model resizes images to (``min_side`` / ``max_side``) shapes no weight either: ``rfcn-tf
+evaluate --min-side`` runs a ``.keras`` model at another scale the same way.
 """
 
 import logging
@@ -20,10 +22,14 @@ FLAGS = {
     "max_detections": "--max-detections",
     "proposals": "--proposals",
     "score_threshold": "--score-threshold",
+    "min_side": "--min-side",
+    "max_side": "--max-side",
 }
 
 
-def decoding_changes(config, max_detections=None, proposals=None, score_threshold=None):
+def decoding_changes(
+    config, max_detections=None, proposals=None, score_threshold=None, min_side=None, max_side=None
+):
     """The ``RFCNConfig`` fields to replace in ``config`` for these settings (None = keep) →
     a dict, empty when nothing changes. ValueError names the setting that is out of range."""
     changes = {}
@@ -47,16 +53,29 @@ def decoding_changes(config, max_detections=None, proposals=None, score_threshol
             f"must be in [0, 1); got {score_threshold!r}",
         )
         changes["score_threshold"] = float(score_threshold)
+    if min_side is not None:
+        sides = tuple(min_side) if isinstance(min_side, (list, tuple)) else (min_side,)
+        _check(
+            sides and all(_is_int(v) and v >= 1 for v in sides),
+            "min_side",
+            f"must be an integer >= 1 or a list of them; got {min_side!r}",
+        )
+        changes["min_side"] = int(sides[0]) if len(sides) == 1 else tuple(int(v) for v in sides)
+    if max_side is not None:
+        _check(_is_int(max_side) and max_side >= 1, "max_side", f"must be an integer >= 1; got {max_side!r}")
+        changes["max_side"] = int(max_side)
     return {k: v for k, v in changes.items() if getattr(config, k) != v}
 
 
-def with_decoding(model, max_detections=None, proposals=None, score_threshold=None):
-    """``model`` (an ``RFCN``) rebuilt with these decoding settings (module doc) and its
+def with_decoding(
+    model, max_detections=None, proposals=None, score_threshold=None, min_side=None, max_side=None
+):
+    """``model`` (an ``RFCN``) rebuilt with these test-time settings (module doc) and its
     weights; ``model`` itself when they are its own already."""
     from rfcn_tf.training import with_num_classes
 
     config = model.config
-    changes = decoding_changes(config, max_detections, proposals, score_threshold)
+    changes = decoding_changes(config, max_detections, proposals, score_threshold, min_side, max_side)
     if not changes:
         return model
     return with_num_classes(model, config.num_classes, config.class_names, **changes)

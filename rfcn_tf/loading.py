@@ -62,14 +62,22 @@ def load_keras(path):
     return keras.models.load_model(path)
 
 
-def load_detector(path, max_detections=None, proposals=None, score_threshold=None):
+def load_detector(
+    path, max_detections=None, proposals=None, score_threshold=None, min_side=None, max_side=None
+):
     """A ``.keras`` file, an export's version directory (SavedModel, TFLite or ONNX), or
     its parent (the highest version is taken) → ``(detector, class_names or None)`` (a
-    ``Detector``). The decoding settings (None = the model's; module doc): an export
-    refuses other ``max_detections`` / ``proposals`` than its own and a lower
+    ``Detector``). The test-time settings (None = the model's; ``rfcn_tf.decoding``): an
+    export refuses other ``max_detections`` / ``proposals`` / scale than its own and a lower
     ``score_threshold`` (ValueError naming the flag)."""
     path = os.fspath(path)
-    settings = dict(max_detections=max_detections, proposals=proposals, score_threshold=score_threshold)
+    settings = dict(
+        max_detections=max_detections,
+        proposals=proposals,
+        score_threshold=score_threshold,
+        min_side=min_side,
+        max_side=max_side,
+    )
     if os.path.isfile(path):
         if not path.endswith(".keras"):
             raise ValueError(f"{path}: expected a .keras file or an export directory (rfcn-tf export)")
@@ -99,11 +107,15 @@ def load_detector(path, max_detections=None, proposals=None, score_threshold=Non
     return _fixed_decoding(detector, path, **settings), names
 
 
-def keras_detector(model, max_detections=None, proposals=None, score_threshold=None):
+def keras_detector(
+    model, max_detections=None, proposals=None, score_threshold=None, min_side=None, max_side=None
+):
     """An in-memory RFCN → ``(detector, class_names)`` as ``load_detector`` returns them;
-    rebuilt first with other decoding settings when given (``with_decoding``)."""
+    rebuilt first with other test-time settings when given (``with_decoding``)."""
     lower = score_threshold is not None and score_threshold < model.config.score_threshold
-    model = with_decoding(model, max_detections, proposals, score_threshold if lower else None)
+    model = with_decoding(
+        model, max_detections, proposals, score_threshold if lower else None, min_side, max_side
+    )
     box_format = model.config.bounding_box_format
 
     def detect(inputs):
@@ -123,6 +135,13 @@ def _fixed_decoding(detector, path, **settings):
     threshold = changes.pop("score_threshold", None)
     if threshold is not None and threshold < config.score_threshold:
         changes["score_threshold"] = threshold
+    scale = [name for name in ("min_side", "max_side") if name in changes]
+    if scale:
+        raise ValueError(
+            f"{FLAGS[scale[0]]}: the export at {path} runs at min_side={config.min_side}, "
+            f"max_side={config.max_side}, fixed when it was written; give the .keras model to "
+            "run at another scale"
+        )
     if changes:
         name = "proposals" if "rpn_post_nms_test" in changes else next(iter(changes))
         field = "rpn_post_nms_test" if name == "proposals" else name

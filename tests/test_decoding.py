@@ -1,4 +1,4 @@
-"""Decoding settings for dense scenes (``max_detections``, ``proposals``, ``score_threshold``):
+"""Test-time settings (``max_detections``, ``proposals``, ``score_threshold``; the scale):
 ``with_decoding``, exports carrying them, loaded exports refusing what they cannot change,
 the cap warning, and the flags of train, evaluate (also with --tile), predict and export."""
 
@@ -96,10 +96,17 @@ def test_proposals_raise_the_pre_nms_count_when_needed():
     assert decoding_changes(config, proposals=500) == {"rpn_post_nms_test": 500}
     assert decoding_changes(config, proposals=2000) == {"rpn_post_nms_test": 2000, "rpn_pre_nms_test": 2000}
     assert decoding_changes(config, max_detections=100, score_threshold=0.05) == {}
+    # The scale: in RFCNConfig's own form (one min_side an int), only what differs.
+    assert decoding_changes(config, min_side=(400,), max_side=320) == {"min_side": 400}
+    assert decoding_changes(config, min_side=[192, 256]) == {"min_side": (192, 256)}
+    assert decoding_changes(config, min_side=(192,), max_side=320) == {}
     for kwargs, flag in (
         ({"max_detections": 0}, "--max-detections"),
         ({"proposals": 2.5}, "--proposals"),
         ({"score_threshold": 1.0}, "--score-threshold"),
+        ({"min_side": (0,)}, "--min-side"),
+        ({"min_side": ()}, "--min-side"),
+        ({"max_side": 12.5}, "--max-side"),
     ):
         with pytest.raises(ValueError, match=f"^{list(kwargs)[0]} \\({flag}\\)"):
             decoding_changes(config, **kwargs)
@@ -138,6 +145,8 @@ def test_a_loaded_export_refuses_settings_it_cannot_change(model, exported):
         ({"max_detections": 50}, "--max-detections: the export at .* max_detections=7"),
         ({"proposals": 300}, "--proposals: .*rpn_post_nms_test=150"),
         ({"score_threshold": 0.05}, "--score-threshold: .*score_threshold=0.1"),
+        ({"min_side": (400,)}, r"--min-side: the export at .* runs at min_side=192, max_side=320"),
+        ({"max_side": 640}, "--max-side: the export at .* give the .keras model to run at another scale"),
     ):
         with pytest.raises(ValueError, match=message):
             load_detector(exported, **kwargs)
@@ -203,6 +212,30 @@ def test_evaluate_caps_warns_and_refuses_for_an_export(keras_path, exported, voc
     assert main(["evaluate", "--model", str(exported), *common, "--max-detections", "3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rfcn-tf evaluate: error: --max-detections: the export")
+
+
+@pytest.mark.slow
+def test_evaluate_at_another_scale_runs_the_model_at_it(model, keras_path, voc, tmp_path):
+    """``rfcn-tf evaluate --min-side --max-side`` of a .keras model = the evaluation of the
+    same weights saved at that scale (before, only the batches were resized and the model
+    resized them back to its own scale)."""
+    rescaled = tmp_path / "rescaled.keras"
+    with_decoding(model, min_side=128, max_side=160).save(rescaled)
+    detector, _ = load_detector(keras_path, min_side=(128,), max_side=160)
+    assert (detector.config.min_side, detector.config.max_side) == (128, 160)
+    results = {}
+    for name, path, extra in (
+        ("flags", keras_path, ["--min-side", "128", "--max-side", "160"]),
+        ("saved", rescaled, []),
+        ("own", keras_path, []),
+    ):
+        output = tmp_path / f"{name}.json"
+        common = ["--dataset", str(voc), "--split", "all", "--output", str(output)]
+        assert main(["evaluate", "--model", str(path), *common, *extra]) == 0
+        results[name] = json.load(open(output))
+    assert results["flags"]["num_detections"] == results["saved"]["num_detections"]
+    assert results["flags"]["mAP"] == pytest.approx(results["saved"]["mAP"], abs=1e-6)
+    assert results["flags"]["num_detections"] != results["own"]["num_detections"]  # another scale
 
 
 @pytest.mark.slow

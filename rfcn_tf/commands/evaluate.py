@@ -36,7 +36,7 @@ def run(args):
         raise ValueError(
             "--min-side/--max-side do not apply with --tile: each tile is seen at the model's own scale"
         )
-    detector, model_class_names = load_detector(args.model, **decoding_args(args))
+    detector, model_class_names = load_detector(args.model, **decoding_args(args), **scale_from_args(args))
     examples, class_names = examples_from_args(args, args.split)
     if model_class_names and list(model_class_names) != list(class_names):
         raise ValueError(
@@ -57,7 +57,6 @@ def run(args):
     # Batches at the model's own scale (its resize is then the identity), boxes in yxyx
     # (a loaded detector's format).
     config = detector.config.replace(bounding_box_format="yxyx")
-    config = config.replace(**scale_from_args(args))
     dataset = batches_from_args(args, examples, config)
     cap, counts = detector.config.max_detections, []
 

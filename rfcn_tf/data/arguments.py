@@ -35,7 +35,8 @@ def add_dataset_arguments(parser, default_split):
         nargs="+",
         default=None,
         help="the model's scale: shorter image side (default: the configuration's, "
-        "600, or 192 with --small); several values = multi-scale training",
+        "600, or 192 with --small); several values = multi-scale training; evaluate: the "
+        "scale a .keras model runs at (an export's is fixed)",
     )
     group.add_argument(
         "--max-side",
