@@ -60,7 +60,7 @@ def decoding_changes(
             "min_side",
             f"must be an integer >= 1 or a list of them; got {min_side!r}",
         )
-        changes["min_side"] = int(sides[0]) if len(sides) == 1 else tuple(int(v) for v in sides)
+        changes["min_side"] = config.replace(min_side=tuple(int(v) for v in sides)).min_side  # its own form
     if max_side is not None:
         _check(_is_int(max_side) and max_side >= 1, "max_side", f"must be an integer >= 1; got {max_side!r}")
         changes["max_side"] = int(max_side)

@@ -63,24 +63,30 @@ def check_targets(y, num_classes):
     boxes = np.asarray(ops.convert_to_numpy(y["boxes"]), np.float64)
     if labels.ndim != 2 or boxes.ndim != 3 or boxes.shape[:2] != labels.shape:
         return  # unpack_targets reports the shapes
-    if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
-        index = tuple(int(i) for i in np.argwhere(labels != np.round(labels))[0])
+    fractional = labels != np.round(labels)
+    if fractional.any():
+        index = _first(fractional)
         raise ValueError(
             f"target labels must be integers; got {labels[index]} at [image, row] = {list(index)}"
         )
     bad = (labels < -1) | (labels >= num_classes)
     if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = _first(bad)
         raise ValueError(
             f"target labels must be in 0..{num_classes - 1} (or -1 for padding); got "
             f"{labels[index]:g} at [image, row] = {list(index)}"
         )
     broken = (labels >= 0) & ~np.isfinite(boxes).all(-1)
     if broken.any():
-        index = tuple(int(i) for i in np.argwhere(broken)[0])
+        index = _first(broken)
         raise ValueError(
             f"target boxes contain NaN or Inf: {boxes[index].tolist()} at [image, row] = {list(index)}"
         )
+
+
+def _first(mask):
+    """The index (a tuple of ints) of ``mask``'s first True."""
+    return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
 def check_image_spec(shape, dtype):

@@ -31,12 +31,12 @@ def run(args):
     from rfcn_tf.evaluation import evaluate_model, evaluate_tiled
     from rfcn_tf.loading import load_detector
 
-    tiling = tile_from_args(args)
-    if tiling["tile"] is not None and scale_from_args(args):
+    tiling, scale = tile_from_args(args), scale_from_args(args)
+    if tiling["tile"] is not None and scale:
         raise ValueError(
             "--min-side/--max-side do not apply with --tile: each tile is seen at the model's own scale"
         )
-    detector, model_class_names = load_detector(args.model, **decoding_args(args), **scale_from_args(args))
+    detector, model_class_names = load_detector(args.model, **decoding_args(args), **scale)
     examples, class_names = examples_from_args(args, args.split)
     if model_class_names and list(model_class_names) != list(class_names):
         raise ValueError(

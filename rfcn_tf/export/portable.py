@@ -48,22 +48,13 @@ def export_tflite(
     (-1 padding) and ``num_detections``. quantization: ``"none"``, ``"float16"`` or
     ``"dynamic_int8"``. Other arguments as ``export_saved_model``.
     """
-    model = as_rfcn(model)
-    names, config = names_and_config(model, class_names)
-    size = check_input_size(input_size, model.config)
-    data = to_tflite(model, size, quantization)  # before anything is written
-    info = {
-        "format": "tflite",
-        "input_size": list(size),
-        "quantization": quantization,
-        "ops": tflite_ops(data),
-    }
-    return write_version(
-        export_dir,
-        name,
-        version,
-        overwrite,
-        lambda d: write_model_file(d, MODEL_FILES["tflite"], data, names, config, info),
+
+    def convert(model, size):
+        data = to_tflite(model, size, quantization)
+        return data, {"quantization": quantization, "ops": tflite_ops(data)}
+
+    return _export_file(
+        "tflite", convert, model, export_dir, version, name, input_size, class_names, overwrite
     )
 
 
@@ -80,22 +71,31 @@ def export_onnx(
     """Write ``model`` as ``<export_dir>[/<name>]/<version>/model.onnx`` (``tf2onnx``, ONNX
     ``opset``; runs in onnxruntime) and return the version directory. Inputs, outputs and
     the other arguments as ``export_tflite``."""
+
+    def convert(model, size):
+        proto = to_onnx(model, size, opset)
+        return proto.SerializeToString(), {
+            "opset": opset,
+            "ops": sorted({node.op_type for node in proto.graph.node}),
+        }
+
+    return _export_file("onnx", convert, model, export_dir, version, name, input_size, class_names, overwrite)
+
+
+def _export_file(kind, convert, model, export_dir, version, name, input_size, class_names, overwrite):
+    """``convert(model, input_size)`` → (file bytes, ``export.json`` fields) first, so a model
+    that cannot be converted writes nothing; then the version directory (``export_tflite``)."""
     model = as_rfcn(model)
     names, config = names_and_config(model, class_names)
     size = check_input_size(input_size, model.config)
-    proto = to_onnx(model, size, opset)
-    info = {
-        "format": "onnx",
-        "input_size": list(size),
-        "opset": opset,
-        "ops": sorted({node.op_type for node in proto.graph.node}),
-    }
+    data, fields = convert(model, size)
+    info = {"format": kind, "input_size": list(size), **fields}
     return write_version(
         export_dir,
         name,
         version,
         overwrite,
-        lambda d: write_model_file(d, MODEL_FILES["onnx"], proto.SerializeToString(), names, config, info),
+        lambda d: write_model_file(d, MODEL_FILES[kind], data, names, config, info),
     )
 
 
