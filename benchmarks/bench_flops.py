@@ -154,7 +154,8 @@ def main(argv=None):
     model = trained_like(rfcn_tf.RFCN(num_classes=20, backbone=args.backbone))
     height, width = args.size
     image = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
-    x = model._front_model({"images": tf.constant(image), "image_sizes": None})["x"]
+    front = keras.Model(model.input, model.get_layer("preprocess").output)
+    x = front({"images": tf.constant(image), "image_sizes": None})
 
     # Each stage's input is the previous stage's output: compute them once.
     stages = trunk_stages(model, TRUNK_STAGES[args.backbone])
@@ -172,7 +173,7 @@ def main(argv=None):
     plain = {name: (lambda t, s=stage: s(t, training=False), (inputs[name],)) for name, stage, _ in stages}
     plain["conv5"] = (lambda t: model.conv5(t, training=False), (conv4,))
     plain["head"] = (run_head, (conv4, conv5))
-    plain["all"] = (lambda t: model._conv_model(t, training=False), (x,))
+    plain["all"] = (lambda t: model.convolutions(t, training=False), (x,))
     if args.weights == "variables":
         calls = {name: (tf.function(fn), args) for name, (fn, args) in plain.items()}
     else:

@@ -9,7 +9,7 @@ plausible RoIs. Timed in a ``tf.function``, warm-up, then the median of the runs
 
 - per-image part: the model's layers from conv4 to the score maps (R-FCN: dilated conv5 +
   1×1 convs to the score maps; Faster R-CNN: nothing, conv4 is passed on);
-- per-RoI part: ``model.roi_model({maps…, "rois"})`` with ``maps`` computed once beforehand
+- per-RoI part: ``model.roi_head({maps…, "rois"})`` with ``maps`` computed once beforehand
   (R-FCN: PSRoIPool + vote; Faster R-CNN: crop + conv5 per RoI + pool + fc).
 
 Faster R-CNN with ResNet-101 at 2000 RoIs takes tens of seconds a run on a CPU: see
@@ -47,7 +47,7 @@ def build_head(backbone, head):
             return {"conv4": conv4}
 
     def classify(maps, rois):
-        return model.roi_model({**maps, "rois": rois})
+        return model.roi_head({**maps, "rois": rois})
 
     return feature_maps, classify, model.config, int(model.trunk.output.shape[-1])
 

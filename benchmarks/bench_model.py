@@ -7,11 +7,11 @@ that run each once in turn (so load changes hit all alike); medians:
 
 - full:  ``model(images, training=False)`` → detections (what ``predict`` runs). A single
   unpadded image takes the batched path of the ``tf.cond`` in ``RFCN.call``;
-- conv:  the model's graph up to its convolution outputs (resize, preprocess, trunk
-  conv1..conv4, RPN convs, R-FCN: dilated conv5 + score-map convs) — a ``keras.Model``
-  on the same layers;
+- conv:  the model's graph up to its convolution outputs (resize, preprocess, the
+  ``convolutions`` part: trunk conv1..conv4, RPN convs, R-FCN: dilated conv5 + score-map
+  convs), on the same layers;
 - after: the rest on those outputs computed once (the graph's ``anchors``, ``proposals``,
-  per-RoI and ``detections`` layers), a direct measure of the overhead;
+  ``roi_head`` and ``detections`` layers), a direct measure of the overhead;
 - chained: conv then after in one ``tf.function``, without the ``tf.cond`` (so full −
   chained is what the per-image/batched switch costs, if anything).
 
@@ -41,31 +41,27 @@ BACKBONES = ("resnet101", "resnet50", "small")
 HEADS = ("rfcn", "faster_rcnn")
 
 
-CONV_OUTPUTS = ("resize", "rpn_objectness", "rpn_deltas")
-
-
 def convolutions(model):
-    """The graph up to its convolution outputs, as a ``keras.Model`` on the same layers."""
-    outputs = {name: model.get_layer(name).output for name in CONV_OUTPUTS}
-    if model.config.head == "rfcn":
-        outputs.update({name: model.get_layer(name).output for name in ("class_maps", "box_maps")})
-    else:
-        outputs["conv4"] = model.get_layer("rpn_conv").input  # the trunk's output in this graph
-    return keras.Model(model.input, outputs)
+    """The graph up to its convolution outputs (resize, preprocess, the ``convolutions``
+    part), on the same layers: images → ``{"resize": (x, sizes, scales)``, the
+    convolutions' outputs``}``."""
+    front = keras.Model(model.input, model.get_layer("resize").output)
+    preprocess = model.get_layer("preprocess")
+
+    def run(inputs):
+        resized = front(inputs)
+        return {"resize": resized, **model.convolutions(preprocess(resized[0], resized[1]))}
+
+    return run
 
 
 def after_convolutions(model, conv):
     """Everything after the convolutions (inference), with the graph's own layers."""
     _, sizes, scales = conv["resize"]
-    anchors = model.get_layer("anchors")(conv["rpn_objectness"])
-    proposals, _, valid = model.get_layer("proposals")(
-        conv["rpn_objectness"], conv["rpn_deltas"], anchors, sizes
-    )
-    if model.config.head == "rfcn":
-        maps = {"class_maps": conv["class_maps"], "box_maps": conv["box_maps"]}
-    else:
-        maps = {"conv4": conv["conv4"]}
-    class_logits, box_deltas = model.roi_model({**maps, "rois": proposals})
+    anchors = model.get_layer("anchors")(conv["rpn_logits"])
+    proposals, _, valid = model.get_layer("proposals")(conv["rpn_logits"], conv["rpn_deltas"], anchors, sizes)
+    maps = {name: conv[name] for name in model.roi_head.input if name != "rois"}
+    class_logits, box_deltas = model.roi_head({**maps, "rois": proposals})
     return model.get_layer("detections")(proposals, valid, class_logits, box_deltas, sizes, scales)
 
 

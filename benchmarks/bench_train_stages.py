@@ -85,27 +85,35 @@ def main(argv=None):
     y = ground_truth(rng, args.boxes, height, width)
     inputs = {"images": image, "image_sizes": None}
 
-    front = tf.function(lambda i: model._front_model(i, training=True))
-    x = front(inputs)["x"]
-    convs = tf.function(lambda x: model._conv_model(x, training=True))
+    front = tf.function(keras.Model(model.input, model.get_layer("preprocess").output))
+    x = front(inputs)
+    convs = tf.function(lambda x: model.convolutions(x, training=True))
     conv_out = convs(x)
-    conv_vars = model._conv_model.trainable_variables
+    conv_vars = model.convolutions.trainable_variables
     cotangent = {k: tf.random.normal(tf.shape(v), dtype=v.dtype) for k, v in conv_out.items()}
 
     @tf.function
     def convs_backward(x):
         with tf.GradientTape() as tape:
-            out = model._conv_model(x, training=True)
+            out = model.convolutions(x, training=True)
             total = tf.add_n([tf.reduce_sum(tf.cast(out[k] * cotangent[k], tf.float32)) for k in out])
         return tape.gradient(total, conv_vars)
 
-    features = tf.function(lambda inputs: model._features_model(inputs, training=True))
+    features = tf.function(lambda inputs: model.features_model(inputs, training=True))
     raw = {k: tf.identity(v) for k, v in features(inputs).items()}
-    after = [raw["image_sizes"], raw["scales"], *(conv_out[name] for name in model._conv_names)]
-    proposals = tf.function(lambda after: model._proposal_model(after, training=True))
+    anchor_grid, proposal_layer = model.get_layer("anchors"), model.get_layer("proposals")
+    proposals = tf.function(
+        lambda raw: proposal_layer(
+            raw["rpn_logits"],
+            raw["rpn_deltas"],
+            anchor_grid(raw["rpn_logits"]),
+            raw["image_sizes"],
+            training=True,
+        )
+    )
     loss = tf.function(lambda raw: model.compute_loss(inputs, y, raw))
     watched = ["rpn_logits", "rpn_deltas", *model._map_names]
-    head_vars = model._roi_model.trainable_variables
+    head_vars = model.roi_head.trainable_variables
 
     @tf.function
     def loss_backward(raw):
@@ -121,7 +129,7 @@ def main(argv=None):
     def psroi_backward(maps, rois):
         with tf.GradientTape() as tape:
             tape.watch(list(maps.values()))
-            logits, deltas = model._roi_model({**maps, "rois": rois}, training=True)
+            logits, deltas = model.roi_head({**maps, "rois": rois}, training=True)
             total = tf.reduce_sum(logits) + tf.reduce_sum(deltas)
         return tape.gradient(total, list(maps.values()) + head_vars)
 
@@ -136,7 +144,7 @@ def main(argv=None):
         "front": (front, (inputs,)),
         "convs fwd": (convs, (x,)),
         "convs fwd+bwd": (convs_backward, (x,)),
-        "proposals": (proposals, (after,)),
+        "proposals": (proposals, (raw,)),
         "loss fwd": (loss, (raw,)),
         "loss fwd+bwd": (loss_backward, (raw,)),
         "psroi fwd+bwd": (psroi_backward, (maps, rois)),

@@ -40,6 +40,7 @@ _NAMES = {
         "load_detector",
         "rfcn_tf.load_detector (.keras and SavedModel loading)",
     ),
+    "load_model": ("rfcn_tf.loading", "load_model", "rfcn_tf.load_model (.keras files of any release)"),
     "RFCN": ("rfcn_tf.model", "RFCN", "rfcn_tf.RFCN"),
     "predict_tiled": ("rfcn_tf.tiling", "predict_tiled", "tiled prediction (rfcn_tf.predict_tiled)"),
     "tile_grid": ("rfcn_tf.tiling", "tile_grid", "tiled prediction (rfcn_tf.tile_grid)"),

@@ -45,7 +45,16 @@ class CrashSafeBackup(keras.callbacks.Callback):
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self._path(epoch))
+        path = self._path(epoch)
+        try:
+            self.model.load_weights(path)
+        except ValueError as error:
+            raise ValueError(
+                f"cannot resume from {path}: the backup does not fit this model (a run started "
+                "with rfcn_tf 0.2–0.7, whose files keep the weights at other paths, cannot be resumed "
+                "by a later release: start it again, or train from its best.keras with --init). "
+                f"Keras: {str(error).splitlines()[0]}"
+            ) from None
         resume_at_epoch(self.model, epoch)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -1,5 +1,6 @@
 """A detector from any saved form: a ``.keras`` file, a SavedModel, or a TFLite or ONNX
-export (``rfcn_tf.export``); ``load_keras`` reads a ``.keras`` file.
+export (``rfcn_tf.export``); ``load_model`` reads a ``.keras`` file, of this release or an
+earlier one.
 
 Every detector maps ``inputs`` — images ``[B, H, W, 3]`` uint8/float 0..255, a list of
 ``[H, W, 3]`` images, or ``{"images", "image_sizes"}`` (``rfcn_tf.pack_images``) — to
@@ -18,6 +19,7 @@ written with, so there they can only raise the score threshold (a filter on its 
 
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -52,13 +54,26 @@ class Detector:
         return self._fn(inputs)
 
 
-def load_keras(path):
-    """A ``.keras`` file → the model; FileNotFoundError when there is none."""
+def load_model(path):
+    """A ``.keras`` file → the model (``keras.models.load_model``, compiled as saved);
+    FileNotFoundError when there is none. A model file of rfcn_tf 0.2–0.7 (layout 2) is
+    read into this release's layout (``rfcn_tf.model_files``), not compiled, with a warning:
+    ``rfcn_tf.load_model(old).save(new)`` converts it once."""
     import keras
+
+    from rfcn_tf.model_files import read_layout_2, stored_layout
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path}")
+    if path.endswith(".keras") and stored_layout(path) == 2:
+        warnings.warn(
+            f"{path} was written by rfcn_tf 0.2–0.7 (model-file layout 2): read into this "
+            "release's layout, without its optimizer state; rfcn_tf.load_model(path).save(new_path) "
+            "converts it once",
+            stacklevel=2,
+        )
+        return read_layout_2(path)
     return keras.models.load_model(path)
 
 
@@ -81,7 +96,7 @@ def load_detector(
     if os.path.isfile(path):
         if not path.endswith(".keras"):
             raise ValueError(f"{path}: expected a .keras file or an export directory (rfcn-tf export)")
-        return keras_detector(load_keras(path), **settings)
+        return keras_detector(load_model(path), **settings)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no model at {path}")
     if _export_kind(path) is None:

@@ -4,19 +4,22 @@
 The graph, built in ``__init__`` from ``keras.Input``s and layers, top to bottom:
 
     images (+ image_sizes) → resize to the model's scale → preprocess (ResNet convention)
-      → trunk: conv1..conv4 (a keras.applications ResNet; stride 16, or 8 for "small")
-      → RPN: 3×3 conv → objectness + deltas → anchors → proposals (clip, top-N, NMS)  [B, P, 4]
-      → conv5 (dilated) → 1×1 conv → k²(C+1) class maps + 4k² box maps        (once per image)
-      → PSRoIPool + vote on every proposal                               (per RoI, no weights)
+      → convolutions (a nested model, once per image):
+          trunk conv1..conv4 (a keras.applications ResNet; stride 16, or 8 for "small")
+          → RPN: 3×3 conv → objectness logits + deltas
+          → conv5 (dilated) → 1×1 conv → k²(C+1) class maps + 4k² box maps
+      → anchors → proposals (clip, top-N, NMS)                                  [B, P, 4]
+      → roi_head (a nested model, per RoI; R-FCN's has no weights): PSRoIPool + vote
       → decoder: softmax, box decoding, per-class NMS, boxes back in the input's pixels
 
 ``model(images)`` and ``model.predict(images)`` return the detections dict. Training runs
-the same layers up to the score maps (``_features_model``); ``compute_loss`` adds the
-ground truth to the proposals, assigns targets, runs the per-RoI step on them with the
-graph's own layers (``_roi_model``) and applies OHEM. ``compile(jit_compile=True)`` runs
-the same graph as three views — resize + preprocess, the convolutions under XLA, the rest
-— since XLA cannot take the whole step.
+the same graph up to the proposals (``features_model``, a view on the same layers);
+``compute_loss`` adds the ground truth to the proposals, assigns targets, runs ``roi_head``
+on them and applies OHEM. On TensorFlow ``compile(jit_compile=True)`` puts the
+convolutions part under XLA, wherever it runs; XLA cannot take the whole step there.
 """
+
+import contextlib
 
 import keras
 import numpy as np
@@ -42,8 +45,9 @@ from rfcn_tf.layers.transform import ImageResizer, Preprocess
 from rfcn_tf.ops import on_tensorflow
 
 LOSS_NAMES = ("rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss")
-# The layout of get_config(); a .keras file of another layout cannot be rebuilt.
-FORMAT_VERSION = 2
+# The layout of a .keras file (get_config and the weights' paths): 2 in rfcn_tf 0.2–0.7 (one
+# flat graph; rfcn_tf.model_files reads it), 3 since 0.8 (the two nested parts).
+FORMAT_VERSION = 3
 _KERAS_KWARGS = ("name", "dtype", "trainable")
 
 
@@ -68,7 +72,8 @@ class RFCN(keras.Model):
         config = (config or RFCNConfig()).replace(**kwargs).resolved()
         stride = config.feature_stride
 
-        # Functional model
+        # Functional model: two named parts — the convolutions (once per image) and the
+        # per-RoI head — joined by the layers without weights that sit between them.
         images = keras.Input((None, None, 3), name="images")
         image_sizes = keras.Input((2,), dtype="int32", name="image_sizes", optional=True)
         x, sizes, scales = ImageResizer(config.min_side, config.max_side, config.portable, name="resize")(
@@ -83,10 +88,11 @@ class RFCN(keras.Model):
             freeze_batchnorm=config.freeze_batchnorm,
             output_stride=stride,
         )
-        conv4 = trunk(x)
-
-        rpn_logits, rpn_deltas = rpn_head(conv4, config.num_anchors, config.rpn_channels)
-        anchors = AnchorGrid(stride, config.anchor_scales, config.anchor_ratios, name="anchors")(rpn_logits)
+        convolutions, head = _convolutions_part(config, trunk, conv5)
+        convs = convolutions(x)
+        anchors = AnchorGrid(stride, config.anchor_scales, config.anchor_ratios, name="anchors")(
+            convs["rpn_logits"]
+        )
         proposals, _, valid = ProposalLayer(
             config.rpn_pre_nms_train,
             config.rpn_post_nms_train,
@@ -95,11 +101,10 @@ class RFCN(keras.Model):
             config.rpn_nms_iou,
             config.rpn_min_size,
             name="proposals",
-        )(rpn_logits, rpn_deltas, anchors, sizes)
-
-        head = _build_head(config, conv5)
-        maps = head.score_maps(conv4)
-        class_logits, box_deltas = head.per_roi(maps, proposals)
+        )(convs["rpn_logits"], convs["rpn_deltas"], anchors, sizes)
+        maps = {name: convs[name] for name in head.map_names}
+        roi_head = _roi_head_part(head, maps)
+        class_logits, box_deltas = roi_head({**maps, "rois": proposals})
         detections = DetectionDecoder(
             config.box_std,
             config.nms_iou,
@@ -116,108 +121,119 @@ class RFCN(keras.Model):
         self._trunk_name, self._conv5_name = trunk.name, conv5.name
         self._map_names = head.map_names
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+        # On TensorFlow the whole step cannot be XLA-compiled (the resize's ScaleAndTranslate,
+        # crop_and_resize and the dynamic shapes of proposals and NMS have no XLA kernels);
+        # compile(jit_compile=...) compiles the convolutions part instead (see compile).
+        self.supports_jit = not on_tensorflow()
+        self._jit_request = None  # compile's jit_compile on TensorFlow, for get_compile_config
 
-        # Two views of the same layers (so untracked: they add no weights of their own):
-        # everything before the per-RoI step, and the per-RoI step on any RoIs.
+        # The training step's view of the same graph (untracked: it adds no weights): the
+        # tensors before the per-RoI step, which compute_loss reads.
         raw = {
             "image_sizes": sizes,
             "scales": scales,
             "anchors": anchors,
-            "rpn_logits": rpn_logits,
-            "rpn_deltas": rpn_deltas,
+            "rpn_logits": convs["rpn_logits"],
+            "rpn_deltas": convs["rpn_deltas"],
             "proposals": proposals,
             "proposal_valid": valid,
             **maps,
         }
-        map_inputs = {name: keras.Input(maps[name].shape[1:], name=name) for name in head.map_names}
-        rois = keras.Input((None, 4), name="rois")
         object.__setattr__(self, "_features_model", keras.Model(inputs, raw, name="rfcn_features"))
-        object.__setattr__(
-            self,
-            "_roi_model",
-            keras.Model({**map_inputs, "rois": rois}, head.per_roi(map_inputs, rois), name="rfcn_roi_model"),
-        )
-        # The same graph in three pieces, for XLA (compile(jit_compile=True)) on the middle
-        # one: the convolutions compile; the resize (ScaleAndTranslate), crop_and_resize and
-        # the dynamic shapes of proposals, sampling and NMS stay in TensorFlow.
-        convs = {"rpn_logits": rpn_logits, "rpn_deltas": rpn_deltas, **maps}
-        after = [sizes, scales, *convs.values()]  # a list: Keras names dict inputs by Input only
-        object.__setattr__(self, "_conv_names", tuple(convs))  # the order of `after`
-        object.__setattr__(
-            self,
-            "_front_model",
-            keras.Model(inputs, {"x": x, "image_sizes": sizes, "scales": scales}, name="rfcn_front"),
-        )
-        object.__setattr__(self, "_conv_model", keras.Model(x, convs, name="rfcn_convolutions"))
-        object.__setattr__(
-            self,
-            "_proposal_model",
-            keras.Model(
-                after,
-                {"anchors": anchors, "proposals": proposals, "proposal_valid": valid},
-                name="rfcn_proposals",
-            ),
-        )
-        object.__setattr__(self, "_detect_model", keras.Model(after, detections, name="rfcn_detect"))
-        object.__setattr__(self, "_jit_convolutions", None)  # a tf.function once compiled for XLA
+        object.__setattr__(self, "_in_step", 0)  # see _loss_inputs
         object.__setattr__(self, "_traced_step", None)  # see _sampling_step
+
+    @property
+    def convolutions(self):
+        """The per-image part (a nested ``keras.Model``, layer ``"convolutions"``): the
+        preprocessed image ``[B, H, W, 3]`` → ``{"rpn_logits" [B, h, w, A], "rpn_deltas"
+        [B, h, w, 4A]`` and the score maps (R-FCN: ``"class_maps"``, ``"box_maps"``; Faster
+        R-CNN: ``"conv4"``)``}``: trunk, RPN, conv5 and the 1×1 convolutions."""
+        return self.get_layer("convolutions")
+
+    @property
+    def roi_head(self):
+        """The per-RoI part (a nested ``keras.Model``, layer ``"roi_head"``): ``{score maps…,
+        "rois": [B, R, 4] yxyx pixels of the resized image}`` → ``(class logits [B, R, C+1],
+        box deltas [B, R, 4])``. R-FCN's has no weights."""
+        return self.get_layer("roi_head")
 
     @property
     def features_model(self):
         """The graph before the per-RoI step (a ``keras.Model`` on the same layers):
         inputs → ``{"image_sizes", "scales", "anchors", "rpn_logits", "rpn_deltas",
-        "proposals", "proposal_valid"`` and the score maps (R-FCN: ``"class_maps",
-        "box_maps"``; Faster R-CNN: ``"conv4"``)``}``; what ``compute_loss`` reads."""
+        "proposals", "proposal_valid"`` and the score maps``}``; what ``compute_loss`` reads."""
         return self._features_model
 
     @property
-    def roi_model(self):
-        """The per-RoI step (a ``keras.Model`` on the graph's own layers): ``{score maps…,
-        "rois": [B, R, 4] pixels of the resized image}`` → ``(class logits [B, R, C+1],
-        box deltas [B, R, 4])``."""
-        return self._roi_model
-
-    @property
     def trunk(self):
-        """The backbone up to conv4 (a nested ``keras.Model``)."""
+        """The backbone up to conv4 (a ``keras.Model`` nested in ``convolutions``)."""
         return self.get_layer(self._trunk_name)
 
     @property
     def conv5(self):
-        """The backbone's conv5 (dilated for R-FCN; a nested ``keras.Model``)."""
+        """The backbone's conv5 (dilated for R-FCN; a ``keras.Model`` nested in
+        ``convolutions``, or in ``roi_head`` for Faster R-CNN)."""
         return self.get_layer(self._conv5_name)
+
+    def get_layer(self, name=None, index=None):
+        """Keras's ``get_layer``; a name not at the top level is looked up in the two parts
+        (``"class_maps"``, ``"class_pool"``, ``"rpn_conv"``, ...)."""
+        if name is None or any(layer.name == name for layer in self.layers):
+            return super().get_layer(name, index)
+        parts = [keras.Model.get_layer(self, part) for part in ("convolutions", "roi_head")]
+        for layer in (layer for part in parts for layer in part.layers):
+            if layer.name == name and not isinstance(layer, keras.layers.InputLayer):
+                return layer
+        raise ValueError(
+            f"no layer named {name!r} in this RFCN: the top level has "
+            f"{[layer.name for layer in self.layers]}, its parts "
+            f"{[layer.name for part in parts for layer in part.layers]}"
+        )
 
     @property
     def jit_compile_convolutions(self):
-        """Whether ``compile(jit_compile=...)`` put the convolutions under XLA."""
-        return self._jit_convolutions is not None
+        """Whether the convolutions part runs under XLA (``compile(jit_compile=...)`` on
+        TensorFlow)."""
+        return self.convolutions.xla
 
-    @property
-    def jit_compile(self):
-        """On TensorFlow always False: Keras's whole training step cannot be XLA-compiled
-        there (the resize's ScaleAndTranslate and crop_and_resize have no XLA kernels), so
-        ``compile(jit_compile=True)`` (or Keras's ``"auto"`` on a GPU) compiles the
-        convolutions instead — backbone, RPN and score maps, forward and backward; see
-        ``jit_compile_convolutions``. On JAX the whole step is jitted (Keras's default)."""
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """Keras's ``compile``. On TensorFlow ``jit_compile=True`` (or ``"auto"`` on a GPU,
+        outside a distribution strategy) puts the convolutions part under XLA, forward and
+        backward, and Keras's own ``jit_compile`` stays False (``supports_jit``); on JAX the
+        whole step is jitted, as Keras does."""
         if not on_tensorflow():
-            return keras.Model.jit_compile.fget(self)
-        return False
+            return super().compile(*args, jit_compile=jit_compile, **kwargs)
+        xla = jit_compile
+        if jit_compile == "auto":
+            xla = not kwargs.get("run_eagerly") and self._auto_xla_convolutions()
+        super().compile(*args, jit_compile=False, **kwargs)
+        self._jit_request = jit_compile
+        self.convolutions.xla = bool(xla) and not self.run_eagerly
 
-    @jit_compile.setter
-    def jit_compile(self, value):
-        if not on_tensorflow():
-            keras.Model.jit_compile.fset(self, value)
-            return
+    def _auto_xla_convolutions(self):
+        """``jit_compile="auto"`` for the convolutions on TensorFlow: Keras's rule for a
+        model — a GPU, no distribution strategy, no op determinism (XLA lacks deterministic
+        kernels for some ops)."""
         import tensorflow as tf
 
-        convs = None
-        if value:
-            convs = tf.function(
-                lambda x, training: self._conv_model(x, training=training),
-                jit_compile=True,
-                reduce_retracing=True,
-            )
-        object.__setattr__(self, "_jit_convolutions", convs)
+        return (
+            any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+            and not self._distribute_strategy
+            and not tf.config.experimental.is_op_determinism_enabled()
+        )
+
+    # With compile overridden, Keras asks for these two (it would skip compiling a loaded model).
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and self._jit_request is not None:
+            config["jit_compile"] = self._jit_request
+        return config
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)  # so its saved state can be loaded
 
     # ---------------------------------------------------------------- forward
     def __call__(self, inputs, *args, **kwargs):
@@ -229,41 +245,38 @@ class RFCN(keras.Model):
 
     def call(self, inputs, training=None, mask=None):
         inputs = as_model_inputs(inputs)  # JAX's stateless calls skip __call__
-        if training:
-            return self._features(inputs, training=True)
+        if self._in_step:
+            return self._features_model(inputs, training=training)
         if inputs["image_sizes"] is None:
-            return self._detect(inputs["images"])
+            return self._detect(inputs["images"], training)
         if not on_tensorflow():
             # A padded batch's resized canvas would have a data-dependent size, which JAX
             # cannot trace: the graph takes the batch as it is, at the model's scale (what
             # the data pipelines give); predict() detects other padded batches per image.
-            return super().call(inputs, training=False)
+            return super().call(inputs, training=training)
         return detect_each_if_padded(
-            self._detect, inputs["images"], inputs["image_sizes"], self.config.max_detections
+            lambda images: self._detect(images, training),
+            inputs["images"],
+            inputs["image_sizes"],
+            self.config.max_detections,
         )
 
-    def _features(self, inputs, training):
-        """``features_model``'s outputs; with the convolutions under XLA when compiled so."""
-        if self._jit_convolutions is None:
-            return self._features_model(inputs, training=training)
-        after, convs = self._convolutions(inputs, training)
-        proposals = self._proposal_model(after, training=training)
-        return {"image_sizes": after[0], "scales": after[1], **convs, **proposals}
-
-    def _detect(self, images):
+    def _detect(self, images, training=None):
         """Detections of an unpadded batch ``[B, H, W, 3]``."""
-        inputs = {"images": images, "image_sizes": None}
-        if self._jit_convolutions is None:
-            return super().call(inputs, training=False)
-        return self._detect_model(self._convolutions(inputs, False)[0], training=False)
+        return super().call({"images": images, "image_sizes": None}, training=training)
 
-    def _convolutions(self, inputs, training):
-        """→ (the inputs of ``_proposal_model`` / ``_detect_model``, the XLA-compiled
-        convolutions' outputs by name)."""
-        front = self._front_model(inputs, training=training)
-        convs = self._jit_convolutions(front["x"], training)
-        after = [front["image_sizes"], front["scales"], *(convs[n] for n in self._conv_names)]
-        return after, convs
+    @contextlib.contextmanager
+    def _loss_inputs(self):
+        """Within (a training or test step): ``call`` returns ``features_model``'s outputs,
+        what ``compute_loss`` reads, instead of the detections — Keras's steps hand
+        ``compute_loss`` what the model returned, and the loss needs the tensors before NMS.
+        A count, not a flag: a MirroredStrategy traces its replicas' steps in threads that
+        take turns, and one leaving must not end another's."""
+        object.__setattr__(self, "_in_step", self._in_step + 1)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_in_step", self._in_step - 1)
 
     # Targets given as arrays are checked before Keras's loop (check_targets).
     def fit(self, x=None, y=None, *args, **kwargs):
@@ -313,15 +326,13 @@ class RFCN(keras.Model):
             raise ValueError("explain() needs the R-FCN head (position-sensitive score maps)")
         raw = self._features_model(as_model_inputs(images), training=False)
         rois = ops.cast(boxes, "float32") * ops.tile(raw["scales"], [1, 2])[:, None, :]
-        bins = self.get_layer("class_pool")(raw["class_maps"], rois)
+        bins = self.roi_head.get_layer("class_pool")(raw["class_maps"], rois)
         return {"class_maps": raw["class_maps"], "class_bins": bins, "rois": rois}
 
     # ---------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         cfg = self.config
-        raw = y_pred
-        if "rpn_logits" not in raw:  # JAX's test_step passes the detections
-            raw = self._features(as_model_inputs(x), training=False)
+        raw = y_pred  # features_model's outputs (see _loss_inputs)
         gt_boxes, gt_labels = unpack_targets(y, cfg.num_classes, cfg.bounding_box_format)
         gt_boxes = gt_boxes * ops.tile(raw["scales"], [1, 2])[:, None, :]  # → resized pixels
         seed = ops.stack([ops.convert_to_tensor(cfg.seed, "int32"), ops.cast(self._sampling_step(), "int32")])
@@ -351,9 +362,8 @@ class RFCN(keras.Model):
             positive_iou=cfg.roi_positive_iou,
             box_std=cfg.box_std,
         )
-        class_logits, box_deltas = self._roi_model(
-            {**{name: raw[name] for name in self._map_names}, "rois": rois["rois"]}, training=training
-        )
+        maps = {name: raw[name] for name in self._map_names}
+        class_logits, box_deltas = self.roi_head({**maps, "rois": rois["rois"]}, training=training)
         if cfg.roi_sampler == "ohem":
             per_cls, per_box = losses.per_roi_losses(
                 class_logits, box_deltas, rois["labels"], rois["box_targets"]
@@ -392,27 +402,36 @@ class RFCN(keras.Model):
         return self.optimizer.iterations if self.optimizer is not None else 0
 
     def compute_loss_and_updates(self, *args, optimizer_variables=None, **kwargs):
-        # JAX trainer only (see _sampling_step).
+        # JAX trainer only: its train and test steps (see _sampling_step, _loss_inputs).
         step = None
         if optimizer_variables is not None and self.optimizer is not None:
             index = [i for i, v in enumerate(self.optimizer.variables) if v is self.optimizer.iterations]
             step = optimizer_variables[index[0]] if index else None
         object.__setattr__(self, "_traced_step", step)
         try:
-            return super().compute_loss_and_updates(*args, optimizer_variables=optimizer_variables, **kwargs)
+            with self._loss_inputs():
+                return super().compute_loss_and_updates(
+                    *args, optimizer_variables=optimizer_variables, **kwargs
+                )
         finally:
             object.__setattr__(self, "_traced_step", None)
 
+    def train_step(self, *args):
+        if keras.backend.backend() == "jax":  # compute_loss_and_updates asks for the features
+            return super().train_step(*args)
+        with self._loss_inputs():
+            return super().train_step(*args)
+
     def test_step(self, *args):
-        """Like Keras's, but the losses need the raw tensors, not the detections. (JAX's
-        stateless ``test_step(state, data)`` is Keras's own: ``compute_loss`` then gets the
-        detections and computes the raw tensors itself.)"""
+        """Keras's, with the features as ``y_pred`` (``_loss_inputs``). On TensorFlow and
+        PyTorch the loss tracker is updated here, with the batch size read from the images
+        (Keras reads the first of ``x``'s flattened entries, which may be ``image_sizes``)."""
         if keras.backend.backend() == "jax":
             return super().test_step(*args)
         (data,) = args
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = as_model_inputs(x)
-        raw = self._features(x, training=False)
+        raw = self._features_model(x, training=False)
         loss = self.compute_loss(x, y, raw, sample_weight, training=False)
         loss_tracker(self).update_state(loss * _replicas_in_sync(), sample_weight=ops.shape(x["images"])[0])
         return self.get_metrics_result()
@@ -426,12 +445,22 @@ class RFCN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        if config.get("format_version") != FORMAT_VERSION:
+        version = config.get("format_version", 1)
+        if version == 2:
             raise ValueError(
-                f"this model file holds an RFCN of layout {config.get('format_version', 1)}, "
-                f"written by an older rfcn_tf (0.1, a subclassed model); this rfcn_tf reads "
-                f"layout {FORMAT_VERSION} only (every release since 0.2). Rebuild the model "
-                "(RFCN(config=...)) and train or fine-tune it again."
+                "this model file holds an RFCN of layout 2, written by rfcn_tf 0.2–0.7 (one flat "
+                "graph); keras.models.load_model reads layout 3 only. Read it with "
+                "rfcn_tf.load_model(path) (the rfcn-tf commands do), and save it again to convert it."
+            )
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"this model file holds an RFCN of layout {version}, "
+                + (
+                    "written by rfcn_tf 0.1 (a subclassed model), which no later release reads. "
+                    "Rebuild the model (RFCN(config=...)) and train or fine-tune it again."
+                    if version == 1
+                    else f"written by a newer rfcn_tf; this one reads layouts 2 and {FORMAT_VERSION}."
+                )
             )
         return cls(config=RFCNConfig.from_dict(config["config"]), name=config.get("name", "rfcn"))
 
@@ -457,6 +486,58 @@ def _first_image_index(local_batch):
     if context is None or context.num_replicas_in_sync == 1:
         return 0
     return tf.cast(context.replica_id_in_sync_group, tf.int32) * local_batch
+
+
+class Convolutions(keras.Model):
+    """The convolutions part (functional): under XLA when ``xla`` is set (TensorFlow),
+    forward and backward, wherever the model's graphs call it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.xla = False
+
+    @property
+    def xla(self):
+        return self._xla is not None
+
+    @xla.setter
+    def xla(self, value):
+        compiled = None
+        if value:
+            import tensorflow as tf
+
+            compiled = tf.function(
+                lambda x, training: super(Convolutions, self).call(x, training=training),
+                jit_compile=True,
+                reduce_retracing=True,
+            )
+        object.__setattr__(self, "_xla", compiled)
+
+    def call(self, inputs, training=None, mask=None):
+        if self._xla is None:
+            return super().call(inputs, training=training, mask=mask)
+        return self._xla(inputs, training)
+
+
+def _convolutions_part(config, trunk, conv5):
+    """→ (the part: the preprocessed image → ``{"rpn_logits", "rpn_deltas", score maps…}``,
+    the head, whose per-RoI layers the roi_head part takes). The RPN's layers are made before
+    the head's: their initializers draw their seeds in that order (the order of 0.2–0.7, so
+    a seed gives the weights it gave then)."""
+    x = keras.Input((None, None, 3), name="preprocessed")
+    conv4 = trunk(x)
+    rpn_logits, rpn_deltas = rpn_head(conv4, config.num_anchors, config.rpn_channels)
+    head = _build_head(config, conv5)
+    outputs = {"rpn_logits": rpn_logits, "rpn_deltas": rpn_deltas, **head.score_maps(conv4)}
+    return Convolutions(x, outputs, name="convolutions"), head
+
+
+def _roi_head_part(head, maps):
+    """``{score maps…, "rois"}`` → ``(class logits, box deltas)``; ``maps``: the score-map
+    tensors the part will be called on (for their shapes and dtypes)."""
+    inputs = {name: keras.Input(t.shape[1:], dtype=t.dtype, name=name) for name, t in maps.items()}
+    inputs["rois"] = keras.Input((None, 4), name="rois")
+    return keras.Model(inputs, head.per_roi(inputs, inputs["rois"]), name="roi_head")
 
 
 def _build_head(config, conv5):

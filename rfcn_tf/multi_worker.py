@@ -107,7 +107,7 @@ def train_multi_worker(
     def train_step(data):
         def step(inputs, targets):
             with tf.GradientTape() as tape:
-                raw = model(inputs, training=True)
+                raw = model.features_model(inputs, training=True)
                 loss = model.compute_loss(inputs, targets, raw, training=True)
                 scaled = model.optimizer.scale_loss(loss)
             model.optimizer.apply(tape.gradient(scaled, model.trainable_variables), model.trainable_variables)

@@ -29,7 +29,7 @@ def _detect_and_losses(model_path, images, boxes, labels, step):
     model.optimizer.iterations.assign(int(step))
     x = {"images": images, "image_sizes": None}
     y = {"boxes": boxes, "labels": labels}
-    raw = model(x, training=True)
+    raw = model.features_model(x, training=True)
     total = model.compute_loss(x, y, raw, training=True)
     out["loss_total"] = keras.ops.convert_to_numpy(total)
     for name in LOSS_NAMES:

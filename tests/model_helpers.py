@@ -30,8 +30,7 @@ def trained_like(model, seed=0):
 def sharpen(model, seed=0):
     """Scale the head's class-map kernels so untrained scores are far from uniform, which
     makes the order of detections well defined (ties at 1/(C+1) would not be)."""
-    names = {layer.name for layer in model.layers}
-    layer = model.get_layer("class_maps" if "class_maps" in names else "class_logits")
+    layer = model.get_layer("class_maps" if model.config.head == "rfcn" else "class_logits")
     kernel, bias = layer.get_weights()
     rng = np.random.default_rng(seed)
     layer.set_weights([rng.normal(0, 0.5, kernel.shape).astype(np.float32), bias])

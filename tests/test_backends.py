@@ -61,7 +61,7 @@ def _near_ties(model, images):
     logits, deltas = (np.asarray(t) for t in flatten_rpn(raw["rpn_logits"], raw["rpn_deltas"]))
     anchors = np.asarray(raw["anchors"])
     maps = {name: raw[name] for name in model._map_names}
-    class_logits, box_deltas = (np.asarray(t) for t in model.roi_model({**maps, "rois": raw["proposals"]}))
+    class_logits, box_deltas = (np.asarray(t) for t in model.roi_head({**maps, "rois": raw["proposals"]}))
     scores = np.asarray(keras.ops.softmax(class_logits, axis=-1))[..., 1:]
     detections = np.asarray(box_ops.clip(box_ops.decode(raw["proposals"], box_deltas, cfg.box_std), sizes))
     proposals = np.asarray(box_ops.clip(box_ops.decode(anchors[None], deltas), sizes))

@@ -25,76 +25,91 @@ def resnet101_model():
     return RFCN(num_classes=20, backbone="resnet101")
 
 
-def graph_outputs(model, *names):
-    """A model of ``model``'s own graph returning the named layers' outputs."""
-    outputs = {}
-    for name in names:
-        out = model.get_layer(name).output
-        outputs[name] = out[0] if isinstance(out, (list, tuple)) else out
-    return keras.Model(model.input, outputs)
-
-
 @pytest.mark.slow
 def test_resnet101_dilated_conv5_score_maps_at_paper_size(resnet101_model):
     model = resnet101_model
     assert model.config.k == 7 and model.config.head == "rfcn"
     assert (model.config.min_side, model.config.max_side) == (600, 1000)
-    raw = graph_outputs(model, "class_maps", "box_maps", "rpn_objectness", "proposals")(
-        {"images": np.zeros((1, 600, 1000, 3), np.float32), "image_sizes": None}
-    )
+    raw = model.features_model({"images": np.zeros((1, 600, 1000, 3), np.float32), "image_sizes": None})
     # 600×1000 padded to 608×1008 → stride 16 → 38×63.
     assert raw["class_maps"].shape == (1, 38, 63, 7 * 7 * 21)
     assert raw["box_maps"].shape == (1, 38, 63, 4 * 7 * 7)
-    assert raw["rpn_objectness"].shape == (1, 38, 63, 9)
+    assert raw["rpn_logits"].shape == (1, 38, 63, 9)
     assert raw["proposals"].shape == (1, 300, 4)
     dilated = [l for l in model.conv5.layers if isinstance(l, keras.layers.Conv2D)]
     assert all(tuple(l.strides) == (1, 1) for l in dilated)
     assert {tuple(l.dilation_rate) for l in dilated if l.kernel_size == (3, 3)} == {(2, 2)}
 
 
-def upstream(model, name):
-    """Names of the layers ``name``'s output is computed from (the model's graph, cut there);
-    None for a nested model (its ``output`` is the one of its own graph)."""
-    layer = model.get_layer(name)
+def upstream(graph, name):
+    """Names of the layers ``name``'s output is computed from in ``graph`` (a functional
+    model, cut there); None for a nested model (its ``output`` is the one of its own graph)."""
+    layer = keras.Model.get_layer(graph, name)
     if isinstance(layer, keras.Model):
         return None
-    return {l.name for l in keras.Model(model.inputs, layer.output).layers} - {name}
+    return {l.name for l in keras.Model(graph.inputs, layer.output).layers} - {name}
 
 
 def test_functional_graph_runs_the_steps_in_the_papers_order(resnet101_model):
-    """image → resize → preprocess → trunk → RPN → proposals, and trunk → conv5 → score maps;
-    PSRoIPool reads the score maps and the proposals, the votes its bins, the decoder the
-    votes and the proposals: each arrow checked on the graph's connections, and conv5 is
-    not downstream of the RPN (R-FCN runs it once on the whole image)."""
+    """image → resize → preprocess → convolutions → anchors → proposals → roi_head →
+    detections; within the convolutions trunk → RPN and trunk → conv5 → score maps, conv5
+    not downstream of the RPN (R-FCN runs it once on the whole image); within the roi_head
+    PSRoIPool reads the score maps and the RoIs, the votes its bins: each arrow checked on
+    the graphs' connections."""
     model = resnet101_model
-    chains = [
-        [
-            "images",
-            "resize",
-            "preprocess",
-            "resnet101_trunk",
-            "rpn_conv",
-            "rpn_objectness",
-            "proposals",
-            "class_pool",
-            "class_vote",
-            "detections",
-        ],
-        ["resnet101_trunk", "resnet101_conv5", "reduce", "class_maps", "class_pool"],
-        ["rpn_conv", "rpn_deltas", "proposals"],
-        ["anchors", "proposals"],
-        ["reduce", "box_maps", "box_pool", "box_vote", "detections"],
-        ["proposals", "box_pool"],
-        ["proposals", "detections"],
+    convolutions, roi_head = model.convolutions, model.roi_head
+    assert [l.name for l in model.layers] == [
+        "images",
+        "image_sizes",
+        "resize",
+        "preprocess",
+        "convolutions",
+        "anchors",
+        "proposals",
+        "roi_head",
+        "detections",
     ]
-    for chain in chains:
-        for before, after in zip(chain, chain[1:]):  # (a nested model: by its neighbours)
-            assert upstream(model, after) is None or before in upstream(model, after), (before, after)
-            assert upstream(model, before) is None or after not in upstream(model, before)
-    assert "resnet101_trunk" in upstream(model, "rpn_conv")
-    assert {"resnet101_trunk", "resnet101_conv5"} <= upstream(model, "reduce")
-    assert "resnet101_conv5" not in upstream(model, "rpn_conv") | upstream(model, "proposals")
-    assert not {"box_maps", "box_pool"} & upstream(model, "class_vote")
+    graphs = {
+        model: [
+            [
+                "images",
+                "resize",
+                "preprocess",
+                "convolutions",
+                "anchors",
+                "proposals",
+                "roi_head",
+                "detections",
+            ],
+            ["proposals", "detections"],
+        ],
+        convolutions: [
+            ["preprocessed", "resnet101_trunk", "rpn_conv", "rpn_objectness"],
+            ["resnet101_trunk", "resnet101_conv5", "reduce", "class_maps"],
+            ["rpn_conv", "rpn_deltas"],
+            ["reduce", "box_maps"],
+        ],
+        roi_head: [
+            ["class_maps", "class_pool", "class_vote"],
+            ["box_maps", "box_pool", "box_vote"],
+            ["rois", "class_pool"],
+            ["rois", "box_pool"],
+        ],
+    }
+    for graph, chains in graphs.items():
+        for chain in chains:
+            for before, after in zip(chain, chain[1:]):  # (a nested model: by its neighbours)
+                assert upstream(graph, after) is None or before in upstream(graph, after), (before, after)
+                assert upstream(graph, before) is None or after not in upstream(graph, before)
+    assert "resnet101_trunk" in upstream(convolutions, "rpn_conv")
+    assert {"resnet101_trunk", "resnet101_conv5"} <= upstream(convolutions, "reduce")
+    assert "resnet101_conv5" not in upstream(convolutions, "rpn_objectness") | upstream(
+        convolutions, "rpn_deltas"
+    )
+    assert "box_pool" not in upstream(roi_head, "class_vote")
+    assert (
+        not keras.Model.get_layer(model, "proposals").weights and not roi_head.weights
+    )  # R-FCN's per-RoI step
     # The summary lists the steps with their shapes.
     lines = []
     model.summary(expand_nested=True, line_length=150, print_fn=lambda line, **_: lines.append(line))
@@ -106,15 +121,15 @@ def test_functional_graph_runs_the_steps_in_the_papers_order(resnet101_model):
 
 def test_position_sensitive_maps_from_the_graph():
     model = small_model()
-    maps = keras.Model(model.inputs, model.get_layer("class_maps").output)
-    out = maps(
+    raw = model.features_model(
         {"images": np.zeros((2, 192, 256, 3), np.float32), "image_sizes": np.array([[192, 256], [150, 200]])}
     )
-    assert out.shape == (2, 12, 16, 3 * 3 * 5)
-    rois = keras.Model(model.input, model.get_layer("class_pool").output)(
-        {"images": np.zeros((1, 192, 192, 3), np.float32), "image_sizes": None}
+    assert raw["class_maps"].shape == (2, 12, 16, 3 * 3 * 5)
+    roi_head = model.roi_head
+    bins = keras.Model(roi_head.input, roi_head.get_layer("class_pool").output)(
+        {"class_maps": raw["class_maps"], "box_maps": raw["box_maps"], "rois": raw["proposals"]}
     )
-    assert rois.shape == (1, 100, 3, 3, 5)
+    assert bins.shape == (2, 100, 3, 3, 5)
 
 
 def test_plot_model_draws_rfcn(tmp_path):
@@ -124,7 +139,20 @@ def test_plot_model_draws_rfcn(tmp_path):
     from PIL import Image
 
     with Image.open(path) as picture:
-        assert picture.format == "PNG" and min(picture.size) > 1000  # ~25 layers, not one box
+        assert picture.format == "PNG" and min(picture.size) > 1000  # 9 layers, not one box
+
+
+def test_training_true_returns_the_detections_and_get_layer_reaches_the_parts():
+    model = small_model()
+    images = np.random.default_rng(0).uniform(0, 255, (1, 96, 128, 3)).astype(np.float32)
+    out = model(images, training=True)
+    assert set(out) == OUTPUT_KEYS and out["boxes"].shape == (1, 100, 4)
+    assert model.get_layer("rpn_conv") is model.convolutions.get_layer("rpn_conv")
+    assert model.get_layer("class_pool") is model.roi_head.get_layer("class_pool")
+    assert model.get_layer("class_maps") is model.convolutions.get_layer("class_maps")  # not the Input
+    assert model.get_layer("proposals") is model.layers[6]
+    with pytest.raises(ValueError, match="no layer named 'nope' in this RFCN: the top level has"):
+        model.get_layer("nope")
 
 
 @pytest.mark.slow
@@ -171,12 +199,10 @@ def test_backbone_weights_from_file_and_freezing(tmp_path):
 
 def test_small_backbone_at_stride_8():
     model = small_model(feature_stride=8, min_side=128, max_side=160)
-    raw = graph_outputs(model, "class_maps", "box_maps", "rpn_objectness", "anchors")(
-        {"images": np.zeros((1, 128, 160, 3), np.float32), "image_sizes": None}
-    )
+    raw = model.features_model({"images": np.zeros((1, 128, 160, 3), np.float32), "image_sizes": None})
     assert raw["class_maps"].shape == (1, 16, 20, 3 * 3 * 5)
     assert raw["box_maps"].shape == (1, 16, 20, 4 * 3 * 3)
-    assert raw["rpn_objectness"].shape == (1, 16, 20, 12)  # 4 scales × 3 ratios
+    assert raw["rpn_logits"].shape == (1, 16, 20, 12)  # 4 scales × 3 ratios
     centres = (raw["anchors"].numpy()[:, :2] + raw["anchors"].numpy()[:, 2:]) / 2
     assert sorted(set(centres[:, 0].round(3)))[:3] == [4.0, 12.0, 20.0]
     assert model.get_layer("class_pool").spatial_scale == 1 / 8
@@ -223,7 +249,10 @@ def test_predict_takes_a_list_of_images_of_different_sizes():
 def test_an_old_format_model_file_is_refused_with_a_message():
     config = small_model().get_config()
     del config["format_version"]
-    with pytest.raises(ValueError, match="older rfcn_tf"):
+    with pytest.raises(ValueError, match=r"layout 1, written by rfcn_tf 0\.1"):
+        RFCN.from_config(config)
+    config["format_version"] = 4
+    with pytest.raises(ValueError, match="layout 4, written by a newer rfcn_tf"):
         RFCN.from_config(config)
 
 

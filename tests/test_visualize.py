@@ -1,6 +1,5 @@
 """Tests for rfcn_tf.visualize: detection drawing, the score-map figure, PNG output."""
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -271,10 +270,11 @@ def test_explained_votes_are_the_models_own():
     proposals (given in the input's pixels) the mean of its bins is the graph's class vote."""
     model = RFCN(config=RFCNConfig.small(num_classes=2, min_side=96, max_side=160))
     image = np.random.default_rng(3).uniform(0, 255, (1, 48, 80, 3)).astype(np.float32)
-    graph = keras.Model(
-        model.input, [model.get_layer("class_vote").output, model.get_layer("proposals").output[0]]
+    raw = model.features_model({"images": image, "image_sizes": None})
+    proposals = raw["proposals"]
+    logits, _ = model.roi_head(
+        {"class_maps": raw["class_maps"], "box_maps": raw["box_maps"], "rois": proposals}
     )
-    logits, proposals = graph({"images": image, "image_sizes": None})
     explained = model.explain(image, proposals / 2.0)  # the model works at 2× this image
     np.testing.assert_allclose(explained["rois"], proposals, atol=1e-4)
     np.testing.assert_allclose(np.mean(explained["class_bins"], axis=(2, 3)), logits, atol=1e-5)

@@ -4,6 +4,7 @@ plain model."""
 
 import collections
 import re
+import types
 
 import keras
 import numpy as np
@@ -68,10 +69,10 @@ def hlo_convolutions(hlo):
 
 def test_the_convolutions_are_what_xla_compiles(steps):
     model = steps[True][0]
-    convs = len(conv2d_layers(model._conv_model))  # backbone, RPN and score maps
-    assert all(layer.trainable for layer in conv2d_layers(model._conv_model))
+    convs = len(conv2d_layers(model.convolutions))  # backbone, RPN and score maps
+    assert all(layer.trainable for layer in conv2d_layers(model.convolutions))
     x = tf.zeros([1, SIDE, SIDE, 3])
-    forward = model._jit_convolutions.experimental_get_compiler_ir(x, True)(stage="hlo")
+    forward = model.convolutions._xla.experimental_get_compiler_ir(x, True)(stage="hlo")
     assert hlo_convolutions(forward) == {"Conv2D": convs}
     assert "CropAndResize" not in forward and "NonMaxSuppression" not in forward
 
@@ -80,8 +81,8 @@ def test_the_convolutions_are_what_xla_compiles(steps):
     @tf.function(jit_compile=True)
     def gradient(x):
         with tf.GradientTape() as tape:
-            total = tf.add_n([tf.reduce_sum(y) for y in model._jit_convolutions(x, True).values()])
-        return tape.gradient(total, model._conv_model.trainable_variables)
+            total = tf.add_n([tf.reduce_sum(y) for y in model.convolutions._xla(x, True).values()])
+        return tape.gradient(total, model.convolutions.trainable_variables)
 
     backward = gradient.experimental_get_compiler_ir(x)(stage="hlo")
     expected = {"Conv2D": convs, "Conv2DBackpropFilter": convs, "Conv2DBackpropInput": convs - 1}
@@ -134,8 +135,14 @@ def test_auto_is_keras_rule_and_never_the_whole_step(monkeypatch):
     assert not model.jit_compile_convolutions
     # Where Keras's "auto" would turn XLA on (a GPU), the convolutions compile and the step
     # runs; Keras's own whole-step XLA fails on CropAndResize.
-    monkeypatch.setattr(RFCN, "_resolve_auto_jit_compile", lambda self: True)
+    monkeypatch.setattr(RFCN, "_auto_xla_convolutions", lambda self: True)
     model.compile(optimizer="sgd")
     assert model.jit_compile_convolutions and model.jit_compile is False
     images, targets = batch()
     assert np.isfinite(model.train_on_batch(images, targets, return_dict=True)["loss"])
+    # Keras's own "auto" for the whole step, on a machine with a GPU: off, since the model
+    # declares supports_jit = False on TensorFlow (predict would otherwise compile it all).
+    fresh = RFCN(config=RFCNConfig.small(num_classes=3, min_side=SIDE, max_side=SIDE + 32))
+    gpu = types.SimpleNamespace(device_type="GPU", name="/physical_device:GPU:0")
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda *args: [gpu])
+    assert fresh.supports_jit is False and fresh.jit_compile is False

@@ -5,7 +5,7 @@ import os
 
 from rfcn_tf.decoding import add_decoding_arguments, decoding_args, with_decoding
 from rfcn_tf.export.files import DEFAULT_DIRS, FORMATS, ONNX_OPSET, PADDED_SIGNATURE, QUANTIZATIONS
-from rfcn_tf.loading import load_keras
+from rfcn_tf.loading import load_model
 from rfcn_tf.progress import Progress
 
 CLASS_NAMES_HELP = "comma-separated names or a file with one per line (default: the model's)"
@@ -84,7 +84,7 @@ def run(args):
     export_dir = args.export_dir or DEFAULT_DIRS[fmt]
     # Two stages: loading the model, then converting and writing it (no items to count).
     progress = Progress(2, "export", "stages", every=1)
-    model = with_decoding(load_keras(args.model), **decoding_args(args))  # the export carries them
+    model = with_decoding(load_model(args.model), **decoding_args(args))  # the export carries them
     progress.update(1)
     if fmt == "saved_model":
         path = export_saved_model(model, export_dir, **common)

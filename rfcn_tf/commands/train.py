@@ -344,14 +344,14 @@ def _build_model(args, class_names, scale, anchors):
     """The model to train: ``--init``'s (its class head replaced when the classes differ) or a
     new one from the options → ``(model, config)``. anchors: config → the anchor fields to
     change (``_check_anchors``)."""
-    import keras
 
     from rfcn_tf.config import RFCNConfig
+    from rfcn_tf.loading import load_model
     from rfcn_tf.model import RFCN
     from rfcn_tf.training import freeze_stages, with_num_classes
 
     if args.init:
-        model = keras.models.load_model(args.init)
+        model = load_model(args.init)
         config = model.config
         changes = {**scale, **decoding_changes(config, **decoding_args(args))}
         changes.update(anchors(config.replace(**changes)))  # as many anchors: same weights

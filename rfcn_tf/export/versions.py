@@ -16,11 +16,11 @@ from rfcn_tf.export.files import CONFIG_FILE, EXPORT_FILE, LABELS_FILE, numeric_
 
 def as_rfcn(model):
     """An ``RFCN``, or a ``.keras`` path loaded; TypeError for anything else."""
-    from rfcn_tf.loading import load_keras
+    from rfcn_tf.loading import load_model
     from rfcn_tf.model import RFCN
 
     if isinstance(model, (str, os.PathLike)):
-        model = load_keras(model)
+        model = load_model(model)
     if not isinstance(model, RFCN):
         raise TypeError(f"exporting needs an RFCN model or a .keras path; got {type(model).__name__}")
     return model
