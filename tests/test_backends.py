@@ -174,7 +174,7 @@ def test_trained_under_jax_detects_the_same_under_tensorflow(tmp_path):
     """A few SGD steps under JAX's own ``fit`` (the whole step jitted), saved; TensorFlow
     loads the file and gives JAX's detections, and so does its SavedModel export."""
     start, trained = tmp_path / "start.keras", tmp_path / "trained.keras"
-    _model("rfcn", seed=5).save(start)  # its trained model is far from NMS ties (asserted below)
+    _model("rfcn", seed=16).save(start)  # its trained model is far from NMS ties (asserted below)
     images, boxes, labels = _batch()
     jax_run = on_backend(
         "jax",
