@@ -108,11 +108,16 @@ def test_a_mixed_model_saves_and_exports(policy, tmp_path):
         images=tf.constant(images), image_sizes=tf.constant([[SIDE, SIDE]])
     )
     # The SavedModel runs the mixed graph itself (float16 convolutions, float32 BatchNorms).
+    # Its confidences differ from the eager model's by at most 6.6e-7 (measured: 6 images ×
+    # 0.7.0 and now, on Sapphire Rapids); where two candidates' float16 votes tie, NMS may keep
+    # either box (seen: 1 of 72 detections, confidences 3e-8 apart, on Sapphire Rapids after
+    # the file's first test), so a box may differ only where such a tie stands in for it.
     assert_same_detections_any_order(
         {k: v.numpy() for k, v in served.items()},
         {k: v.numpy() for k, v in out.items()},
         box_atol=1e-2,
         score_atol=1e-4,
+        tie_atol=2e-6,
     )
     # The TFLite export computes in float32 (TFLite's built-in convolutions are float32):
     # the float32 model of the same weights, at the exports' accuracy (1 px, 1e-3).
