@@ -113,19 +113,14 @@ def torch_cases(threads):
     image, maps, rois, weights = inputs()
 
     def faster_rcnn(finetune=False, **options):  # random weights, our classes and scale
-        if not finetune:
-            return torchvision.models.detection.fasterrcnn_resnet50_fpn(
-                weights=None,
-                weights_backbone=None,
-                num_classes=CLASSES,
-                min_size=HEIGHT,
-                max_size=WIDTH,
-                **options,
-            )
-        # what fasterrcnn_resnet50_fpn builds from pretrained weights: frozen BatchNorm,
-        # conv1 + layer1 frozen (trainable_layers=3)
+        # fasterrcnn_resnet50_fpn's own build: without weights BatchNorms train and every
+        # stage trains; from pretrained weights (finetune) BatchNorms are frozen and conv1 +
+        # layer1 too (trainable_layers=3)
         backbone = resnet_fpn_backbone(
-            backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d, trainable_layers=3
+            backbone_name="resnet50",
+            weights=None,
+            norm_layer=FrozenBatchNorm2d if finetune else torch.nn.BatchNorm2d,
+            trainable_layers=3 if finetune else 5,
         )
         return FasterRCNN(backbone, num_classes=CLASSES, min_size=HEIGHT, max_size=WIDTH, **options)
 
