@@ -44,6 +44,7 @@ _NAMES = {
     "RFCN": ("rfcn_tf.model", "RFCN", "rfcn_tf.RFCN"),
     "predict_tiled": ("rfcn_tf.tiling", "predict_tiled", "tiled prediction (rfcn_tf.predict_tiled)"),
     "tile_grid": ("rfcn_tf.tiling", "tile_grid", "tiled prediction (rfcn_tf.tile_grid)"),
+    "adapt_batchnorm": ("rfcn_tf.adaptation", "adapt_batchnorm", "rfcn_tf.adapt_batchnorm"),
 }
 
 __all__ = ["__version__", *_NAMES]

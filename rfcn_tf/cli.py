@@ -30,13 +30,14 @@ TF_ONLY = (
 
 
 def _commands():
-    from rfcn_tf.commands import demo, evaluate, export, predict, train
+    from rfcn_tf.commands import adapt, demo, evaluate, export, predict, train
 
     return {
         "train": (train, "train R-FCN on a dataset (built-in, TFDS, VOC folder, COCO JSON)"),
         "evaluate": (evaluate, "per-class AP of a .keras model or an export on a dataset"),
         "export": (export, "write a SavedModel for TF Serving, or a TFLite or ONNX file"),
         "predict": (predict, "detect objects in image files; JSON and PNGs with boxes"),
+        "adapt": (adapt, "re-estimate a model's BatchNorm statistics on unlabelled photos of a new site"),
         "demo": (demo, "train on the synthetic dataset, evaluate, export, predict (offline, CPU)"),
     }
 
