@@ -18,6 +18,7 @@ SMALL_TRAIN_STRIDE = 8
 HEADS = ("rfcn", "faster_rcnn")
 PSROI_MODES = ("align", "crop")
 ROI_SAMPLERS = ("ohem", "random")
+INPUT_NORMALIZATIONS = ("backbone", "per_image")
 
 
 def check_class_names(names, num_classes):
@@ -47,6 +48,11 @@ class RFCNConfig:
     freeze_stem: bool | None = None  # conv1 + res2; None → frozen iff weights given
     freeze_batchnorm: bool | None = None  # None → frozen iff weights given
     feature_stride: int = 16
+    # "backbone": the ResNet's convention (BGR, the ImageNet mean removed), what ImageNet
+    # weights expect. "per_image": each image's channels standardised by its own mean and
+    # standard deviation, so a photo's overall colour, brightness and contrast do not reach
+    # the network (a new site's look: docs/your_data.md). rfcn_tf.layers.Preprocess.
+    input_normalization: str = "backbone"
 
     # Input scale (the model resizes every image itself, see rfcn_tf.image_scale): shorter
     # side min_side unless the longer would exceed max_side. Several min_side values =
@@ -118,6 +124,10 @@ class RFCNConfig:
         check(
             self.psroi_mode in PSROI_MODES,
             f"psroi_mode must be one of {PSROI_MODES}, got {self.psroi_mode!r}",
+        )
+        check(
+            self.input_normalization in INPUT_NORMALIZATIONS,
+            f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {self.input_normalization!r}",
         )
         check(
             self.roi_sampler in ROI_SAMPLERS,

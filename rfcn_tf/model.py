@@ -3,7 +3,7 @@
 
 The graph, built in ``__init__`` from ``keras.Input``s and layers, top to bottom:
 
-    images (+ image_sizes) → resize to the model's scale → preprocess (ResNet convention)
+    images (+ image_sizes) → resize to the model's scale → preprocess (ResNet convention or per image)
       → convolutions (a nested model, once per image):
           trunk conv1..conv4 (a keras.applications ResNet; stride 16, or 8 for "small")
           → RPN: 3×3 conv → objectness logits + deltas
@@ -79,7 +79,7 @@ class RFCN(keras.Model):
         x, sizes, scales = ImageResizer(config.min_side, config.max_side, config.portable, name="resize")(
             images, image_sizes
         )
-        x = Preprocess(stride, name="preprocess")(x, sizes)
+        x = Preprocess(stride, config.input_normalization, name="preprocess")(x, sizes)
         trunk, conv5 = build_backbone(
             config.backbone,
             config.backbone_weights,

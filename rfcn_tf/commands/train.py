@@ -10,7 +10,7 @@ import sys
 import zipfile
 
 from rfcn_tf.anchor_fit import ANCHOR_MODES, LOW_RECALL, MAX_IMAGES
-from rfcn_tf.config import BACKBONES, HEADS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
+from rfcn_tf.config import BACKBONES, HEADS, INPUT_NORMALIZATIONS, SMALL_BACKBONE_STRIDES, SMALL_TRAIN_STRIDE
 from rfcn_tf.data.arguments import (
     add_augment_arguments,
     add_dataset_arguments,
@@ -52,6 +52,14 @@ def add_arguments(parser):
         default=None,
         help=f"output stride of the backbone: 16 (the ResNets'), or {SMALL_TRAIN_STRIDE} "
         "(the default with --small), for objects of only one or two stride-16 cells",
+    )
+    model.add_argument(
+        "--input-normalization",
+        default=None,
+        choices=INPUT_NORMALIZATIONS,
+        help="backbone (the default): the ResNet's input convention, what --weights "
+        "imagenet expects; per_image: each image standardised by its own colour "
+        "statistics, for photos of sites that look different (docs/your_data.md)",
     )
     model.add_argument(
         "--anchors",
@@ -354,6 +362,8 @@ def _build_model(args, class_names, scale, anchors):
         model = load_model(args.init)
         config = model.config
         changes = {**scale, **decoding_changes(config, **decoding_args(args))}
+        if args.input_normalization is not None:
+            changes["input_normalization"] = args.input_normalization
         changes.update(anchors(config.replace(**changes)))  # as many anchors: same weights
         if (
             config.num_classes != len(class_names)
@@ -371,6 +381,8 @@ def _build_model(args, class_names, scale, anchors):
         )
         if args.feature_stride is not None or args.small:
             params["feature_stride"] = args.feature_stride or SMALL_TRAIN_STRIDE
+        if args.input_normalization is not None:
+            params["input_normalization"] = args.input_normalization
         params.update(scale)
         config = RFCNConfig.small(**params) if args.small else RFCNConfig(backbone=args.backbone, **params)
         config = config.replace(**decoding_changes(config, **decoding_args(args)))

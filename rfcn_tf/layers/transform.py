@@ -2,7 +2,8 @@
 
 ``ImageResizer`` applies the scale rule of ``rfcn_tf.image_scale`` to every image and
 reports the per-axis scale, so the decoder can map boxes back to the original pixels;
-``Preprocess`` turns 0..255 RGB into what the backbone expects.
+``Preprocess`` turns 0..255 RGB into what the backbone expects, or standardises each image
+by its own statistics.
 """
 
 import keras
@@ -10,6 +11,7 @@ import numpy as np
 from keras import ops
 
 from rfcn_tf.backbones import preprocess
+from rfcn_tf.config import INPUT_NORMALIZATIONS
 from rfcn_tf.image_scale import inference_side, static_resized_size
 from rfcn_tf.inputs import check_images
 from rfcn_tf.ops import on_tensorflow
@@ -196,21 +198,38 @@ def _resize_matrix(size, new_size):
 
 @keras.saving.register_keras_serializable(package="rfcn_tf")
 class Preprocess(keras.layers.Layer):
-    """0..255 RGB ``[B, H, W, 3]`` + true ``sizes [B, 2]`` → the backbone's convention
-    (``backbones.preprocess``), pixels beyond each true size set to 0, height and width
-    padded up to a multiple of ``stride``."""
+    """0..255 RGB ``[B, H, W, 3]`` + true ``sizes [B, 2]`` → the network's input: pixels
+    beyond each true size set to 0, height and width padded up to a multiple of ``stride``.
 
-    def __init__(self, stride=16, **kwargs):
+    normalization: ``"backbone"``: the backbone's convention (``backbones.preprocess``: BGR,
+    the ImageNet mean removed). ``"per_image"``: BGR, each channel of each image minus its
+    mean over the image's true pixels, divided by (its standard deviation + 1) and scaled by
+    ``PER_IMAGE_SCALE``; a padded image gives what it gives unpadded.
+    """
+
+    # About the standard deviation of a photo's pixels in 0..255: standardised images span
+    # the range the backbone convention gives the first convolution.
+    PER_IMAGE_SCALE = 50.0
+
+    def __init__(self, stride=16, normalization="backbone", **kwargs):
         super().__init__(**kwargs)
+        if normalization not in INPUT_NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {INPUT_NORMALIZATIONS}; got {normalization!r}")
         self.stride = int(stride)
+        self.normalization = normalization
 
     def call(self, images, sizes):
-        x = preprocess(ops.cast(images, "float32"))
+        x = ops.cast(images, "float32")
         _, height, width, _ = ops.shape(x)
         sizes = ops.cast(sizes, "int32")
         rows = ops.arange(height, dtype="int32")[None, :, None] < sizes[:, 0:1, None]
         cols = ops.arange(width, dtype="int32")[None, None, :] < sizes[:, 1:2, None]
-        x = ops.where(ops.logical_and(rows, cols)[..., None], x, 0.0)
+        valid = ops.logical_and(rows, cols)[..., None]
+        if self.normalization == "per_image":
+            x = _standardize(x[..., ::-1], ops.cast(valid, "float32")) * self.PER_IMAGE_SCALE
+        else:
+            x = preprocess(x)
+        x = ops.where(valid, x, 0.0)
         pad_h = (-height) % self.stride
         pad_w = (-width) % self.stride
         return ops.cast(ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]]), self.compute_dtype)
@@ -219,4 +238,14 @@ class Preprocess(keras.layers.Layer):
         return (images_shape[0], None, None, 3)
 
     def get_config(self):
-        return {**super().get_config(), "stride": self.stride}
+        return {**super().get_config(), "stride": self.stride, "normalization": self.normalization}
+
+
+def _standardize(x, valid):
+    """``x [B, H, W, C]`` → each image's channels minus their mean, over (standard deviation
+    + 1), both over the pixels where ``valid [B, H, W, 1]`` is 1."""
+    count = ops.maximum(ops.sum(valid, axis=(1, 2), keepdims=True), 1.0)
+    mean = ops.sum(x * valid, axis=(1, 2), keepdims=True) / count
+    centred = (x - mean) * valid
+    std = ops.sqrt(ops.sum(ops.square(centred), axis=(1, 2), keepdims=True) / count)
+    return centred / (std + 1.0)
