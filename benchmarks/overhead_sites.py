@@ -23,7 +23,8 @@ photo (val) and badly on another site. This generator imitates that situation:
   overlap), the tiles split at random 85 / 15 into ``train`` / ``val`` — as the issue's
   author did: val tiles come from the training photos;
 - site B (and C): ``--photos-b`` (``--photos-c``) photos: whole photos in ``photos_B``
-  (``photos_C``), their tiles in ``test`` (``test_C``); A's whole photos in ``photos_A``.
+  (``photos_C``), their tiles in ``test`` (``test_C``); A's whole photos in ``photos_A``;
+- ``--unlabelled-b`` further site-B photos, JPEGs without labels in ``unlabelled_B/``.
 
 A box cut by a tile border keeps the visible part; an object keeping less than half of its
 pixels in a tile is marked difficult there (ignored by the evaluation).
@@ -35,8 +36,10 @@ row and ``--seeds`` seed: a row per ``--augments`` preset (``rfcn-tf train --sma
 default flags plus ``--augment X``, omitted for ``default``; images at the tile size) and
 per ``--variant 'NAME=FLAGS'`` (other train flags). It then measures the val mAP (site A
 tiles, after the last epoch, from the training's output), ``rfcn-tf evaluate``'s mAP on
-``test`` (site B tiles), and on site B's whole photos AP and recall (IoU 0.5, detections
-scoring ≥ 0.05, from ``rfcn-tf predict --max-detections``) without and with ``--tile``.
+``test`` (site B tiles), that mAP again after ``rfcn-tf adapt`` on ``unlabelled_B/`` (the
+model's BatchNorm statistics from site B's unlabelled photos, tiled), and on site B's whole
+photos AP and recall (IoU 0.5, detections scoring ≥ 0.05, from ``rfcn-tf predict
+--max-detections``) without and with ``--tile``.
 One table: per row, min–max over seeds, with the site gap (val − test mAP). Run::
 
     python benchmarks/overhead_sites.py --make /tmp/sites --cpu         # CPU-sized set
@@ -68,6 +71,7 @@ CLASS_NAME = "object"
 SUPERSAMPLE = 2  # objects are drawn at twice the resolution, then box-filtered
 MIN_VISIBLE = 0.5  # in a tile, an object keeping less of its pixels is difficult
 VAL_FRACTION = 0.15
+UNLABELLED = "unlabelled_B"  # site-B photos without labels, for rfcn-tf adapt
 
 # Colours are RGB 0–255; "sun" is the direction shadows fall (radians, 0 = +x, image y down).
 SITES = {
@@ -418,10 +422,14 @@ def _write(root, image_id, pixels, objects):
         )
 
 
-def make_sites(root, photos=None, tile=400, photo_size=(2000, 4000), object_size=(10, 60), seed=0):
+def make_sites(
+    root, photos=None, tile=400, photo_size=(2000, 4000), object_size=(10, 60), seed=0, unlabelled=0
+):
     """Write the VOC folder (module docstring) → ``{split: [image ids]}``.
 
-    photos: ``{site: number of photos}`` (default A 4, B 2, C 2).
+    photos: ``{site: number of photos}`` (default A 4, B 2, C 2). unlabelled: further site-B
+    photos, JPEGs alone in ``unlabelled_B/`` (the photos after the labelled ones: they
+    leave every split unchanged).
     """
     photos = photos or {"A": 4, "B": 2, "C": 2}
     if os.path.exists(root):  # replace an earlier folder of this benchmark, nothing else
@@ -466,6 +474,11 @@ def make_sites(root, photos=None, tile=400, photo_size=(2000, 4000), object_size
     for split, ids in splits.items():
         with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
             f.write("".join(i + "\n" for i in ids))
+    first = photos.get("B", 0)
+    for i in range(first, first + unlabelled):
+        os.makedirs(os.path.join(root, UNLABELLED), exist_ok=True)
+        image = render_scene(seed, "B", i, photo_size, object_size)["image"]
+        Image.fromarray(image).save(os.path.join(root, UNLABELLED, f"B_p{i:02d}.jpg"), quality=90)
     return splits
 
 
@@ -581,6 +594,14 @@ def run_one(root, cli, variant, flags, seed, size, epochs, decoding, tile_args, 
         return result
     result["val_mAP"] = parse_val_map(output).get(epochs)
     result["test_mAP"] = _evaluate_map(cli, model, root, "test", os.path.join(out, "test.json"), env)
+    if os.path.isdir(os.path.join(root, UNLABELLED)):
+        adapted = os.path.join(out, "adapted.keras")
+        adapt = [cli, "adapt", "--model", model, os.path.join(root, UNLABELLED), "--tile", str(size)]
+        code, _ = _stream([*adapt, "--output", adapted], env)
+        if code == 0:
+            result["adapted_test_mAP"] = _evaluate_map(
+                cli, adapted, root, "test", os.path.join(out, "adapted_test.json"), env
+            )
     photos = os.path.join(root, "JPEGImages")
     with open(os.path.join(root, "ImageSets", "Main", "photos_B.txt")) as f:
         files = [os.path.join(photos, line.strip() + ".jpg") for line in f if line.strip()]
@@ -608,7 +629,17 @@ def run_one(root, cli, variant, flags, seed, size, epochs, decoding, tile_args, 
     return result
 
 
-COLUMNS = ("val_mAP", "test_mAP", "gap", "whole_AP", "whole_recall", "tiled_AP", "tiled_recall", "train_min")
+COLUMNS = (
+    "val_mAP",
+    "test_mAP",
+    "gap",
+    "adapted_test_mAP",
+    "whole_AP",
+    "whole_recall",
+    "tiled_AP",
+    "tiled_recall",
+    "train_min",
+)
 
 
 def format_table(results):
@@ -669,6 +700,14 @@ def main(argv=None):
     for site in SITE_KEYS:
         parser.add_argument(f"--photos-{site.lower()}", type=int, default=None, help=f"photos of site {site}")
     parser.add_argument(
+        "--unlabelled-b",
+        type=int,
+        default=4,
+        metavar="N",
+        help=f"further site-B photos without labels in {UNLABELLED}/ (default 4); --run adapts "
+        "each model to them (rfcn-tf adapt) and evaluates it on the test tiles again",
+    )
+    parser.add_argument(
         "--augments",
         nargs="*",
         default=["default", "standard", "overhead"],
@@ -711,6 +750,7 @@ def main(argv=None):
             tuple(args.photo_size or preset["photo_size"]),
             tuple(args.object_size),
             args.seed,
+            args.unlabelled_b,
         )
         print(f"wrote {args.make} in {time.monotonic() - start:.0f} s")
         print(describe(args.make), flush=True)
