@@ -114,6 +114,16 @@ def harness_cases():
             symbolic=((None, None, None, 3), (None, 2)),
             mixed_outputs=("float16",),
         ),
+        "Preprocess per image": LayerCase(
+            Preprocess,
+            dict(stride=8, normalization="per_image"),
+            (
+                rng.uniform(0, 255, (2, 20, 30, 3)).astype(np.float32),
+                np.array([[20, 30], [15, 25]], np.int32),
+            ),
+            symbolic=((None, None, None, 3), (None, 2)),
+            mixed_outputs=("float16",),
+        ),
         "PSRoIPool": LayerCase(
             PSRoIPool,
             dict(k=3, spatial_scale=1 / 8),
@@ -225,6 +235,8 @@ def all_cases(implementation="crop_and_resize"):
     for name, value in zip(("images", "sizes", "scales"), ImageResizer(24, 40)(padded, at_scale)):
         out[f"padded_{name}"] = ops.convert_to_numpy(value)
     out["preprocess"] = ops.convert_to_numpy(Preprocess(stride=8)(*preprocess_inputs()))
+    per_image = Preprocess(stride=8, normalization="per_image")
+    out["preprocess_per_image"] = ops.convert_to_numpy(per_image(*preprocess_inputs()))
 
     try:  # a padded batch not at scale: resized on TensorFlow, refused elsewhere
         ImageResizer(24, 40)(resize_inputs(0), np.array([[30, 50]], np.int32))

@@ -15,7 +15,7 @@ from PIL import Image
 from rfcn_tf.cli import main
 
 SHAPES = ["circle", "square", "triangle", "star", "ring"]
-COMMANDS = ["train", "evaluate", "export", "predict", "demo"]
+COMMANDS = ["train", "evaluate", "export", "predict", "demo", "adapt"]
 SIZE = ["--min-side", "128", "--max-side", "128"]
 
 
@@ -114,11 +114,12 @@ def test_help_exits_zero_and_shows_usage(command, capsys):
 
 def test_subcommand_help_lists_its_options(capsys):
     expected = {
-        "train": ["--init", "--val-split", "--output-dir", "--small", "--feature-stride"],
+        "train": ["--init", "--val-split", "--small", "--feature-stride", "--input-normalization"],
         "evaluate": ["--model", "--metric", "--output", "--split"],
         "export": ["--export-dir", "--version", "--overwrite"],
         "predict": ["--score-threshold", "inputs"],
         "demo": ["--config", "--export-dir", "--epochs"],
+        "adapt": ["--model", "--output", "--tile", "inputs"],
     }
     for command, options in expected.items():
         with pytest.raises(SystemExit):
@@ -243,6 +244,8 @@ def test_fine_tuning_with_init_on_a_voc_folder_with_other_classes(trained, tmp_p
         "2",
         "--epochs",
         "1",
+        "--input-normalization",
+        "per_image",
         "--output-dir",
         out,
     )
@@ -250,8 +253,10 @@ def test_fine_tuning_with_init_on_a_voc_folder_with_other_classes(trained, tmp_p
     model = keras.models.load_model(out / "final.keras")
     assert model.config.num_classes == 2
     assert list(model.config.class_names) == ["cat", "dog"]
+    assert model.get_layer("preprocess").normalization == "per_image"
     source = keras.models.load_model(trained / "final.keras")
     assert source.config.num_classes == len(SHAPES)  # the --init file itself is untouched
+    assert source.config.input_normalization == "backbone"
 
 
 # ------------------------------------------------------------------------------ evaluate

@@ -73,9 +73,10 @@ def test_every_registered_layer_has_a_harness_case():
         for name, obj in keras.saving.get_custom_objects().items()
         if name.startswith("rfcn_tf>") and isinstance(obj, type) and issubclass(obj, keras.layers.Layer)
     }
-    missing = registered - set(CASES) - set(COVERED_ELSEWHERE)
+    covered = {case.cls.__name__ for case in CASES.values()}  # a layer may have several cases
+    missing = registered - covered - set(COVERED_ELSEWHERE)
     assert not missing, f"registered layers without a case in tests/test_layers.py: {sorted(missing)}"
-    assert set(CASES) <= registered
+    assert covered <= registered
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
