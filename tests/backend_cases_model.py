@@ -92,3 +92,17 @@ def refused_targets(model_path, images, boxes, labels):
         except ValueError as error:
             out[name] = str(error).splitlines()[0]
     return out
+
+
+def adapted_statistics(model_path, images, batch_size):
+    """The model of ``model_path`` adapted to ``images`` (``rfcn_tf.adapt_batchnorm``) →
+    ``"mean{i}"`` / ``"var{i}"``: each BatchNorm's new moving statistics, in layer order."""
+    from rfcn_tf.adaptation import adapt_batchnorm, batchnorm_layers
+
+    model = keras.saving.load_model(str(model_path))
+    adapt_batchnorm(model, list(images), batch_size=int(batch_size))
+    out = {}
+    for i, bn in enumerate(batchnorm_layers(model)):
+        out[f"mean{i}"] = keras.ops.convert_to_numpy(bn.moving_mean)
+        out[f"var{i}"] = keras.ops.convert_to_numpy(bn.moving_variance)
+    return out

@@ -17,7 +17,7 @@ from rfcn_tf.export import export_saved_model
 from rfcn_tf.layers.rpn import flatten_rpn
 from rfcn_tf.loading import load_detector
 from rfcn_tf.model import LOSS_NAMES
-from tests.backend_cases_model import DETECTION_KEYS, detect_and_losses
+from tests.backend_cases_model import DETECTION_KEYS, adapted_statistics, detect_and_losses
 from tests.backend_helpers import on_backend
 from tests.model_helpers import assert_same_detections_any_order, random_image, sharpen, trained_like
 
@@ -251,3 +251,28 @@ def test_bad_target_arrays_are_refused_before_the_step(tmp_path, backend):
     assert str(out["nan"]).startswith("target boxes contain NaN or Inf: ") and "[image, row] = [0, 0]" in str(
         out["nan"]
     ), out
+
+
+def test_adapt_batchnorm_gives_every_backend_the_same_statistics(tmp_path):
+    """AdaBN on a per-image-normalised model (both new in 0.8): one file, the same images of
+    another "site", the same statistics under JAX and PyTorch as under TensorFlow."""
+    path = tmp_path / "model.keras"
+    keras.utils.set_random_seed(4)
+    model = RFCN(
+        num_classes=3, backbone="small", min_side=SIDE, max_side=SIDE, input_normalization="per_image"
+    )
+    trained_like(model, 4)
+    model.save(path)
+    images = np.stack([random_image(SIDE, SIDE, seed) // 2 + 60 for seed in (3, 4, 5)])
+    options = dict(model_path=str(path), batch_size=2)
+    ref = adapted_statistics(**options, images=images)
+    assert len(ref) == 18  # the small backbone's 9 BatchNorms
+    first = model.get_layer("convolutions").get_layer(model.trunk.name).get_layer("conv1_bn")
+    assert not np.allclose(ref["mean0"], keras.ops.convert_to_numpy(first.moving_mean), atol=1e-2)
+    for backend in OTHERS:
+        out = on_backend(
+            backend, "tests.backend_cases_model:adapted_statistics", tmp_path, options, images=images
+        )
+        for key, value in ref.items():
+            # float32 statistics of up to 64×64×3 values: sums in another order.
+            np.testing.assert_allclose(out[key], value, rtol=1e-4, atol=1e-5, err_msg=f"{backend} {key}")

@@ -226,7 +226,7 @@ class Preprocess(keras.layers.Layer):
         cols = ops.arange(width, dtype="int32")[None, None, :] < sizes[:, 1:2, None]
         valid = ops.logical_and(rows, cols)[..., None]
         if self.normalization == "per_image":
-            x = _standardize(x[..., ::-1], ops.cast(valid, "float32")) * self.PER_IMAGE_SCALE
+            x = _standardize(ops.flip(x, axis=-1), ops.cast(valid, "float32")) * self.PER_IMAGE_SCALE
         else:
             x = preprocess(x)
         x = ops.where(valid, x, 0.0)
