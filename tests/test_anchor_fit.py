@@ -276,6 +276,7 @@ def test_init_with_other_anchors_keeps_the_weights(tmp_path):
         max_detections=None,
         proposals=None,
         score_threshold=None,
+        input_normalization=None,
     )
     fitted = {"anchor_scales": (5.0, 9.0, 20.0, 40.0), "anchor_ratios": (0.2, 1.0, 5.0)}
     seen = []
