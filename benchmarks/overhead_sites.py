@@ -36,10 +36,10 @@ row and ``--seeds`` seed: a row per ``--augments`` preset (``rfcn-tf train --sma
 default flags plus ``--augment X``, omitted for ``default``; images at the tile size) and
 per ``--variant 'NAME=FLAGS'`` (other train flags). It then measures the val mAP (site A
 tiles, after the last epoch, from the training's output), ``rfcn-tf evaluate``'s mAP on
-``test`` (site B tiles), that mAP again after ``rfcn-tf adapt`` on ``unlabelled_B/`` (the
-model's BatchNorm statistics from site B's unlabelled photos, tiled), and on site B's whole
-photos AP and recall (IoU 0.5, detections scoring ≥ 0.05, from ``rfcn-tf predict
---max-detections``) without and with ``--tile``.
+``test`` (site B tiles) and ``test_C`` (site C tiles), the test and val mAP again after
+``rfcn-tf adapt`` on ``unlabelled_B/`` (the model's BatchNorm statistics from site B's
+unlabelled photos, tiled), and on site B's whole photos AP and recall (IoU 0.5, detections
+scoring ≥ 0.05, from ``rfcn-tf predict --max-detections``) without and with ``--tile``.
 One table: per row, min–max over seeds, with the site gap (val − test mAP). Run::
 
     python benchmarks/overhead_sites.py --make /tmp/sites --cpu         # CPU-sized set
@@ -594,14 +594,18 @@ def run_one(root, cli, variant, flags, seed, size, epochs, decoding, tile_args, 
         return result
     result["val_mAP"] = parse_val_map(output).get(epochs)
     result["test_mAP"] = _evaluate_map(cli, model, root, "test", os.path.join(out, "test.json"), env)
+    if os.path.isfile(os.path.join(root, "ImageSets", "Main", "test_C.txt")):
+        test_c = os.path.join(out, "test_C.json")
+        result["test_C_mAP"] = _evaluate_map(cli, model, root, "test_C", test_c, env)
     if os.path.isdir(os.path.join(root, UNLABELLED)):
         adapted = os.path.join(out, "adapted.keras")
         adapt = [cli, "adapt", "--model", model, os.path.join(root, UNLABELLED), "--tile", str(size)]
         code, _ = _stream([*adapt, "--output", adapted], env)
         if code == 0:
-            result["adapted_test_mAP"] = _evaluate_map(
-                cli, adapted, root, "test", os.path.join(out, "adapted_test.json"), env
-            )
+            for split in ("test", "val"):
+                result[f"adapted_{split}_mAP"] = _evaluate_map(
+                    cli, adapted, root, split, os.path.join(out, f"adapted_{split}.json"), env
+                )
     photos = os.path.join(root, "JPEGImages")
     with open(os.path.join(root, "ImageSets", "Main", "photos_B.txt")) as f:
         files = [os.path.join(photos, line.strip() + ".jpg") for line in f if line.strip()]
@@ -633,7 +637,9 @@ COLUMNS = (
     "val_mAP",
     "test_mAP",
     "gap",
+    "test_C_mAP",
     "adapted_test_mAP",
+    "adapted_val_mAP",
     "whole_AP",
     "whole_recall",
     "tiled_AP",
