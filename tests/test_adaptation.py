@@ -195,7 +195,11 @@ def test_command_line(tmp_path, capsys):
 
     (folder / "broken.png").write_bytes(b"broken")
     assert main(["adapt", "--model", str(source), str(folder), "--output", str(tmp_path / "b.keras")]) == 1
-    assert "could not read 1:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"9 BatchNorms adapted on 2 images → {tmp_path / 'b.keras'}" in out
+    assert "could not read 1:" in out
+    assert main(["adapt", "--model", str(folder), str(folder), "--output", str(tmp_path / "c.keras")]) == 2
+    assert f"--model must be a .keras file; {folder} is a folder" in capsys.readouterr().err
     assert main(["adapt", "--model", str(source), str(folder), "--output", str(source)]) == 2
     assert "--output must differ from --model" in capsys.readouterr().err
     assert main(["adapt", "--model", str(source), str(folder), "--output", str(tmp_path / "x.h5")]) == 2

@@ -29,6 +29,11 @@ def run(args):
     """Returns 1 when some input could not be read (the rest were used), else None."""
     if not args.output.endswith(".keras"):
         raise ValueError(f"--output must be a .keras file; got {args.output}")
+    if os.path.isdir(args.model):
+        raise ValueError(
+            f"--model must be a .keras file; {args.model} is a folder (an export cannot be adapted: "
+            "adapt the .keras model, then export it)"
+        )
     if os.path.abspath(args.output) == os.path.abspath(args.model):
         raise ValueError(f"--output must differ from --model ({args.model}): adapt writes a new file")
     model = load_model(args.model)
@@ -36,10 +41,12 @@ def run(args):
         model, args.inputs, tile=args.tile, batch_size=args.batch_size, max_pixels=args.max_pixels, verbose=1
     )
     model.save(args.output)
-    print(
-        f"{counts['batchnorms']} BatchNorms adapted on {counts['windows']} "
-        f"{'tiles of ' if args.tile else ''}{counts['images']} images → {args.output}"
+    seen = (
+        f"{counts['windows']} tiles of {counts['images']} images"
+        if args.tile
+        else f"{counts['images']} images"
     )
+    print(f"{counts['batchnorms']} BatchNorms adapted on {seen} → {args.output}")
     if counts["skipped"]:
         print(f"could not read {len(counts['skipped'])}: {', '.join(counts['skipped'])}")
         return 1
