@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from rfcn_tf.image_scale import inference_side, static_resized_size
-from rfcn_tf.tiling import _tile_pair, tile_grid
+from rfcn_tf.tiling import tile_grid, tile_pair
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def adapt_batchnorm(model, images, tile=None, batch_size=8, max_pixels=None, ver
     if tile == "auto":
         tile = (inference_side(model.config.min_side), model.config.max_side)
     if tile is not None:
-        tile = _tile_pair(tile)
+        tile = tile_pair(tile)
     sources = _image_sources(images)
     config = model.config
     side = inference_side(config.min_side)
@@ -146,17 +146,17 @@ def _batches(sources, tile, batch_size, config, max_pixels, counts, progress):
     """float32 batches ``[b, h, w, 3]`` of one size each: the images (resized as the model
     would, when read from files) or their windows, in order."""
     from rfcn_tf.data.py_dataset import MAX_IMAGE_PIXELS
-    from rfcn_tf.predict import TILED_MAX_PIXELS, _read, _target_size
+    from rfcn_tf.predict import TILED_MAX_PIXELS, model_target_size, read_or_reason
 
     if max_pixels is None:
         max_pixels = MAX_IMAGE_PIXELS if tile is None else TILED_MAX_PIXELS
-    size_fn = None if tile is not None else _target_size(config.min_side, config.max_side)
+    size_fn = None if tile is not None else model_target_size(config.min_side, config.max_side)
     pending = []
     for source in sources:
         if isinstance(source, np.ndarray):
             image = source
         else:
-            read = _read(source, size_fn, max_pixels)
+            read = read_or_reason(source, size_fn, max_pixels)
             if isinstance(read, str):
                 logger.warning("skipping %s: %s", source, read)
                 counts["skipped"].append(source)

@@ -90,7 +90,7 @@ def predict_files(
         )
     files = list_images(inputs)
     os.makedirs(output_dir, exist_ok=True)
-    model_size = _target_size(detector.config.min_side, detector.config.max_side)
+    model_size = model_target_size(detector.config.min_side, detector.config.max_side)
     if max_pixels is None:
         max_pixels = MAX_IMAGE_PIXELS if tile is None else TILED_MAX_PIXELS
     # Tiled: one image at a time, at full size, its tiles batched; else images batched.
@@ -100,7 +100,7 @@ def predict_files(
     progress = Progress(len(files), "predict", "images", verbose=verbose)
     for start in range(0, len(files), step):
         loaded = [
-            (path, _read(path, None if tile else model_size, max_pixels))
+            (path, read_or_reason(path, None if tile else model_size, max_pixels))
             for path in files[start : start + step]
         ]
         good = [(path, read) for path, read in loaded if not isinstance(read, str)]
@@ -171,7 +171,7 @@ def list_images(inputs):
     return files
 
 
-def _target_size(min_side, max_side):
+def model_target_size(min_side, max_side):
     """The model's resize rule as ``(height, width) → (h, w)`` for the image readers (the
     largest ``min_side``): ``image_scale.target_size`` under TensorFlow, else in numpy."""
     if keras.backend.backend() == "tensorflow":
@@ -182,7 +182,7 @@ def _target_size(min_side, max_side):
     return lambda height, width: tuple(static_resized_size((height, width), side, max_side))
 
 
-def _read(path, size_fn, max_pixels):
+def read_or_reason(path, size_fn, max_pixels):
     """``(uint8 [h, w, 3] RGB, (height, width) of the file)``, or the reason it could not
     be read (a str)."""
     if keras.backend.backend() == "tensorflow":

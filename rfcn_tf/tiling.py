@@ -40,7 +40,7 @@ def tile_grid(height, width, tile, overlap=0.2):
     padding). So an object of at most ``ceil(overlap × tile)`` pixels along an axis lies
     whole inside some window. overlap: in [0, 1).
     """
-    tile_h, tile_w = _tile_pair(tile)
+    tile_h, tile_w = tile_pair(tile)
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1) (a fraction of the tile); got {overlap!r}")
     for name, value in (("height", height), ("width", width)):
@@ -62,7 +62,8 @@ def _starts(length, size, overlap):
     return np.round(np.linspace(0, length - size, count)).astype(np.int64), size
 
 
-def _tile_pair(tile):
+def tile_pair(tile):
+    """``tile`` (an int or ``(height, width)``) → ``(height, width)``; ValueError otherwise."""
     pair = (tile, tile) if isinstance(tile, numbers.Integral) else tuple(tile)
     if len(pair) != 2 or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in pair
