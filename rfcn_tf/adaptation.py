@@ -22,6 +22,7 @@ import numbers
 import keras
 import numpy as np
 
+from rfcn_tf.export.files import default_input_size
 from rfcn_tf.image_scale import inference_side, static_resized_size
 from rfcn_tf.tiling import tile_grid, tile_pair
 
@@ -71,15 +72,13 @@ def adapt_batchnorm(model, images, tile=None, batch_size=8, max_pixels=None, ver
         raise ValueError(f"{model.name} has no BatchNormalization layer: nothing to adapt")
     if not (isinstance(batch_size, numbers.Integral) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
-    if tile == "auto":
-        tile = (inference_side(model.config.min_side), model.config.max_side)
-    if tile is not None:
-        tile = tile_pair(tile)
-    sources = _image_sources(images)
     config = model.config
+    if tile is not None:
+        tile = tile_pair(default_input_size(config) if tile == "auto" else tile)
+    sources = _image_sources(images)
     side = inference_side(config.min_side)
 
-    saved = [(bn.trainable, bn.momentum, bn.moving_mean.numpy(), bn.moving_variance.numpy()) for bn in layers]
+    saved = [(bn.trainable, bn.momentum, _numpy(bn.moving_mean), _numpy(bn.moving_variance)) for bn in layers]
     sums = [[0.0, 0.0] for _ in layers]  # per layer: Σ w·m, Σ w·(v + m²)
     total = 0.0
     counts = {"images": 0, "windows": 0, "batchnorms": len(layers), "skipped": []}
@@ -94,8 +93,8 @@ def adapt_batchnorm(model, images, tile=None, batch_size=8, max_pixels=None, ver
             weight = float(len(batch) * height * width)
             total += weight
             for bn, acc in zip(layers, sums):
-                mean = keras.ops.convert_to_numpy(bn.moving_mean).astype(np.float64)
-                var = keras.ops.convert_to_numpy(bn.moving_variance).astype(np.float64)
+                mean = _numpy(bn.moving_mean).astype(np.float64)
+                var = _numpy(bn.moving_variance).astype(np.float64)
                 acc[0] = acc[0] + weight * mean
                 acc[1] = acc[1] + weight * (var + mean**2)
         progress.finish()
@@ -116,6 +115,10 @@ def adapt_batchnorm(model, images, tile=None, batch_size=8, max_pixels=None, ver
             bn.trainable = trainable
             bn.momentum = momentum
     return counts
+
+
+def _numpy(variable):
+    return keras.ops.convert_to_numpy(variable)
 
 
 def _image_sources(images):
@@ -152,7 +155,7 @@ def _batches(sources, tile, batch_size, config, max_pixels, counts, progress):
         max_pixels = MAX_IMAGE_PIXELS if tile is None else TILED_MAX_PIXELS
     size_fn = None if tile is not None else model_target_size(config.min_side, config.max_side)
     pending = []
-    for source in sources:
+    for done, source in enumerate(sources, 1):
         if isinstance(source, np.ndarray):
             image = source
         else:
@@ -160,7 +163,7 @@ def _batches(sources, tile, batch_size, config, max_pixels, counts, progress):
             if isinstance(read, str):
                 logger.warning("skipping %s: %s", source, read)
                 counts["skipped"].append(source)
-                progress.update(counts["images"] + len(counts["skipped"]))
+                progress.update(done)
                 continue
             image = read[0]
         counts["images"] += 1
@@ -175,6 +178,6 @@ def _batches(sources, tile, batch_size, config, max_pixels, counts, progress):
                 yield np.stack(pending).astype(np.float32)
                 pending = []
             pending.append(window)
-        progress.update(counts["images"] + len(counts["skipped"]))
+        progress.update(done)
     if pending:
         yield np.stack(pending).astype(np.float32)
