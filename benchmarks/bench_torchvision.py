@@ -30,6 +30,9 @@
   ``--psroi-calls`` times in a row and its median counts (the maps stay in cache, as in a
   kernel microbenchmark; alternating single calls measures how each copes with the other's
   cache traffic instead).
+- ``--macs``: torchvision's multiply-adds as torch's ``FlopCounterMode`` counts them, for its
+  inference and its float32 training step (forward, forward + backward), to set beside
+  rfcn_tf's convolutions (``bench_flops.py``, ``bench_train_stages.py``).
 
 torch is not a dependency of rfcn_tf: the torchvision side runs in a worker process of a
 Python that has torch and torchvision (``--torch-python``, default: this Python if it imports
@@ -170,7 +173,26 @@ def torch_cases(threads):
         (out * tweights).sum().backward()
         return int(leaf.grad.shape[1])
 
+    def macs():
+        """torchvision's multiply-adds as torch's FlopCounterMode counts them (2 FLOPs each):
+        inference, and the float32 training step's forward and forward + backward."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            detector([picture])
+        counts = {"inference": counter.get_total_flops() / 2}
+        torch.manual_seed(0)
+        trainee = faster_rcnn(rpn_post_nms_top_n_train=ROIS, box_batch_size_per_image=ROIS).train()
+        with FlopCounterMode(display=False) as counter:
+            sum(trainee([picture], [target]).values())
+        counts["training forward"] = counter.get_total_flops() / 2
+        with FlopCounterMode(display=False) as counter:
+            sum(trainee([picture], [target]).values()).backward()
+        counts["training forward + backward"] = counter.get_total_flops() / 2
+        return counts
+
     return {
+        "macs": macs,
         "detector": detect,
         "psroi": psroi,
         "train_step": lazy(trainer, torch.float32),
@@ -217,6 +239,12 @@ class TorchSide:
         self.process.stdin.write(f"{name} {calls}\n")
         self.process.stdin.flush()
         return self._read()["ms"]
+
+    def result(self, name):
+        """One run of case ``name`` → what it returned."""
+        self.process.stdin.write(f"{name} 1\n")
+        self.process.stdin.flush()
+        return self._read()["result"]
 
     def close(self):
         self.process.stdin.close()
@@ -339,6 +367,12 @@ def main(argv=None):
     )
     parser.add_argument("--backbone", default="resnet50", help="rfcn_tf's backbone")
     parser.add_argument("--torch-python", help="a Python with torch and torchvision")
+    parser.add_argument(
+        "--macs",
+        action="store_true",
+        help="also print torchvision's multiply-adds (torch's FlopCounterMode); rfcn_tf's "
+        "convolutions: bench_flops.py, bench_train_stages.py",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -380,6 +414,9 @@ def main(argv=None):
             f"{statistics.median(ratios):>12.3f} {min(ratios):>6.3f}-{max(ratios):.3f}",
             flush=True,
         )
+    if args.macs and torch_side:
+        counts = torch_side.result("macs")
+        print("torchvision multiply-adds: " + ", ".join(f"{k} {v / 1e9:.1f} G" for k, v in counts.items()))
     if torch_side:
         torch_side.close()
     return 0
