@@ -12,9 +12,11 @@ offers 8, for images whose objects span only one or two stride-16 cells.
 """
 
 import os
+import random
 
 import keras
 
+from rfcn_tf.batch_norm import BatchNormalization
 from rfcn_tf.config import SMALL_BACKBONE_STRIDES
 
 RESNETS = {
@@ -92,29 +94,34 @@ def _resnet_backbone(name, weights, dilated_conv5):
     conv4 = base.get_layer(conv4_name).output
     trunk = keras.Model(base.input, conv4, name=f"{name}_trunk")
     conv5 = keras.Model(conv4, base.get_layer(CONV5_OUT).output, name=f"{name}_conv5")
-    if dilated_conv5:
-        conv5 = _dilate(conv5)
-    return trunk, conv5
+    return _rebuilt(trunk, dilate=False), _rebuilt(conv5, dilate=dilated_conv5)
 
 
-def _dilate(conv5):
-    """conv5 with its stride-2 convs at stride 1 and its 3×3 convs at dilation 2.
-
-    Kernel shapes do not change, so the (ImageNet) weights carry over unchanged.
-    """
+def _rebuilt(part, dilate):
+    """``part`` (a keras.applications ResNet's) with its BatchNorms as rfcn_tf's (the fused
+    kernel in training) and, with ``dilate``, conv5 à trous: its stride-2 convs at stride 1,
+    its 3×3 convs at dilation 2. Kernel shapes do not change, so the weights carry over."""
 
     def clone(layer):
         config = layer.get_config()
-        if isinstance(layer, keras.layers.Conv2D):
+        if type(layer) is keras.layers.BatchNormalization:
+            return BatchNormalization.from_config(config)
+        if dilate and isinstance(layer, keras.layers.Conv2D):
             if tuple(config["strides"]) == (2, 2):
                 config["strides"] = (1, 1)
             if tuple(config["kernel_size"]) == (3, 3):
                 config["dilation_rate"] = (2, 2)
         return layer.__class__.from_config(config)
 
-    dilated = keras.models.clone_model(conv5, clone_function=clone)
-    dilated.set_weights(conv5.get_weights())
-    return dilated
+    # A clone's unseeded initializers draw their seeds from Python's random. Up to 0.8.0 only
+    # dilating conv5 cloned: any other clone puts the state back, so that the RPN and head
+    # layers built next get the weights a seed gave them then.
+    state = random.getstate()
+    rebuilt = keras.models.clone_model(part, clone_function=clone)
+    if not dilate:
+        random.setstate(state)
+    rebuilt.set_weights(part.get_weights())
+    return rebuilt
 
 
 def _conv_bn(x, filters, name, strides=1, dilation=1, kernel=3):
@@ -128,7 +135,7 @@ def _conv_bn(x, filters, name, strides=1, dilation=1, kernel=3):
         name=f"{name}_conv",
     )(x)
     # momentum 0.9: the moving statistics settle within the few hundred steps of CPU runs.
-    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    x = BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

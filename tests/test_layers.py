@@ -9,6 +9,7 @@ import pytest
 import rfcn_tf  # noqa: F401  (importing the package registers its classes)
 from rfcn_tf.layers import (
     AnchorGrid,
+    BatchNormalization,
     DetectionDecoder,
     ProposalLayer,
 )
@@ -37,6 +38,14 @@ CASES = {
         (floats(1, 3, 4, 6),),
         symbolic=((None, None, None, 6),),
         mixed_outputs=("float32",),
+    ),
+    "BatchNormalization": LayerCase(
+        BatchNormalization,
+        dict(momentum=0.9, epsilon=1.001e-5),
+        (floats(2, 3, 4, 5),),
+        symbolic=((None, None, None, 5),),
+        mixed_outputs=("float16",),
+        mixed_inputs=("float16",),
     ),
     "ProposalLayer": LayerCase(
         ProposalLayer,
