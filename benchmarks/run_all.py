@@ -1,6 +1,6 @@
 """Run the speed benchmarks (PSRoIPool, heads, whole model, image scale, XLA, FLOPs, the
-training step's stages, against torchvision: set ``RFCN_TORCH_PYTHON`` to a Python with
-torch) one after the other and print their outputs.
+training step's stages and its oneDNN primitives, against torchvision: set
+``RFCN_TORCH_PYTHON`` to a Python with torch) one after the other and print their outputs.
 
 Each runs in its own Python process (``sys.executable``), so one's memory and TF state do
 not weigh on the next. Default: the paper's ResNet-101 at 600×1000 with modest repeats
@@ -27,6 +27,7 @@ FULL = {
     "xla": ["--backbone", "resnet101", "--repeats", "3"],
     "flops": ["--backbone", "resnet101", "--repeats", "3"],
     "train_stages": ["--backbone", "resnet50", "--repeats", "3"],
+    "primitives": ["--recipe", "finetune", "--repeats", "3"],
     "torchvision": ["--repeats", "5"],  # the rfcn_tf side only, unless torch is importable
 }
 QUICK = {
