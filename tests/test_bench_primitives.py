@@ -1,27 +1,15 @@
 """benchmarks/bench_primitives.py: oneDNN's verbose lines become per-step calls whose
 multiply-adds equal those of the convolutions TensorFlow ran."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 
-_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "bench_primitives.py"
-)
+from tests.model_helpers import benchmark_module
 
-
-def _module():
-    # benchmarks/ is not a package: load the file itself.
-    spec = importlib.util.spec_from_file_location("bench_primitives", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-primitives = _module()
+primitives = benchmark_module("bench_primitives")
 
 # (kernel, stride, dilation, output channels) on a 1×21×25×8 input, "SAME" padding
 CONVS = [(3, 1, 2, 16), (1, 2, 1, 12), (3, 2, 1, 4), (5, 1, 1, 6)]

@@ -1,28 +1,13 @@
 """benchmarks/overhead_sites.py: deterministic scenes, boxes on the drawn objects, sites
 that differ, and a VOC folder that rfcn_tf reads."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
 from rfcn_tf.data import load_examples
+from tests.model_helpers import benchmark_module
 
-_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "overhead_sites.py"
-)
-
-
-def _module():
-    # benchmarks/ is not a package: load the file itself.
-    spec = importlib.util.spec_from_file_location("overhead_sites", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sites = _module()
+sites = benchmark_module("overhead_sites")
 SMALL = dict(photo_size=(300, 360), object_size=(10, 40))
 
 

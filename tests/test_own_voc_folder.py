@@ -1,6 +1,5 @@
 """benchmarks/own_voc_folder.py: the user-like VOC folder loads through the package's reader."""
 
-import importlib.util
 import os
 import xml.etree.ElementTree as ET
 
@@ -9,21 +8,9 @@ import pytest
 from PIL import Image
 
 from rfcn_tf.data import load_examples
+from tests.model_helpers import benchmark_module
 
-_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "own_voc_folder.py"
-)
-
-
-def _module():
-    # benchmarks/ is not a package: load the file itself.
-    spec = importlib.util.spec_from_file_location("own_voc_folder", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-own_voc = _module()
+own_voc = benchmark_module("own_voc_folder")
 
 # 20 train images: one full block of file formats (7 JPEG, 2 PNG, 1 gray) and one full
 # block for the empty image, so both are present whatever the seed.
