@@ -1,6 +1,6 @@
 """Where a TensorFlow training step goes, primitive by primitive: oneDNN's own timing of every
-convolution (forward, backward to the data, backward to the weights), reorder and pooling
-in ``train_on_batch``, against this CPU's float32 peak measured in the same run.
+convolution (forward, backward to the data, backward to the weights), BatchNorm, reorder and
+pooling in ``train_on_batch``, against this CPU's float32 peak measured in the same run.
 
 The step is ``bench_torchvision.py``'s ``train_step_finetune`` (``--recipe finetune``: every
 BatchNorm frozen, conv1 + res2 frozen, as from pretrained weights) or ``train_step``
